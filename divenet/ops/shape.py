@@ -1,0 +1,128 @@
+"""Shape ops: reshape, permute, indexing, concatenation, splitting, padding, broadcasting."""
+from __future__ import annotations
+
+from ..autograd import Function
+from ..backend import array_module
+
+
+class Reshape(Function):
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.shape = a.shape
+        return a.reshape(shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.reshape(ctx.shape)
+
+
+class Permute(Function):
+    """A strided view: no copy. Later kernels pick the layout they need."""
+
+    @staticmethod
+    def forward(ctx, a, axes):
+        ctx.axes = axes
+        return a.transpose(axes)
+
+    @staticmethod
+    def backward(ctx, g):
+        inverse = [0] * len(ctx.axes)
+        for i, a in enumerate(ctx.axes):
+            inverse[a] = i
+        return g.transpose(inverse)
+
+
+class BroadcastTo(Function):
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.shape = a.shape
+        return array_module(a).broadcast_to(a, shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        from .elementwise import unbroadcast
+
+        return unbroadcast(g, ctx.shape)
+
+
+class GetItem(Function):
+    """Basic and integer-array indexing. Repeated integer indices accumulate their gradients."""
+
+    @staticmethod
+    def forward(ctx, a, index):
+        ctx.shape, ctx.index, ctx.dtype = a.shape, index, a.dtype
+        return a[index]
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = array_module(g)
+        out = xp.zeros(ctx.shape, dtype=ctx.dtype)
+        if _is_basic(ctx.index):
+            out[ctx.index] = g
+        else:
+            xp.add.at(out, ctx.index, g)  # advanced indices may repeat
+        return out
+
+
+def _is_basic(index):
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in items)
+
+
+class Concat(Function):
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        ctx.axis = axis
+        ctx.sizes = [a.shape[axis] for a in arrays]
+        return array_module(arrays[0]).concatenate(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        grads = []
+        start = 0
+        index = [slice(None)] * g.ndim
+        for size, needed in zip(ctx.sizes, ctx.needs_input_grad):
+            index[ctx.axis] = slice(start, start + size)
+            grads.append(g[tuple(index)] if needed else None)
+            start += size
+        return tuple(grads)
+
+
+class Stack(Function):
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        ctx.axis = axis
+        return array_module(arrays[0]).stack(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = array_module(g)
+        return tuple(xp.take(g, i, axis=ctx.axis) if needed else None
+                     for i, needed in enumerate(ctx.needs_input_grad))
+
+
+class Split(Function):
+    """Split along ``axis`` at ``bounds`` (section starts); one output per section."""
+
+    @staticmethod
+    def forward(ctx, a, bounds, axis=0):
+        ctx.axis, ctx.shape, ctx.dtype = axis, a.shape, a.dtype
+        return tuple(array_module(a).split(a, bounds, axis=axis))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return array_module(grads[0]).concatenate(grads, axis=ctx.axis)
+
+
+class Pad(Function):
+    """Constant padding; ``widths`` is a tuple of (before, after) per axis."""
+
+    @staticmethod
+    def forward(ctx, a, widths, value=0.0):
+        ctx.widths = widths
+        return array_module(a).pad(a, widths, mode="constant", constant_values=value)
+
+    @staticmethod
+    def backward(ctx, g):
+        index = tuple(slice(lo, g.shape[i] - hi) for i, (lo, hi) in enumerate(ctx.widths))
+        return g[index]
