@@ -31,9 +31,15 @@ class no_grad:
     def __exit__(self, *exc):
         _state.enabled = self._prev
 
+    def __new__(cls, fn=None):
+        self = super().__new__(cls)
+        return self if fn is None else self(fn)  # bare @no_grad, as in PyTorch
+
     def __call__(self, fn):
+        mode = type(self)
+
         def wrapped(*args, **kwargs):
-            with no_grad():
+            with mode():
                 return fn(*args, **kwargs)
 
         wrapped.__name__ = getattr(fn, "__name__", "wrapped")
@@ -173,10 +179,12 @@ def backward(tensor, grad, retain_graph=False):
         in_grads = node.fn.backward(node.ctx, *grads)
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
+        inputs = node.inputs
         if not retain_graph:
             node.ctx = None
             node.freed = True
-        for t, g in zip(node.inputs, in_grads):
+            node.inputs = ()  # drop the references to the inputs (and their arrays) too
+        for t, g in zip(inputs, in_grads):
             if g is None or t is None or not getattr(t, "requires_grad", False):
                 continue
             if g.shape != t.shape:
@@ -193,5 +201,5 @@ def backward(tensor, grad, retain_graph=False):
                 slots = pending.setdefault(id(child), [None] * len(child.out_meta))
                 prev = slots[t._slot]
                 slots[t._slot] = g if prev is None else prev + g
-    if not retain_graph:
-        tensor._node = None
+    # the root keeps its (freed) node, so that a second backward() raises instead of
+    # silently accumulating into the root

@@ -37,6 +37,8 @@ class Device:
     def __init__(self, kind: str, index: int = 0):
         if kind not in ("cpu", "gpu"):
             raise ValueError(f"device: unknown kind {kind!r}; expected 'cpu' or 'gpu'")
+        if kind == "gpu" and (not isinstance(index, int) or index < 0):
+            raise ValueError(f"device: GPU index must be a non-negative int, got {index!r}")
         self.kind = kind
         self.index = index if kind == "gpu" else 0
 

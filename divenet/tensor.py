@@ -74,7 +74,7 @@ class Tensor:
         t = cls.__new__(cls)
         t.data = array
         t.device = device if device is not None else device_of(array)
-        t.requires_grad = node is not None
+        t.requires_grad = node is not None and array.dtype.kind == "f"
         t.grad = None
         t._node = node
         t._slot = slot
@@ -129,6 +129,8 @@ class Tensor:
         return self.numpy().tolist()
 
     def to(self, device=None, dtype=None):
+        if isinstance(device, (np.dtype, type)) or isinstance(device, str) and device in _DTYPES:
+            device, dtype = None, device  # x.to(dn.float64)
         out = self
         if device is not None:
             dev = as_device(device)
@@ -205,9 +207,10 @@ class Tensor:
         autograd.backward(self, g, retain_graph=retain_graph)
 
     def _accumulate(self, g):
-        if not g.flags.writeable or g.base is not None and g.shape != g.base.shape:
-            g = g.copy()  # never keep a broadcast view or a slice of another array as .grad
-        self.grad = g if self.grad is None else self.grad + g
+        # always own .grad: g may be a broadcast view, or the very array that backward also
+        # handed to another leaf (Add) or that the caller passed in; in-place edits of one
+        # .grad must never change another
+        self.grad = g.copy() if self.grad is None else self.grad + g
 
     def zero_grad(self):
         self.grad = None
@@ -349,18 +352,19 @@ class Tensor:
         return R.Var.apply(self, axis=_normalize_axes(dim, self.ndim), keepdims=keepdim,
                            correction=1 if unbiased else 0)
 
-    def argmax(self, dim=None, keepdim=False):
+    def argmax(self, dim=None, keepdim=False, _fn="argmax"):
         xp = array_module(self.data)
         if dim is None:
-            out = xp.argmax(self.data)
-            return Tensor._make(xp.asarray(out, dtype=np.int64), self.device, None)
-        out = xp.argmax(self.data, axis=dim)
+            out = xp.asarray(getattr(xp, _fn)(self.data), dtype=np.int64)
+            return Tensor._make(out.reshape((1,) * self.ndim) if keepdim else out, self.device, None)
+        dim = _normalize_axes(dim, self.ndim)[0]
+        out = getattr(xp, _fn)(self.data, axis=dim)
         if keepdim:
             out = xp.expand_dims(out, dim)
         return Tensor._make(out.astype(np.int64), self.device, None)
 
     def argmin(self, dim=None, keepdim=False):
-        return (-self.detach()).argmax(dim, keepdim)
+        return self.argmax(dim, keepdim, _fn="argmin")  # not argmax(-x): wrong for uint8
 
     # ---- shape --------------------------------------------------------------------------------
     def reshape(self, *shape):
@@ -410,6 +414,8 @@ class Tensor:
     def expand(self, *shape):
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         shape = tuple(self.shape[i - (len(shape) - self.ndim)] if n == -1 else n for i, n in enumerate(shape))
+        if len(shape) < self.ndim or any(m != n and m != 1 for m, n in zip(self.shape[::-1], shape[::-1])):
+            raise ValueError(f"expand: cannot expand a tensor of shape {self.shape} to {shape}")
         return S.BroadcastTo.apply(self, shape=shape)
 
     def __getitem__(self, index):
@@ -503,6 +509,10 @@ def ones(*shape, dtype=None, device=None, requires_grad=False):
 
 
 def full(shape, value, dtype=None, device=None, requires_grad=False):
+    if dtype is None and isinstance(value, (bool, np.bool_)):
+        dtype = bool_
+    elif dtype is None and isinstance(value, numbers.Integral):
+        dtype = int64
     return _create(lambda xp, s, d: xp.full(s, value, dtype=d), (shape,), dtype, device, requires_grad)
 
 
@@ -539,6 +549,10 @@ def matmul(a, b):
     kb = b.shape[-2] if b.ndim >= 2 else b.shape[0]
     if ka != kb:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align ({ka} != {kb})")
+    try:
+        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch dims of shapes {a.shape} and {b.shape} do not broadcast") from None
     return linalg.MatMul.apply(a, b)
 
 
@@ -596,7 +610,8 @@ def chunk(t, chunks, dim=0):
 def pad(t, pad, value=0.0):
     """PyTorch convention: ``pad`` lists (before, after) pairs starting from the LAST dim."""
     if len(pad) % 2 or len(pad) // 2 > t.ndim:
-        raise ValueError(f"pad: expected an even number of pads for at most {t.ndim} dims, got {pad}")
+        raise ValueError(f"pad: expected an even number of pads for at most {t.ndim} dims "
+                         f"of shape {t.shape}, got {pad}")
     widths = [(0, 0)] * t.ndim
     for i in range(len(pad) // 2):
         widths[t.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
