@@ -103,7 +103,8 @@ class ArrayDataset:
         elif imgs.ndim == 2:
             imgs = imgs[None]
         if imgs.dtype == np.uint8:
-            return imgs.astype(np.float32) * np.float32(1 / 255)
+            # one pass, and the same rounding as torchvision's ToTensor (x.float() / 255)
+            return np.divide(imgs, np.float32(255), dtype=np.float32)
         if imgs.dtype.kind == "f":
             return imgs
         return imgs.astype(np.float32)

@@ -26,9 +26,9 @@ from ..backend import array_module
 
 
 def _sig_scale(xp, H, gates, tanh_slices, dtype):
-    """Per-row constants of a gate block: 1/2 for sigmoid rows, 1 for tanh rows. The same vector
-    maps tanh(s * z) back to the activation: act = s * tanh(s * z) + (1 - s)... for sigmoid rows
-    act = 0.5 * t + 0.5, for tanh rows act = t, i.e. act = s * t + shift with shift = 1 - s."""
+    """Per-row constants of a gate block: s = 1/2 on sigmoid rows, 1 on tanh rows. With
+    t = tanh(s * z), the activation is s * t + shift (shift = 1 - s): 0.5 * t + 0.5 = sigmoid(z)
+    on sigmoid rows, t = tanh(z) on tanh rows."""
     s = xp.full(gates * H, 0.5, dtype=dtype)
     for k in tanh_slices:
         s[k * H:(k + 1) * H] = 1
@@ -338,7 +338,7 @@ class GRUSequence(Function):
             _gru_step(xp, A[t], gh, h, out[t])
             h = out[t]
         n = ctx.needs_input_grad
-        ctx.reverse = reverse
+        ctx.reverse, ctx.input_size = reverse, I
         ctx.save_for_backward(x if n[2] else None, h0, w_ih if n[0] else None, w_hh, A, GHN, out)
         return out, h.copy()
 
@@ -366,7 +366,7 @@ class GRUSequence(Function):
                 dh += dGH[t] @ w_hh
             else:
                 dh = None
-        I = w_ih.shape[1] if w_ih is not None else x.shape[2]
+        I = ctx.input_size
         dGH2 = dGH.reshape(T * N, 3 * H)
         dAN2 = dAN.reshape(T * N, H)
         dx, dw_ih = _gru_split_grads(xp, dGH2, dAN2, x.reshape(T * N, I) if x is not None else None,
