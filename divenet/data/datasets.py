@@ -19,6 +19,7 @@ Decoded arrays are cached per process (keyed by path, size and modification time
 """
 from __future__ import annotations
 
+import operator
 import os
 import threading
 
@@ -127,7 +128,7 @@ class ArrayDataset:
     def __getitem__(self, index):
         n = len(self)
         try:
-            i = int(index)
+            i = operator.index(index)
         except TypeError:
             raise TypeError(f"{type(self).__name__}: index must be an integer, "
                             f"got {type(index).__name__}") from None
@@ -223,8 +224,10 @@ def describe_datasets() -> str:
 
 def _not_found(name: str, root, stems) -> DatasetNotFoundError:
     info = _DATASETS[name]
-    lines = [f"{info['title']} not found: none of these directories holds "
-             f"{', '.join(stems)} (each raw or .gz):"]
+    split = "train" if stems == DATASET_FILES["train"] else "test"
+    lines = [f"{info['title']} ({split} split) not found. It is four files, each raw or .gz, "
+             f"in one directory: {', '.join(_ALL_FILES)}; the {split} split needs "
+             f"{' and '.join(stems)}. Searched:"]
     for d, why in search_dirs(name, root):
         if not os.path.isdir(d):
             state = "does not exist"

@@ -252,12 +252,13 @@ def _gru_step(xp, A, gh, h_prev, h_out):
     nn += r * gh[:, 2 * H:]
     xp.tanh(nn, out=nn)
     # h' = n + z * (h - n)
-    if h_prev is None:
+    if h_prev is None:  # h' = n - z * n
         xp.multiply(z, nn, out=h_out)
+        xp.subtract(nn, h_out, out=h_out)
     else:
         xp.subtract(h_prev, nn, out=h_out)
         h_out *= z
-    h_out += nn
+        h_out += nn
 
 
 def _gru_step_back(xp, A, ghn, h_prev, dh, dGH, dAN):
