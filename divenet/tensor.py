@@ -28,13 +28,16 @@ def as_dtype(dtype):
 
 
 def _normalize_axes(dim, ndim):
+    """``ndim`` may be the shape itself, so that an error names it."""
+    shape = f" of shape {tuple(ndim)}" if isinstance(ndim, tuple) else ""
+    ndim = len(ndim) if isinstance(ndim, tuple) else ndim
     if dim is None:
         return None
     dims = dim if isinstance(dim, (tuple, list)) else (dim,)
     out = []
     for d in dims:
         if not -ndim <= d < max(ndim, 1):
-            raise ValueError(f"dim {d} is out of range for a tensor with {ndim} dimensions")
+            raise ValueError(f"dim {d} is out of range for a tensor{shape} with {ndim} dimensions")
         out.append(d % max(ndim, 1))
     return tuple(out)
 
@@ -337,19 +340,19 @@ class Tensor:
 
     # ---- reductions ---------------------------------------------------------------------------
     def sum(self, dim=None, keepdim=False):
-        return R.Sum.apply(self, axis=_normalize_axes(dim, self.ndim), keepdims=keepdim)
+        return R.Sum.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim)
 
     def mean(self, dim=None, keepdim=False):
-        return R.Mean.apply(self, axis=_normalize_axes(dim, self.ndim), keepdims=keepdim)
+        return R.Mean.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim)
 
     def max(self, dim=None, keepdim=False):
-        return R.Max.apply(self, axis=_normalize_axes(dim, self.ndim), keepdims=keepdim)
+        return R.Max.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim)
 
     def min(self, dim=None, keepdim=False):
-        return R.Max.apply(self, axis=_normalize_axes(dim, self.ndim), keepdims=keepdim, smallest=True)
+        return R.Max.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim, smallest=True)
 
     def var(self, dim=None, keepdim=False, unbiased=True):
-        return R.Var.apply(self, axis=_normalize_axes(dim, self.ndim), keepdims=keepdim,
+        return R.Var.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim,
                            correction=1 if unbiased else 0)
 
     def argmax(self, dim=None, keepdim=False, _fn="argmax"):
@@ -357,7 +360,7 @@ class Tensor:
         if dim is None:
             out = xp.asarray(getattr(xp, _fn)(self.data), dtype=np.int64)
             return Tensor._make(out.reshape((1,) * self.ndim) if keepdim else out, self.device, None)
-        dim = _normalize_axes(dim, self.ndim)[0]
+        dim = _normalize_axes(dim, self.shape)[0]
         out = getattr(xp, _fn)(self.data, axis=dim)
         if keepdim:
             out = xp.expand_dims(out, dim)
@@ -403,7 +406,7 @@ class Tensor:
         if dim is None:
             shape = tuple(n for n in self.shape if n != 1)
         else:
-            d = _normalize_axes(dim, self.ndim)
+            d = _normalize_axes(dim, self.shape)
             shape = tuple(n for i, n in enumerate(self.shape) if not (i in d and n == 1))
         return self.reshape(shape)
 

@@ -40,155 +40,169 @@ def same_padding(k, d=1):
     return total // 2, total - total // 2
 
 
-def _geometry(x_shape, w_shape, stride, padding, dilation):
-    """Per-axis plan shared by forward and backward."""
-    _, _, H, W = x_shape
-    _, _, kh, kw = w_shape
-    (sh, sw), ((ph0, ph1), (pw0, pw1)), (dh, dw) = stride, padding, dilation
-    OH = output_size(H, kh, sh, (ph0, ph1), dh)
-    OW = output_size(W, kw, sw, (pw0, pw1), dw)
-    # rows of the (virtually) padded input that any output reads: [0, Hu)
-    Hu = dh * (kh - 1) + sh * (OH - 1) + 1
-    r0 = min(ph0, Hu)  # tmp rows [r0, r1) hold real input rows [r0 - ph0, r1 - ph0)
-    r1 = max(r0, min(ph0 + H, Hu))
-    # per kernel column j: output columns [lo, hi) that read real input, and the first input
-    # column they read
-    spans = []
-    for j in range(kw):
-        off = j * dw - pw0  # input column read by output column 0
-        lo = min(OW, (-off + sw - 1) // sw) if off < 0 else 0
-        hi = min(OW, (W - 1 - off) // sw + 1) if off <= W - 1 else 0
-        hi = max(hi, lo)
-        spans.append((lo, hi, off + lo * sw))
-    return OH, OW, Hu, r0, r1, spans
+_BLOCK_BYTES = 1 << 19  # channels per im2col/col2im block: a width-shifted block fits in L2
 
 
-def _fast_1x1(w_shape, stride, padding, dilation):
-    return (w_shape[2] == 1 and w_shape[3] == 1 and stride == (1, 1)
-            and padding == ((0, 0), (0, 0)))
+class _Plan:
+    """Geometry shared by forward and backward (plain ints only)."""
+
+    __slots__ = ("C", "N", "H", "W", "O", "G", "kh", "kw", "sh", "sw", "dh", "dw", "ph0",
+                 "OH", "OW", "Hu", "r0", "r1", "spans", "cb", "pointwise")
+
+    def __init__(self, x_shape, w_shape, stride, padding, dilation, groups, itemsize):
+        self.N, self.C, self.H, self.W = x_shape
+        self.O, _, self.kh, self.kw = w_shape
+        self.G = groups
+        (self.sh, self.sw), (self.dh, self.dw) = stride, dilation
+        (ph0, ph1), (pw0, pw1) = padding
+        self.ph0 = ph0
+        self.OH = OH = output_size(self.H, self.kh, self.sh, (ph0, ph1), self.dh)
+        self.OW = OW = output_size(self.W, self.kw, self.sw, (pw0, pw1), self.dw)
+        # rows of the (virtually) padded input that any output reads: [0, Hu)
+        self.Hu = Hu = self.dh * (self.kh - 1) + self.sh * (OH - 1) + 1
+        # width-shifted rows [r0, r1) hold real input rows [r0 - ph0, r1 - ph0); others are 0
+        self.r0 = r0 = min(ph0, Hu)
+        self.r1 = max(r0, min(ph0 + self.H, Hu))
+        # per kernel column j: output columns [lo, hi) that read real input, and the first
+        # input column they read; the others read zero padding
+        spans = []
+        for j in range(self.kw):
+            off = j * self.dw - pw0  # input column read by output column 0
+            lo = min(OW, (-off + self.sw - 1) // self.sw) if off < 0 else 0
+            hi = min(OW, (self.W - 1 - off) // self.sw + 1) if off <= self.W - 1 else 0
+            hi = max(hi, lo)
+            spans.append((lo, hi, off + lo * self.sw))
+        self.spans = spans
+        per_channel = self.kw * self.N * Hu * OW * itemsize
+        self.cb = max(1, min(self.C, _BLOCK_BYTES // max(per_channel, 1)))
+        self.pointwise = (self.kh == 1 and self.kw == 1 and stride == (1, 1)
+                          and padding == ((0, 0), (0, 0)))
 
 
-def im2col(xc, kh, kw, stride, geo):
-    """``xc``: input as (C, N, H, W), any strides. Returns cols (C, kh, kw, N, OH, OW)."""
+def im2col(xc, plan):
+    """``xc``: the input as (C, N, H, W), any strides. Returns cols (C, kh, kw, N, OH, OW):
+    ``cols[c, i, j, n, oh, ow] = xpad[c, n, i*dh + oh*sh, j*dw + ow*sw]``.
+
+    Two copying stages per block of channels (so the intermediate stays in cache):
+    width shifts into ``tmp`` (C, kw, N, Hu, OW), which also writes the zero padding, then
+    height shifts into ``cols``, whose runs are whole OH*OW planes when sh == 1."""
     xp = array_module(xc)
-    C, N, H, W = xc.shape
-    sh, sw = stride[0], stride[1]
-    dh = geo["dilation"][0]
-    OH, OW, Hu, r0, r1, spans = geo["plan"]
-    ph0 = geo["ph0"]
-    # stage 1: shift along the width, writing the zero padding
-    tmp = xp.empty((C, kw, N, Hu, OW), dtype=xc.dtype)
+    p = plan
+    C, N, kh, kw, OH, OW, Hu, r0, r1 = p.C, p.N, p.kh, p.kw, p.OH, p.OW, p.Hu, p.r0, p.r1
+    cols = xp.empty((C, kh, kw, N, OH, OW), dtype=xc.dtype)
+    tmp = xp.empty((p.cb, kw, N, Hu, OW), dtype=xc.dtype)
+    # zero padding: written once, never overwritten by the blocks below
     if r0 > 0:
         tmp[:, :, :, :r0] = 0
     if r1 < Hu:
         tmp[:, :, :, r1:] = 0
-    rows = slice(r0 - ph0, r1 - ph0)
-    for j, (lo, hi, c0) in enumerate(spans):
+    for j, (lo, hi, _) in enumerate(p.spans):
         if lo > 0:
             tmp[:, j, :, r0:r1, :lo] = 0
         if hi < OW:
             tmp[:, j, :, r0:r1, hi:] = 0
-        if hi > lo and r1 > r0:
-            tmp[:, j, :, r0:r1, lo:hi] = xc[:, :, rows, c0:c0 + (hi - lo - 1) * sw + 1:sw]
-    # stage 2: shift along the height
-    cols = xp.empty((C, kh, kw, N, OH, OW), dtype=xc.dtype)
-    span = (OH - 1) * sh + 1
-    for i in range(kh):
-        cols[:, i] = tmp[:, :, :, i * dh:i * dh + span:sh]
+    rows = slice(r0 - p.ph0, r1 - p.ph0)
+    span = (OH - 1) * p.sh + 1
+    for c0 in range(0, C, p.cb):
+        c1 = min(C, c0 + p.cb)
+        t = tmp[:c1 - c0]
+        xb = xc[c0:c1]
+        if r1 > r0:
+            for j, (lo, hi, s0) in enumerate(p.spans):
+                if hi > lo:
+                    t[:, j, :, r0:r1, lo:hi] = xb[:, :, rows, s0:s0 + (hi - lo - 1) * p.sw + 1:p.sw]
+        cb = cols[c0:c1]
+        for i in range(kh):
+            cb[:, i] = t[:, :, :, i * p.dh:i * p.dh + span:p.sh]
     return cols
 
 
-def col2im(dcols, x_shape_cnhw, stride, geo):
-    """Adjoint of :func:`im2col`: dcols (C, kh, kw, N, OH, OW) -> dx (C, N, H, W)."""
+def col2im(dcols, plan):
+    """Adjoint of :func:`im2col`: dcols (C, kh, kw, N, OH, OW) -> dx (C, N, H, W), with
+    kh + kw strided adds per block of channels."""
     xp = array_module(dcols)
-    C, kh, kw, N, OH, OW = dcols.shape
-    _, _, H, W = x_shape_cnhw
-    sh, sw = stride
-    dh = geo["dilation"][0]
-    _, _, Hu, r0, r1, spans = geo["plan"]
-    ph0 = geo["ph0"]
-    # stage 2 backwards: accumulate the kh row shifts
-    span = (OH - 1) * sh + 1
-    if sh == 1:
-        # the first shift covers rows [0, OH); write it, zero the rest, add the others
-        dtmp = xp.empty((C, kw, N, Hu, OW), dtype=dcols.dtype)
-        dtmp[:, :, :, :OH] = dcols[:, 0]
-        if OH < Hu:
-            dtmp[:, :, :, OH:] = 0
-        start = 1
-    else:
-        dtmp = xp.zeros((C, kw, N, Hu, OW), dtype=dcols.dtype)
-        start = 0
-    for i in range(start, kh):
-        dtmp[:, :, :, i * dh:i * dh + span:sh] += dcols[:, i]
-    # stage 1 backwards: accumulate the kw column shifts into the unpadded input
-    dx = xp.zeros((C, N, H, W), dtype=dcols.dtype)
-    if r1 > r0:
-        rows = slice(r0 - ph0, r1 - ph0)
-        for j, (lo, hi, c0) in enumerate(spans):
+    p = plan
+    C, N, kh, kw, OH, OW, Hu, r0, r1 = p.C, p.N, p.kh, p.kw, p.OH, p.OW, p.Hu, p.r0, p.r1
+    dx = xp.zeros((C, N, p.H, p.W), dtype=dcols.dtype)
+    if r1 <= r0:
+        return dx
+    dtmp = xp.empty((p.cb, kw, N, Hu, OW), dtype=dcols.dtype)
+    rows = slice(r0 - p.ph0, r1 - p.ph0)
+    span = (OH - 1) * p.sh + 1
+    for c0 in range(0, C, p.cb):
+        c1 = min(C, c0 + p.cb)
+        t = dtmp[:c1 - c0]
+        db = dcols[c0:c1]
+        # height shifts: the first covers rows [0, OH) when sh == 1; write it, zero the rest
+        if p.sh == 1:
+            t[:, :, :, :OH] = db[:, 0]
+            if OH < Hu:
+                t[:, :, :, OH:] = 0
+            first = 1
+        else:
+            t[...] = 0
+            first = 0
+        for i in range(first, kh):
+            t[:, :, :, i * p.dh:i * p.dh + span:p.sh] += db[:, i]
+        # width shifts into the unpadded input (padding positions are dropped)
+        xb = dx[c0:c1]
+        for j, (lo, hi, s0) in enumerate(p.spans):
             if hi > lo:
-                dx[:, :, rows, c0:c0 + (hi - lo - 1) * sw + 1:sw] += dtmp[:, j, :, r0:r1, lo:hi]
+                xb[:, :, rows, s0:s0 + (hi - lo - 1) * p.sw + 1:p.sw] += t[:, j, :, r0:r1, lo:hi]
     return dx
 
 
 def _forward(ctx, x, w, b, stride, padding, dilation, groups):
     """x (N, C, H, W), w (O, C/groups, kh, kw), b (O,) or None; stride, dilation pairs,
     padding ((top, bottom), (left, right)). Returns (N, O, OH, OW) laid out as (O, N, OH, OW)."""
-    xp = array_module(x)
-    N, C, H, W = x.shape
-    O, Cg, kh, kw = w.shape
-    G = groups
-    OH, OW, Hu, r0, r1, spans = plan = _geometry(x.shape, w.shape, stride, padding, dilation)
-    geo = {"plan": plan, "dilation": dilation, "ph0": padding[0][0]}
-    xc = x.transpose(1, 0, 2, 3)
+    plan = _Plan(x.shape, w.shape, stride, padding, dilation, groups, x.itemsize)
+    C, N, O, G, OH, OW = plan.C, plan.N, plan.O, groups, plan.OH, plan.OW
     P = N * OH * OW
-    fast = _fast_1x1(w.shape, stride, padding, dilation)
-    if fast:
+    K = w.shape[1] * plan.kh * plan.kw
+    xc = x.transpose(1, 0, 2, 3)
+    if plan.pointwise:
         cols = xc.reshape(C, P)  # a view when x is laid out as (C, N, H, W)
     else:
-        cols = im2col(xc, kh, kw, stride, geo).reshape(C * kh * kw, P)
-    K = Cg * kh * kw
+        cols = im2col(xc, plan).reshape(C * plan.kh * plan.kw, P)
     if G == 1:
         out = w.reshape(O, K) @ cols
     else:
         out = (w.reshape(G, O // G, K) @ cols.reshape(G, K, P)).reshape(O, P)
     if b is not None:
         out += b.reshape(O, 1)
-    need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    ctx.save_for_backward(cols if need_w else None, w if need_x else None)
-    ctx.geo = geo
-    ctx.fast = fast
-    ctx.args = (x.shape, w.shape, stride, G, b is not None)
+    need = ctx.needs_input_grad
+    ctx.save_for_backward(cols if need[1] else None, w if need[0] else None)
+    ctx.plan = plan
+    ctx.has_bias = b is not None
     return out.reshape(O, N, OH, OW).transpose(1, 0, 2, 3)
 
 
 def _backward(ctx, g):
     cols, w = ctx.saved
-    x_shape, w_shape, stride, G, has_b = ctx.args
-    N, C, H, W = x_shape
-    O, Cg, kh, kw = w_shape
-    OH, OW = g.shape[2], g.shape[3]
+    p = ctx.plan
+    C, N, O, G, kh, kw, OH, OW = p.C, p.N, p.O, p.G, p.kh, p.kw, p.OH, p.OW
     P = N * OH * OW
-    K = Cg * kh * kw
+    K = C // G * kh * kw
     need = ctx.needs_input_grad
     g2 = g.transpose(1, 0, 2, 3).reshape(O, P)  # a view when g is laid out as (O, N, OH, OW)
     gx = gw = gb = None
     if need[1]:
         if G == 1:
-            gw = (g2 @ cols.T).reshape(w_shape)
+            gw = g2 @ cols.T
         else:
-            gw = (g2.reshape(G, O // G, P) @ cols.reshape(G, K, P).transpose(0, 2, 1)).reshape(w_shape)
-    if has_b and need[2]:
+            gw = g2.reshape(G, O // G, P) @ cols.reshape(G, K, P).transpose(0, 2, 1)
+        gw = gw.reshape(O, C // G, kh, kw)
+    if ctx.has_bias and need[2]:
         gb = g2.sum(axis=1)
     if need[0]:
         if G == 1:
             dcols = w.reshape(O, K).T @ g2
         else:
             dcols = w.reshape(G, O // G, K).transpose(0, 2, 1) @ g2.reshape(G, O // G, P)
-        if ctx.fast:
-            dxc = dcols.reshape(C, N, H, W)
+        if p.pointwise:
+            dxc = dcols.reshape(C, N, p.H, p.W)
         else:
-            dxc = col2im(dcols.reshape(C, kh, kw, N, OH, OW), (C, N, H, W), stride, ctx.geo)
+            dxc = col2im(dcols.reshape(C, kh, kw, N, OH, OW), p)
         gx = dxc.transpose(1, 0, 2, 3)
     return gx, gw, gb
 

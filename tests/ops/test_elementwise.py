@@ -121,8 +121,9 @@ def test_clip_numerical(device):
 @pytest.mark.parametrize("name", ["maximum", "minimum"])
 @pytest.mark.parametrize("sa, sb", [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1), (1, 3))])
 def test_maximum_minimum_with_ties(device, name, sa, sb):
-    a = np.round(_rand(sa, 13) * 2) / 2  # many exact ties at multiples of 0.5
-    b = np.round(_rand(sb, 14) * 2) / 2
+    rng = np.random.default_rng(13)
+    a = rng.integers(-1, 2, sa).astype(np.float32)  # values in {-1, 0, 1}: many exact ties
+    b = rng.integers(-1, 2, sb).astype(np.float32)
     assert np.any(np.broadcast_to(a, np.broadcast_shapes(sa, sb)) == np.broadcast_to(b, np.broadcast_shapes(sa, sb)))
     check_against_torch(getattr(dn, name), getattr(torch, name), [a, b], device=device)
     check_against_torch(lambda x, y: getattr(x, name)(y), getattr(torch, name), [a, b], device=device)

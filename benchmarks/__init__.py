@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of divenet and PyTorch (``python -m benchmarks``)."""

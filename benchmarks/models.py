@@ -1,0 +1,156 @@
+"""Whole-model training and inference, divenet vs PyTorch, same shapes and data.
+
+    python -m benchmarks.models [--rounds N] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import divenet as dn
+import divenet.functional as F
+from divenet import optim
+from divenet.models import get_model
+
+from . import torch_models
+from .common import Table, setup_torch, time_pair
+
+
+def _fashion_mnist(limit=None):
+    from divenet.data import FashionMNIST
+
+    x, y = FashionMNIST(train=True).arrays()
+    return (x[:limit], y[:limit]) if limit else (x, y)
+
+
+def lenet_epoch(table, rounds, limit=None):
+    """One training epoch of D2L's LeNet (batch 256, SGD lr 0.9), data already in memory."""
+    from divenet.data import ArrayDataset, DataLoader
+
+    torch = setup_torch()
+    x, y = _fashion_mnist(limit)
+    ours_model = get_model("lenet")
+    ours_opt = optim.SGD(ours_model.parameters(), lr=0.9)
+    loader = DataLoader(ArrayDataset(x, y), batch_size=256, shuffle=True, seed=0)
+    theirs_model = torch_models.lenet(torch)
+    theirs_opt = torch.optim.SGD(theirs_model.parameters(), lr=0.9)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    gen = torch.Generator().manual_seed(0)
+
+    def ours():
+        for xb, yb in loader:
+            loss = F.cross_entropy(ours_model(xb), yb)
+            ours_opt.zero_grad()
+            loss.backward()
+            ours_opt.step()
+
+    def theirs():
+        perm = torch.randperm(len(tx), generator=gen)
+        for i in range(0, len(tx), 256):
+            idx = perm[i:i + 256]
+            loss = torch.nn.functional.cross_entropy(theirs_model(tx[idx]), ty[idx])
+            theirs_opt.zero_grad()
+            loss.backward()
+            theirs_opt.step()
+
+    a, b = time_pair(ours, theirs, rounds=rounds, warmup=0 if limit is None else 1)
+    table.add(f"LeNet training epoch ({len(x)} images, b256)", a, b, unit="s", scale=1)
+
+
+def _resnet_pair(torch):
+    ours = get_model("resnet18-small") if "resnet18-small" in _names() else None
+    if ours is None:
+        raise SystemExit("the zoo has no 'resnet18-small' (D2L's ResNet-18)")
+    return ours, torch_models.d2l_resnet18(torch)
+
+
+def _names():
+    from divenet.models import list_models
+
+    return set(list_models())
+
+
+def resnet_steps(table, rounds, batches=(64, 256), side=28, steps=3):
+    torch = setup_torch()
+    ours_model, theirs_model = _resnet_pair(torch)
+    ours_model.init(dn.zeros(2, 1, side, side))
+    ours_opt = optim.SGD(ours_model.parameters(), lr=0.05)
+    theirs_opt = torch.optim.SGD(theirs_model.parameters(), lr=0.05)
+    rng = np.random.default_rng(0)
+    for b in batches:
+        x = rng.random((b, 1, side, side), dtype=np.float32)
+        y = rng.integers(0, 10, b)
+        dx, dy = dn.tensor(x), dn.tensor(y)
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+        def ours():
+            for _ in range(steps):
+                loss = F.cross_entropy(ours_model(dx), dy)
+                ours_opt.zero_grad()
+                loss.backward()
+                ours_opt.step()
+
+        def theirs():
+            for _ in range(steps):
+                loss = torch.nn.functional.cross_entropy(theirs_model(tx), ty)
+                theirs_opt.zero_grad()
+                loss.backward()
+                theirs_opt.step()
+
+        a, c = time_pair(ours, theirs, rounds=rounds)
+        table.add(f"ResNet-18 (D2L) train step {side}x{side} b{b}", a / steps, c / steps, unit="s", scale=1)
+
+
+def inference(table, rounds, batch=256):
+    torch = setup_torch()
+    rng = np.random.default_rng(0)
+    cases = [("ResNet-18 (D2L) 28x28", "resnet18-small", torch_models.d2l_resnet18(torch), 28),
+             ("AlexNet (D2L) 96x96", "alexnet", torch_models.d2l_alexnet(torch), 96)]
+    for name, zoo, theirs_model, side in cases:
+        if zoo not in _names():
+            print(f"  (skipped {name}: no {zoo!r} in the zoo)")
+            continue
+        x = rng.random((batch, 1, side, side), dtype=np.float32)
+        ours_model = get_model(zoo).init(dn.zeros(1, 1, side, side)).eval()
+        theirs_model.eval()
+        dx, tx = dn.tensor(x), torch.from_numpy(x)
+        with torch.no_grad():
+            theirs_model(tx[:1])  # materialize lazy layers
+
+        def ours():
+            with dn.no_grad():
+                ours_model(dx)
+
+        def theirs():
+            with torch.no_grad():
+                theirs_model(tx)
+
+        a, b = time_pair(ours, theirs, rounds=rounds)
+        table.add(f"{name} inference, batch of {batch}", a, b, unit="s", scale=1,
+                  divenet_images_per_s=batch / a, pytorch_images_per_s=batch / b)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="a 10k-image LeNet epoch")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    table = Table("models: training and inference")
+    table.header()
+    t0 = time.perf_counter()
+    lenet_epoch(table, args.rounds, limit=10240 if args.quick else None)
+    resnet_steps(table, args.rounds)
+    inference(table, args.rounds)
+    print(f"  ({time.perf_counter() - t0:.0f} s)")
+    if args.json:
+        from .common import write_json
+
+        write_json(args.json, [table])
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,358 @@
+"""``summary(model, input_shape)``: each leaf layer's output shape, parameters and
+multiply-accumulates (MACs), found by a shape-only pass (no full-size arithmetic).
+
+How the pass works. During the summary every leaf layer of a known kind (convolutions, dense
+layers, pooling, normalization, activations, dropout, flatten, ...) has its ``forward`` replaced
+by a formula: it computes its output shape and MACs and returns a placeholder Tensor of that
+shape whose array is ``np.broadcast_to(<a zero scalar>, (1, *shape))`` (no memory, no
+arithmetic). The composite modules (residual additions, Inception concatenations, squeeze-excite
+scaling, dense connectivity) run their own ``forward`` on these placeholders at batch 1, which
+costs a few elementwise passes over single-image feature maps. ``summary(vgg19, (3, 224, 224))``
+takes milliseconds instead of the ~20 GMACs of a real forward.
+
+Counting rules (docs/counting.md explains them):
+  - Conv: MACs = output elements x (in_channels / groups) x kh x kw (bias adds not counted).
+  - Linear: MACs = in_features x out_features per output row.
+  - Pooling, batch/layer/local response norm, activations, dropout, additions, concatenations:
+    0 MACs (they are listed, with their parameters, but do no multiply-accumulate that a
+    published GFLOPS figure counts).
+  - params: every parameter a layer holds (weights, biases, normalization scale and shift).
+A leaf layer of an unknown kind runs its real forward on a zero tensor of batch 1 and is counted
+with 0 MACs. Layers whose input size was left as ``None`` are materialized by the pass (as
+``model.init`` would do); nothing else in the model changes (batch norm statistics included).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import nn
+from .autograd import no_grad
+from .backend import CPU
+from .ops.conv import output_size as _conv_out, same_padding as _same_padding
+from .tensor import Tensor
+
+__all__ = ["LayerRow", "Summary", "summary", "parse_shape"]
+
+
+@dataclass
+class LayerRow:
+    name: str  # module path, e.g. "features.0" or "layer1.0.conv1"
+    kind: str  # layer class name, e.g. "Conv2d"
+    output_shape: tuple | None  # without the batch axis (None: the layer was never called)
+    params: int  # parameters counted on this row (a layer called twice counts them once)
+    macs: int  # multiply-accumulates for one example
+
+
+class Summary:
+    """The result of ``summary``: ``rows``, ``total_params``, ``total_macs``; ``str()`` is a table."""
+
+    def __init__(self, model_name, input_shape, output_shape, rows, buffers):
+        self.model_name = model_name
+        self.input_shape = tuple(input_shape)
+        self.output_shape = output_shape
+        self.rows = rows
+        self.total_params = sum(r.params for r in rows)
+        self.total_macs = sum(r.macs for r in rows)
+        self.total_buffers = buffers
+
+    def __getitem__(self, name):
+        """The first row of the layer at path ``name``."""
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(f"summary: no layer named {name!r}")
+
+    def find(self, prefix):
+        """Rows whose path is ``prefix`` or lies under it."""
+        return [r for r in self.rows if r.name == prefix or r.name.startswith(prefix + ".")]
+
+    def to_dict(self):
+        return {"model": self.model_name, "input_shape": list(self.input_shape),
+                "output_shape": list(self.output_shape) if self.output_shape else None,
+                "total_params": self.total_params, "total_macs": self.total_macs,
+                "rows": [{"name": r.name, "kind": r.kind,
+                          "output_shape": list(r.output_shape) if r.output_shape is not None else None,
+                          "params": r.params, "macs": r.macs} for r in self.rows]}
+
+    def __str__(self):
+        head = ("Layer", "Kind", "Output shape", "Params", "MACs")
+        body = [(r.name or "(model)", r.kind, _fmt_shape(r.output_shape), f"{r.params:,}",
+                 f"{r.macs:,}") for r in self.rows]
+        widths = [max([len(h)] + [len(row[i]) for row in body]) for i, h in enumerate(head)]
+        align = ("<", "<", "<", ">", ">")
+
+        def line(cells):
+            return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths)).rstrip()
+
+        rule = "-" * len(line(head))
+        out = [f"{self.model_name} on input {_fmt_shape(self.input_shape)} (batch axis left out)",
+               rule, line(head), rule]
+        out += [line(row) for row in body]
+        out += [rule,
+                f"Total params: {self.total_params:,} ({_si(self.total_params)}, "
+                f"{self.total_params * 4 / 2 ** 20:.2f} MiB as float32)",
+                f"Total MACs:   {self.total_macs:,} ({_si(self.total_macs)}; "
+                f"FLOPs ~ 2 x MACs = {_si(2 * self.total_macs)})",
+                f"Output shape: {_fmt_shape(self.output_shape)}"]
+        return "\n".join(out)
+
+    def __repr__(self):
+        return (f"Summary({self.model_name}, input={self.input_shape}, layers={len(self.rows)}, "
+                f"total_params={self.total_params:,}, total_macs={self.total_macs:,})")
+
+
+def parse_shape(text):
+    """'3x224x224' (or '3,224,224', '3 224 224') -> (3, 224, 224)."""
+    parts = [p for p in str(text).lower().replace(",", "x").replace(" ", "x").split("x") if p]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"summary: input shape must look like 3x224x224, got {text!r}") from None
+    if not shape or min(shape) < 1:
+        raise ValueError(f"summary: input shape must be positive sizes like 3x224x224, got {text!r}")
+    return shape
+
+
+def _fmt_shape(shape):
+    if shape is None:
+        return "-"
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def _si(n):
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3f}{unit}"
+    return str(n)
+
+
+# ---- the shape-only pass ------------------------------------------------------------------------
+_ZERO = np.zeros((), dtype=np.float32)
+
+
+def _placeholder(shape, dtype=np.float32):
+    """A Tensor of ``shape`` that owns no memory: a broadcast view of one zero."""
+    base = _ZERO if dtype == np.float32 else np.zeros((), dtype=dtype)
+    return Tensor._make(np.broadcast_to(base, tuple(int(s) for s in shape)), CPU, None)
+
+
+def _tuple(v, n):
+    return (int(v),) * n if isinstance(v, (int, np.integer)) else tuple(int(a) for a in v)
+
+
+def _in_shape(op, x, ndims):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"summary: {op} got a {type(x).__name__}, expected a Tensor")
+    if x.ndim not in ndims:
+        want = " or ".join(f"{n}-D" for n in ndims)
+        raise ValueError(f"{op}: expected a {want} input, got shape {tuple(x.shape)}")
+    return tuple(x.shape)
+
+
+def _conv(m, x):
+    nd = m._dims
+    shape = _in_shape(type(m).__name__, x, (nd + 2,))
+    if m._lazy:
+        m._ensure(x)
+    n, c = shape[:2]
+    if c != m.in_channels:
+        raise ValueError(f"{type(m).__name__}: input {shape} has {c} channels but the layer "
+                         f"expects {m.in_channels}")
+    if m.padding == "valid":
+        pads = [(0, 0)] * nd
+    elif m.padding == "same":
+        pads = [_same_padding(k, d) for k, d in zip(m.kernel_size, m.dilation)]
+    else:
+        pads = [(p, p) for p in m.padding]
+    spatial = tuple(_conv_out(size, k, s, p, d) for size, k, s, p, d in
+                    zip(shape[2:], m.kernel_size, m.stride, pads, m.dilation))
+    if min(spatial) < 1:
+        raise ValueError(f"{type(m).__name__}: kernel {m.kernel_size} with stride {m.stride}, "
+                         f"padding {m.padding} and dilation {m.dilation} does not fit input {shape}")
+    out = (n, m.out_channels) + spatial
+    macs = math.prod(out[1:]) * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+    return out, macs
+
+
+def _linear(m, x):
+    shape = _in_shape("Linear", x, (1, 2, 3, 4, 5))
+    if m._lazy:
+        m._ensure(x)
+    if shape[-1] != m.in_features:
+        raise ValueError(f"Linear: input {shape} has {shape[-1]} features but the layer expects "
+                         f"{m.in_features}")
+    out = shape[:-1] + (m.out_features,)
+    rows = math.prod(shape[1:-1]) if len(shape) > 1 else 1
+    return out, rows * m.in_features * m.out_features
+
+
+def _pool_len(n, k, s, p, d, ceil_mode):
+    span = d * (k - 1) + 1
+    top = n + 2 * p - span
+    out = (-(-top // s) if ceil_mode else top // s) + 1
+    if ceil_mode and (out - 1) * s >= n + p:  # the last window must start inside the input
+        out -= 1
+    return out
+
+
+def _pool(m, x):
+    kind = type(m).__name__
+    shape = _in_shape(kind, x, (3, 4))
+    k = _tuple(m.kernel_size, 2)
+    s = _tuple(m.stride if m.stride is not None else m.kernel_size, 2)
+    p = _tuple(m.padding, 2)
+    d = _tuple(getattr(m, "dilation", 1), 2)
+    spatial = tuple(_pool_len(n, kk, ss, pp, dd, m.ceil_mode)
+                    for n, kk, ss, pp, dd in zip(shape[-2:], k, s, p, d))
+    if min(spatial) < 1:
+        raise ValueError(f"{kind}: kernel {k} with stride {s} and padding {p} does not fit input "
+                         f"{shape}")
+    return shape[:-2] + spatial, 0
+
+
+def _adaptive(m, x):
+    shape = _in_shape(type(m).__name__, x, (3, 4))
+    size = m.output_size
+    size = (size, size) if isinstance(size, (int, np.integer)) or size is None else tuple(size)
+    spatial = tuple(shape[-2 + i] if v is None else int(v) for i, v in enumerate(size))
+    return shape[:-2] + spatial, 0
+
+
+def _same(m, x):
+    return tuple(x.shape), 0
+
+
+def _batchnorm(m, x):
+    shape = _in_shape(type(m).__name__, x, m._ndims)
+    if m._lazy:
+        m._ensure(x)
+    if shape[1] != m.num_features:
+        raise ValueError(f"{type(m).__name__}: input {shape} has {shape[1]} features but the layer "
+                         f"expects {m.num_features}")
+    return shape, 0
+
+
+def _flatten(m, x):
+    shape = tuple(x.shape)
+    nd = len(shape)
+    a, b = m.start_dim % nd, m.end_dim % nd
+    if a > b:
+        return shape, 0
+    return shape[:a] + (math.prod(shape[a:b + 1]),) + shape[b + 1:], 0
+
+
+def _embedding(m, x):
+    return tuple(x.shape) + (m.embedding_dim,), 0
+
+
+def _channel_shuffle(m, x):
+    shape = _in_shape("ChannelShuffle", x, (3, 4, 5))
+    if shape[1] % m.groups:
+        raise ValueError(f"ChannelShuffle: {shape[1]} channels of input {shape} do not split into "
+                         f"groups={m.groups}")
+    return shape, 0
+
+
+# Leaf layer kinds the pass knows, with their rule (output shape, MACs). Subclasses inherit.
+_RULES = [
+    (nn.Conv2d, _conv), (nn.Conv1d, _conv), (nn.Linear, _linear),
+    (nn.AdaptiveAvgPool2d, _adaptive),  # AdaptiveMaxPool2d subclasses it
+    (nn.MaxPool2d, _pool), (nn.AvgPool2d, _pool),
+    (nn.BatchNorm1d, _batchnorm), (nn.BatchNorm2d, _batchnorm),
+    (nn.LayerNorm, _same), (nn.LocalResponseNorm, _same), (nn.Dropout, _same),
+    (nn.ReLU, _same), (nn.LeakyReLU, _same), (nn.Sigmoid, _same), (nn.Tanh, _same),
+    (nn.GELU, _same), (nn.Softmax, _same), (nn.Identity, _same),
+    (nn.ChannelShuffle, _channel_shuffle), (nn.Flatten, _flatten), (nn.Embedding, _embedding),
+]
+
+
+def _rule_for(m):
+    for cls, rule in _RULES:
+        if isinstance(m, cls):
+            return rule
+    return None
+
+
+def _own_params(m):
+    """Parameters held directly by ``m`` (not by its submodules)."""
+    return [v for _, v in m._entries() if isinstance(v, nn.Parameter)]
+
+
+def summary(model, input_shape, name=None, dtype=np.float32):
+    """Per-layer output shapes, parameters and MACs of ``model`` on one example of
+    ``input_shape`` (no batch axis; e.g. ``(3, 224, 224)``, or ``'3x224x224'``).
+
+    Returns a ``Summary`` with ``rows`` (``name``, ``kind``, ``output_shape``, ``params``,
+    ``macs`` per leaf layer, in call order), ``total_params`` and ``total_macs``; ``print()`` it
+    for a table. The model's weights, modes and statistics are left as they were (layers whose
+    input size was ``None`` get materialized)."""
+    if isinstance(input_shape, str):
+        input_shape = parse_shape(input_shape)
+    input_shape = tuple(int(s) for s in input_shape)
+    if not input_shape or min(input_shape) < 1:
+        raise ValueError(f"summary: input_shape must be positive sizes without the batch axis, "
+                         f"got {input_shape}")
+    paths = {}
+    for path, m in model.named_modules():
+        paths.setdefault(id(m), path)
+    rows = []
+    counted = set()  # ids of modules whose own parameters are already on a row
+
+    def count_params(m):
+        if id(m) in counted:
+            return 0
+        counted.add(id(m))
+        return sum(int(p.data.size) for p in _own_params(m))
+
+    def shape_forward(m, rule):
+        def forward(x, *args, **kwargs):
+            out_shape, macs = rule(m, x)
+            rows.append(LayerRow(paths.get(id(m), type(m).__name__), type(m).__name__,
+                                 tuple(out_shape[1:]), count_params(m), int(macs)))
+            return _placeholder(out_shape, x.dtype if x.dtype.kind == "f" else dtype)
+        return forward
+
+    def real_forward(m, original):
+        def forward(*args, **kwargs):
+            args = [Tensor(np.zeros(a.shape, a.dtype)) if isinstance(a, Tensor) else a for a in args]
+            out = original(*args, **kwargs)
+            shape = tuple(out.shape[1:]) if isinstance(out, Tensor) else None
+            rows.append(LayerRow(paths.get(id(m), type(m).__name__), type(m).__name__, shape,
+                                 count_params(m), 0))
+            return out
+        return forward
+
+    patched = []
+    try:
+        for m in model.modules():
+            if any(True for _ in m.named_children()):
+                continue  # composite: its own forward runs on the placeholders
+            saved = m.__dict__.get("forward")
+            rule = _rule_for(m)
+            m.forward = shape_forward(m, rule) if rule else real_forward(m, m.forward)
+            patched.append((m, saved))
+        x = _placeholder((1,) + input_shape, dtype)
+        was_training = [(m, m.training) for m in model.modules()]
+        model.eval()  # composite forwards see inference mode (e.g. no auxiliary heads)
+        try:
+            with no_grad():
+                out = model(x)
+        finally:
+            for m, mode in was_training:
+                m.training = mode
+    finally:
+        for m, saved in patched:
+            del m.__dict__["forward"]
+            if saved is not None:
+                m.__dict__["forward"] = saved
+    # parameters of composite modules and of layers the forward never reached
+    for path, m in model.named_modules():
+        n = count_params(m)
+        if n:
+            rows.append(LayerRow(path or type(m).__name__, type(m).__name__, None, n, 0))
+    buffers = sum(int(b.data.size) for b in model.buffers())
+    out_shape = tuple(out.shape[1:]) if isinstance(out, Tensor) else None
+    return Summary(name or type(model).__name__, input_shape, out_shape, rows, buffers)
