@@ -14,12 +14,18 @@ class CLIError(Exception):
 
 
 # ---- shared pieces -------------------------------------------------------------------------------
-def _dataset(name, train):
-    from .data import MNIST, FashionMNIST
+def _dataset(name, train, limit=None):
+    """The dataset, or its first ``limit`` examples (for quick tries and tests)."""
+    from .data import MNIST, ArrayDataset, FashionMNIST
 
     if name not in DATASETS:
         raise CLIError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return (FashionMNIST if name == "fashion-mnist" else MNIST)(train=train)
+    full = (FashionMNIST if name == "fashion-mnist" else MNIST)(train=train)
+    if not limit:
+        return full
+    subset = ArrayDataset(full.images[:limit], full.labels[:limit])
+    subset.classes = full.classes
+    return subset
 
 
 def _input_transform(resize):
@@ -82,7 +88,7 @@ def cmd_train(args):
         saved = meta["args"]
         lr, batch, optimizer_name, args.seed = saved["lr"], saved["batch_size"], saved["optimizer"], saved["seed"]
         args.resize, args.dataset = saved["resize"], saved["dataset"]
-        args.clip_grad = saved.get("clip_grad")
+        args.clip_grad, args.limit = saved.get("clip_grad"), saved.get("limit")
     dn.manual_seed(args.seed)
 
     if spec.kind == "text":
@@ -96,7 +102,8 @@ def cmd_train(args):
     else:
         resize = args.resize or recipe.resize or 28
         args.resize = resize
-        train_set, test_set = _dataset(args.dataset, True), _dataset(args.dataset, False)
+        train_set = _dataset(args.dataset, True, args.limit)
+        test_set = _dataset(args.dataset, False, args.limit)
         tf = _input_transform(resize)
         train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, seed=args.seed,
                                   transform=tf, device=device)
@@ -114,7 +121,8 @@ def cmd_train(args):
     else:
         raise CLIError(f"unknown optimizer {optimizer_name!r}; choose sgd or adam")
     meta["args"] = {"lr": lr, "batch_size": batch, "optimizer": optimizer_name, "seed": args.seed,
-                    "resize": args.resize, "dataset": args.dataset, "clip_grad": args.clip_grad}
+                    "resize": args.resize, "dataset": args.dataset, "clip_grad": args.clip_grad,
+                    "limit": args.limit}
     if not args.resume and (out / "metrics.jsonl").exists():
         raise CLIError(f"{out} already holds a run; pass --resume to continue it or --out to start another")
     print(f"training {args.model} on {meta.get('dataset', args.text)}: {epochs} epochs, batch {batch}, "
@@ -227,6 +235,7 @@ def make_parser():
     t.add_argument("--clip-grad", type=float, help="clip the gradient norm to this value")
     t.add_argument("--out", help="run directory (default runs/MODEL)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--limit", type=int, help="use only the first N training and N test examples")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train)
 

@@ -213,7 +213,8 @@ class Tensor:
         # always own .grad: g may be a broadcast view, or the very array that backward also
         # handed to another leaf (Add) or that the caller passed in; in-place edits of one
         # .grad must never change another
-        self.grad = g.copy() if self.grad is None else self.grad + g
+        xp = array_module(g)
+        self.grad = xp.array(g, copy=True) if self.grad is None else xp.asarray(self.grad + g)  # 0-d stays an array
 
     def zero_grad(self):
         self.grad = None
@@ -387,18 +388,19 @@ class Tensor:
         nd = self.ndim
         if nd == 0:
             return self.reshape(1)
-        s, e = start_dim % nd, end_dim % nd
+        s, e = _normalize_axes((start_dim, end_dim), self.shape)
         shape = self.shape[:s] + (int(np.prod(self.shape[s:e + 1])),) + self.shape[e + 1:]
         return self.reshape(shape)
 
     def permute(self, *axes):
         axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
-        if sorted(a % self.ndim for a in axes) != list(range(self.ndim)):
+        if len(axes) != self.ndim or sorted(_normalize_axes(axes, self.shape)) != list(range(self.ndim)):
             raise ValueError(f"permute: {axes} is not a permutation of the {self.ndim} dims of shape {self.shape}")
         return S.Permute.apply(self, axes=tuple(a % self.ndim for a in axes))
 
     def transpose(self, dim0=-2, dim1=-1):
         axes = list(range(self.ndim))
+        dim0, dim1 = _normalize_axes((dim0, dim1), self.shape)
         axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
         return self.permute(*axes)
 
@@ -411,7 +413,7 @@ class Tensor:
         return self.reshape(shape)
 
     def unsqueeze(self, dim):
-        d = dim % (self.ndim + 1)
+        d = _normalize_axes(dim, self.ndim + 1)[0]  # one more dim than the input
         return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
 
     def expand(self, *shape):
@@ -574,7 +576,7 @@ def cat(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat: expected a non-empty sequence of tensors")
-    dim = dim % tensors[0].ndim
+    dim = _normalize_axes(dim, tensors[0].shape)[0]
     _check_same_rank("cat", tensors, dim, skip_dim=True)
     return S.Concat.apply(*tensors, axis=dim)
 
@@ -585,11 +587,11 @@ concat = cat
 def stack(tensors, dim=0):
     tensors = list(tensors)
     _check_same_rank("stack", tensors, 0, skip_dim=False)
-    return S.Stack.apply(*tensors, axis=dim % (tensors[0].ndim + 1))
+    return S.Stack.apply(*tensors, axis=_normalize_axes(dim, tensors[0].ndim + 1)[0])
 
 
 def split(t, split_size_or_sections, dim=0):
-    dim = dim % t.ndim
+    dim = _normalize_axes(dim, t.shape)[0]
     n = t.shape[dim]
     if isinstance(split_size_or_sections, numbers.Integral):
         step = int(split_size_or_sections)
@@ -606,7 +608,9 @@ def split(t, split_size_or_sections, dim=0):
 
 
 def chunk(t, chunks, dim=0):
-    n = t.shape[dim % t.ndim]
+    if not isinstance(chunks, numbers.Integral) or chunks <= 0:
+        raise ValueError(f"chunk: chunks must be a positive int, got {chunks!r}")
+    n = t.shape[_normalize_axes(dim, t.shape)[0]]
     return split(t, -(-n // chunks), dim)
 
 

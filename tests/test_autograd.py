@@ -133,6 +133,16 @@ def test_leaf_grads_never_alias(device):
     np.testing.assert_allclose(x.grad, [1.0, 1.0])
 
 
+def test_scalar_leaf_grad_is_a_0d_array(device):
+    a = dn.tensor(2.0, device=device, requires_grad=True)
+    b = dn.tensor([1.0, 2.0, 3.0], device=device, requires_grad=True)
+    for k in range(2):  # first store and accumulation
+        (a * b).sum().backward()
+        assert a.grad.shape == () and hasattr(a.grad, "ndim") and not np.isscalar(a.grad)
+        np.testing.assert_allclose(float(a.grad), 6.0 * (k + 1))
+    np.testing.assert_allclose(b.grad, [4.0, 4.0, 4.0])
+
+
 def test_gradient_dtype_follows_the_input(device):
     x = dn.tensor([1.0, 2.0], dtype="float64", device=device, requires_grad=True)
     (x.to(dtype="float32") * 2).sum().backward()

@@ -132,6 +132,14 @@ def test_python_scalars_keep_float32(device):
     assert (i * 2).dtype == np.int64 and (i + 1).dtype == np.int64
 
 
+def test_counting_with_bool_tensors(device):
+    x = dn.tensor([[1.0, -2.0], [3.0, 0.5]], device=device, requires_grad=True)
+    hits = (x > 0.7).sum()
+    assert hits.item() == 2 and hits.dtype == np.int64 and not hits.requires_grad
+    acc = (x.argmax(dim=1) == dn.tensor([0, 1], device=device)).float().mean()
+    assert acc.dtype == np.float32 and acc.item() == 0.5 and not acc.requires_grad
+
+
 @pytest.mark.parametrize("op", ["eq", "ne", "lt", "le", "gt", "ge"])
 def test_comparisons_are_bool_without_grad(device, op):
     a_np = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]], np.float32)
@@ -207,6 +215,7 @@ def test_random_reproducible_with_seed(device):
     assert a[0].shape == (2, 3) and a[1].shape == (4,) and a[2].shape == (3, 2)
     assert ((a[0].numpy() >= 0) & (a[0].numpy() < 1)).all()
     assert ((a[2].numpy() >= 0) & (a[2].numpy() < 10)).all()
+    assert dn.randint(0, 5, 4, device=device).shape == (4,)
     dn.manual_seed(124)
     assert not np.array_equal(dn.rand(2, 3).numpy(), a[0].numpy())
 

@@ -243,7 +243,8 @@ def _not_found(name: str, root, stems) -> DatasetNotFoundError:
 
 # ---- decoding, cached per process --------------------------------------------------------------
 
-_cache: dict = {}
+_cache: dict = {}        # key -> (uint8 images, int64 labels)
+_float_cache: dict = {}  # key -> arrays(): float32 (N, 1, H, W) images in [0, 1], labels
 _cache_lock = threading.Lock()
 
 
@@ -253,11 +254,12 @@ def _key(path):
 
 
 def _load_pair(images_path: str, labels_path: str, num_classes: int):
+    """``(key, images, labels)``: decoded and checked once per process."""
     key = (_key(images_path), _key(labels_path))
     with _cache_lock:
         hit = _cache.get(key)
     if hit is not None:
-        return hit
+        return (key,) + hit
     images = read_idx(images_path)
     labels = read_idx(labels_path)
     iname, lname = os.path.basename(images_path), os.path.basename(labels_path)
@@ -277,13 +279,14 @@ def _load_pair(images_path: str, labels_path: str, num_classes: int):
     labels.flags.writeable = False
     with _cache_lock:
         _cache[key] = (images, labels)
-    return images, labels
+    return key, images, labels
 
 
 def clear_cache() -> None:
     """Forget the decoded arrays (they are freed once no dataset holds them)."""
     with _cache_lock:
         _cache.clear()
+        _float_cache.clear()
 
 
 class _IDXDataset(ArrayDataset):
@@ -296,13 +299,25 @@ class _IDXDataset(ArrayDataset):
         if directory is None:
             raise _not_found(self.name, root, stems)
         paths = [_file_in(directory, s) for s in stems]
-        images, labels = _load_pair(paths[0], paths[1], len(info["classes"]))
+        self._key, images, labels = _load_pair(paths[0], paths[1], len(info["classes"]))
         super().__init__(images, labels, transform=transform)
         self.root = directory
         self.files = tuple(paths)
         self.train = bool(train)
         self.classes = list(info["classes"])
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+    def arrays(self):
+        """As ArrayDataset.arrays(), shared by every dataset made from the same files."""
+        if self._float is None:
+            with _cache_lock:
+                hit = _float_cache.get(self._key)
+            if hit is None:
+                hit = super().arrays()
+                with _cache_lock:
+                    hit = _float_cache.setdefault(self._key, hit)
+            self._float = hit
+        return self._float
 
     def __repr__(self):
         split = "train" if self.train else "test"

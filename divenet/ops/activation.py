@@ -230,7 +230,7 @@ class GELU(Function):
             poly *= dt(3 * GELU._KAPPA)
             poly += dt(1)
             poly *= x
-            poly *= dt(0.5 * GELU._BETA)
+            poly *= dt(GELU._BETA)
             sech2 *= poly
             sech2 += th
             sech2 *= dt(0.5)

@@ -142,7 +142,7 @@ def col2im(dcols, plan):
         else:
             t[...] = 0
             first = 0
-        for i in range(first, kh):
+        for i in range(first, kh - 1):
             t[:, :, :, i * p.dh:i * p.dh + span:p.sh] += db[:, i]
         # width shifts into the unpadded input (padding positions are dropped)
         xb = dx[c0:c1]

@@ -93,6 +93,7 @@ def test_real_cached_per_process(real):
     again = FashionMNIST(root=REAL, train=True)
     assert again.images is real[0].images and again.labels is real[0].labels
     assert not again.images.flags.writeable
+    assert again.arrays()[0] is real[0].arrays()[0]  # the float32 copy is shared too
 
 
 def test_real_transform_applied(real):

@@ -51,6 +51,17 @@ def test_resize_int_is_shorter_side():
     assert Resize(56)(_images((1, 1, 28, 42))).shape == (1, 1, 56, 84)
 
 
+@pytest.mark.parametrize("n_in,n_out", [(28, 224), (28, 96), (28, 14), (17, 40), (100, 37), (1, 4)])
+def test_bilinear_matrix_equals_torch_weights(n_in, n_out):
+    import torch
+    import torch.nn.functional as tF
+
+    # interpolating the one-hot columns of an identity gives PyTorch's weight matrix
+    eye = torch.eye(n_in).reshape(n_in, 1, n_in, 1)
+    theirs = tF.interpolate(eye, size=(n_out, 1), mode="bilinear", align_corners=False)[:, 0, :, 0].T
+    np.testing.assert_array_equal(bilinear_matrix(n_in, n_out, np.float32), theirs.numpy())
+
+
 def test_bilinear_matrix_rows_sum_to_one():
     for n_in, n_out in ((28, 224), (28, 96), (28, 14), (5, 3), (1, 4)):
         m = bilinear_matrix(n_in, n_out, np.float64)

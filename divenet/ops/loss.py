@@ -1,0 +1,285 @@
+"""Loss kernels: fused cross-entropy (log-softmax + NLL + label smoothing in one node), NLL on
+log-probabilities, mean squared error.
+
+Class-index losses take logits or log-probabilities of shape (N, C, *rest) and int targets of
+shape (N, *rest); ``(C,)`` with a 0-d target is handled as a batch of one. The class axis is 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+from ..backend import array_module
+from .elementwise import unbroadcast
+
+
+def _target_index(xp, y):
+    """Index tuple selecting x[n, y[n, *r], *r] for x (N, C, *rest) and y (N, *rest); every
+    position appears once, so ``x[idx] -= v`` is a correct scatter."""
+    n = y.shape[0]
+    if y.ndim == 1:
+        return (xp.arange(n), y)
+    k = y.ndim
+    idx = [xp.arange(n).reshape((n,) + (1,) * (k - 1)), y]
+    for i, d in enumerate(y.shape[1:]):
+        shape = [1] * k
+        shape[i + 1] = d
+        idx.append(xp.arange(d).reshape(shape))
+    return tuple(idx)
+
+
+def _class_targets(ctx, xp, x, y, weight, ignore_index):
+    """Shared preparation of integer class targets. Sets on ``ctx``: ``idx`` (target positions),
+    ``valid`` (None when nothing is ignored, else a boolean mask of y's shape), ``wy`` (None
+    without class weights, else weight[y] zeroed where ignored) and ``denom`` (the 'mean'
+    divisor: the number of counted targets, or the sum of their weights)."""
+    ignored = y == ignore_index
+    if ignored.size and bool(ignored.any()):
+        valid = ~ignored
+        y = xp.where(ignored, 0, y)
+    else:
+        valid = None
+    ctx.idx = _target_index(xp, y)
+    ctx.valid = valid
+    if weight is None:
+        ctx.wy = None
+        ctx.denom = int(y.size if valid is None else valid.sum())
+    else:
+        wy = weight[y]
+        if valid is not None:
+            wy = xp.where(valid, wy, weight.dtype.type(0))
+        ctx.wy = wy
+        ctx.denom = wy.sum()
+
+
+def _reduce(xp, loss, reduction, denom):
+    if reduction == "none":
+        return loss
+    total = loss.sum()
+    if reduction == "sum":
+        return total
+    return _safe_divide(xp, total, denom, loss.dtype)
+
+
+def _safe_divide(xp, total, denom, dtype):
+    """total / denom in ``dtype``; 0 / 0 is NaN (as in PyTorch) without a NumPy warning."""
+    if isinstance(denom, (int, float)):
+        if denom == 0:
+            return xp.asarray(np.nan, dtype=dtype)
+        return total / dtype.type(denom)
+    if xp is np:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return total / denom
+    return total / denom
+
+
+def _expand(v):
+    """Per-target values (shape of y) broadcast over the class axis 1; 0-d stays 0-d."""
+    return v if v.ndim == 0 else v[:, None]
+
+
+def _grad_scale(ctx, g):
+    """d(reduced loss) / d(per-target loss): g for 'sum' and 'none', g / denom for 'mean'."""
+    if ctx.reduction != "mean":
+        return g
+    return _safe_divide(array_module(g), g, ctx.denom, g.dtype)
+
+
+def _as_batch(x, y):
+    """(C,) logits with a 0-d target -> a batch of one."""
+    if x.ndim == 1:
+        return x[None], y.reshape(1), True
+    return x, y, False
+
+
+class CrossEntropy(Function):
+    """cross_entropy with integer class targets, fused: one pass builds the softmax that the
+    backward needs, the loss comes from the log-sum-exp, and the gradient is
+    scale * (softmax * sum(q) - q) for the (smoothed, weighted) target distribution q.
+
+    Per target (row i, class y): with eps = label_smoothing and weights w (all 1 without),
+        loss_i = (1 - eps) w[y] (lse_i - x_iy) + eps / C * sum_c w[c] (lse_i - x_ic)
+    'mean' divides the sum by sum_i w[y_i] over targets that are not ``ignore_index``."""
+
+    @staticmethod
+    def forward(ctx, x, y, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0):
+        xp = array_module(x)
+        dt = x.dtype.type
+        x, y, squeeze = _as_batch(x, y)
+        n_cls = x.shape[1]
+        eps = float(label_smoothing)
+        ctx.reduction, ctx.eps, ctx.squeeze = reduction, eps, squeeze
+        _class_targets(ctx, xp, x, y, weight, ignore_index)
+
+        m = x.max(axis=1, keepdims=True)
+        p = x - m
+        xp.exp(p, out=p)
+        s = p.sum(axis=1, keepdims=True)
+        p /= s  # the softmax, kept for backward
+        lse = xp.log(s[:, 0])
+        lse += m[:, 0]
+        loss = lse - x[ctx.idx]  # -log p[target]
+        if ctx.wy is not None:
+            loss *= ctx.wy
+        if eps:
+            loss *= dt(1 - eps)
+            if weight is None:
+                smooth = lse - x.mean(axis=1)  # -mean_c log p_c
+            else:
+                smooth = lse * weight.sum()
+                smooth -= xp.tensordot(weight, x, axes=([0], [1]))
+                smooth *= dt(1 / n_cls)
+            smooth *= dt(eps)
+            loss += smooth
+        if ctx.valid is not None:
+            loss = xp.where(ctx.valid, loss, dt(0))
+        ctx.weight = weight
+        ctx.save_for_backward(p)
+        out = _reduce(xp, loss, reduction, ctx.denom)
+        return out.reshape(()) if squeeze and reduction == "none" else out
+
+    @staticmethod
+    def backward(ctx, g):
+        (p,) = ctx.saved
+        xp = array_module(p)
+        dt = p.dtype.type
+        eps, n_cls, weight, valid = ctx.eps, p.shape[1], ctx.weight, ctx.valid
+        if ctx.squeeze and g.ndim == 0 and ctx.reduction == "none":
+            g = g.reshape(1)
+        s = _grad_scale(ctx, g)
+        if valid is not None:
+            s = xp.where(valid, s, dt(0))  # per target from here on
+        if weight is None:
+            total = s  # sum of the target distribution is 1 per counted target
+            onehot = s * dt(1 - eps) if eps else s
+        else:
+            onehot = s * ctx.wy
+            if eps:
+                onehot *= dt(1 - eps)
+            total = onehot + s * (weight.sum() * dt(eps / n_cls)) if eps else onehot
+        gx = p * _expand(total)
+        if eps:
+            uniform = _expand(s * dt(eps / n_cls))
+            if weight is not None:
+                uniform = uniform * weight.reshape((1, n_cls) + (1,) * (p.ndim - 2))
+            gx -= uniform
+        gx[ctx.idx] -= onehot
+        if ctx.squeeze:
+            gx = gx[0]
+        return gx, None, None
+
+
+class SoftCrossEntropy(Function):
+    """cross_entropy with class-probability targets of the input's shape:
+        loss_i = -sum_c w[c] q_ic log p_ic,   q = (1 - eps) target + eps / C
+    'mean' divides by the number of rows (N * prod(rest)). Differentiable in both inputs."""
+
+    @staticmethod
+    def forward(ctx, x, target, weight=None, reduction="mean", label_smoothing=0.0):
+        xp = array_module(x)
+        dt = x.dtype.type
+        squeeze = x.ndim == 1
+        if squeeze:
+            x, target = x[None], target[None]
+        n_cls = x.shape[1]
+        eps = float(label_smoothing)
+        wb = None if weight is None else weight.reshape((1, n_cls) + (1,) * (x.ndim - 2))
+        q = target * dt(1 - eps) + dt(eps / n_cls) if eps else target
+        if wb is not None:
+            q = q * wb
+        logp = x - x.max(axis=1, keepdims=True)
+        logp -= xp.log(xp.exp(logp).sum(axis=1, keepdims=True))
+        loss = -(q * logp).sum(axis=1)
+        ctx.reduction, ctx.eps, ctx.squeeze, ctx.denom = reduction, eps, squeeze, loss.size
+        ctx.wb = wb
+        ctx.save_for_backward(logp, q)
+        out = _reduce(xp, loss, reduction, ctx.denom)
+        return out.reshape(()) if squeeze and reduction == "none" else out
+
+    @staticmethod
+    def backward(ctx, g):
+        logp, q = ctx.saved
+        xp = array_module(logp)
+        dt = logp.dtype.type
+        if ctx.squeeze and g.ndim == 0 and ctx.reduction == "none":
+            g = g.reshape(1)
+        s = _expand(_grad_scale(ctx, g))
+        gx = gt = None
+        if ctx.needs_input_grad[0]:
+            gx = xp.exp(logp)
+            gx *= q.sum(axis=1, keepdims=True)
+            gx -= q
+            gx *= s
+        if ctx.needs_input_grad[1]:
+            gt = logp * (-s * dt(1 - ctx.eps))
+            if ctx.wb is not None:
+                gt *= ctx.wb
+        if ctx.squeeze:
+            gx = None if gx is None else gx[0]
+            gt = None if gt is None else gt[0]
+        return gx, gt, None
+
+
+class NLLLoss(Function):
+    """nll_loss on log-probabilities: loss_i = -w[y_i] x[i, y_i]; 'mean' divides by the sum of
+    the counted targets' weights. Backward scatters -scale * w[y] at the targets."""
+
+    @staticmethod
+    def forward(ctx, x, y, weight=None, reduction="mean", ignore_index=-100):
+        xp = array_module(x)
+        dt = x.dtype.type
+        x, y, squeeze = _as_batch(x, y)
+        ctx.reduction, ctx.squeeze, ctx.shape, ctx.dtype = reduction, squeeze, x.shape, x.dtype
+        _class_targets(ctx, xp, x, y, weight, ignore_index)
+        loss = -x[ctx.idx]
+        if ctx.wy is not None:
+            loss *= ctx.wy
+        if ctx.valid is not None:
+            loss = xp.where(ctx.valid, loss, dt(0))
+        out = _reduce(xp, loss, reduction, ctx.denom)
+        return out.reshape(()) if squeeze and reduction == "none" else out
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = array_module(g)
+        dt = g.dtype.type
+        if ctx.squeeze and g.ndim == 0 and ctx.reduction == "none":
+            g = g.reshape(1)
+        s = -_grad_scale(ctx, g)
+        if ctx.wy is not None:
+            s = s * ctx.wy
+        if ctx.valid is not None:
+            s = xp.where(ctx.valid, s, dt(0))
+        gx = xp.zeros(ctx.shape, dtype=ctx.dtype)
+        gx[ctx.idx] = s
+        if ctx.squeeze:
+            gx = gx[0]
+        return gx, None, None
+
+
+class MSELoss(Function):
+    """(input - target)^2, reduced; inputs broadcast against each other."""
+
+    @staticmethod
+    def forward(ctx, a, b, reduction="mean"):
+        xp = array_module(a)
+        d = a - b
+        ctx.shapes, ctx.reduction, ctx.denom = (a.shape, b.shape), reduction, d.size
+        ctx.save_for_backward(d)
+        if reduction == "none":
+            return d * d
+        flat = d.ravel(order="K")  # a view: d is a fresh array, dense in memory order
+        total = xp.dot(flat, flat)
+        return total if reduction == "sum" else _safe_divide(xp, total, d.size, d.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (d,) = ctx.saved
+        dt = d.dtype.type
+        s = _grad_scale(ctx, g)
+        gd = d * (s * dt(2))
+        sa, sb = ctx.shapes
+        need = ctx.needs_input_grad
+        ga = unbroadcast(gd, sa) if need[0] else None
+        gb = unbroadcast(-gd, sb) if need[1] else None
+        return ga, gb

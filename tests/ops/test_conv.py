@@ -1,0 +1,366 @@
+"""Convolution: the slides' worked examples, PyTorch comparisons (forward and every gradient),
+numerical gradient checks in float64, and the error paths."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import divenet as dn
+import divenet.functional as F
+from divenet.autograd import Context
+from divenet.ops import conv as C
+from tests.helpers import assert_raises_naming, check_against_torch, numerical_grad_check
+
+torch.set_num_threads(1)
+
+X3 = np.arange(9, dtype=np.float32).reshape(3, 3)  # [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+K2 = np.arange(4, dtype=np.float32).reshape(2, 2)  # [[0, 1], [2, 3]]
+
+
+def _t(a, device, **kw):
+    return dn.tensor(np.asarray(a, dtype=np.float32), device=device, **kw)
+
+
+def _rand(rng, *shape, dtype=np.float32):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+# ---- the slides' worked examples --------------------------------------------------------------
+
+def test_slides_cross_correlation(device):
+    y = F.conv2d(_t(X3[None, None], device), _t(K2[None, None], device))
+    assert y.shape == (1, 1, 2, 2) and y.dtype == dn.float32
+    np.testing.assert_array_equal(y.numpy()[0, 0], [[19, 25], [37, 43]])
+
+
+def test_slides_padding(device):
+    y = F.conv2d(_t(X3[None, None], device), _t(K2[None, None], device), padding=1)
+    assert y.shape == (1, 1, 4, 4)
+    expected = [[0, 3, 8, 4], [9, 19, 25, 10], [21, 37, 43, 16], [6, 7, 8, 0]]
+    np.testing.assert_array_equal(y.numpy()[0, 0], expected)
+    # top-left: 0*0 + 0*1 + 0*2 + 0*3 = 0 (only padding); bottom-right: 8*0 + 0 + 0 + 0 = 0
+    theirs = TF.conv2d(torch.tensor(X3[None, None]), torch.tensor(K2[None, None]), padding=1)
+    np.testing.assert_array_equal(y.numpy(), theirs.numpy())
+
+
+def test_slides_padding_and_stride(device):
+    y = F.conv2d(_t(X3[None, None], device), _t(K2[None, None], device), padding=1, stride=(3, 2))
+    np.testing.assert_array_equal(y.numpy()[0, 0], [[0, 8], [6, 8]])
+
+
+def test_slides_two_input_channels(device):
+    x = np.stack([X3, X3 + 1])[None]  # channel 1 = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    k = np.stack([K2, K2 + 1])[None]  # kernel 1 = [[1, 2], [3, 4]]
+    y = F.conv2d(_t(x, device), _t(k, device)).numpy()[0, 0]
+    assert y[0, 0] == 56  # (1*1 + 2*2 + 4*3 + 5*4) + (0*0 + 1*1 + 3*2 + 4*3)
+    np.testing.assert_array_equal(y, [[56, 72], [104, 120]])
+
+
+def test_slides_vertical_edge_detector(device):
+    x = np.ones((6, 8), np.float32)
+    x[:, 2:6] = 0
+    k = np.array([[1, -1]], np.float32)
+    y = F.conv2d(_t(x[None, None], device), _t(k[None, None], device)).numpy()[0, 0]
+    np.testing.assert_array_equal(y, np.tile([0, 1, 0, 0, 0, -1, 0], (6, 1)))
+    # the same kernel sees no edge in the transposed image (its edges are horizontal)
+    yt = F.conv2d(_t(x.T[None, None], device), _t(k[None, None], device)).numpy()[0, 0]
+    np.testing.assert_array_equal(yt, np.zeros((8, 5)))
+
+
+def test_multiple_output_channels_and_bias(device):
+    x = np.stack([X3, X3 + 1])[None]
+    k = np.stack([np.stack([K2, K2 + 1]), np.stack([K2 + 1, K2 + 2])])  # (2, 2, 2, 2)
+    y = F.conv2d(_t(x, device), _t(k, device), _t([0.5, -1], device)).numpy()[0]
+    np.testing.assert_array_equal(y[0], np.array([[56, 72], [104, 120]]) + 0.5)
+    # kernel 1 is kernel 0 + 1 everywhere: adds the 2x2 window sums of both channels
+    win = np.array([[8, 12], [20, 24]]) + np.array([[12, 16], [24, 28]])
+    np.testing.assert_array_equal(y[1], np.array([[56, 72], [104, 120]]) + win - 1)
+
+
+def test_conv_output_size():
+    assert F.conv_output_size(3, 2) == 2
+    assert F.conv_output_size(3, 2, 1, 1) == 4
+    assert F.conv_output_size(3, 2, 3, 1) == 2 and F.conv_output_size(3, 2, 2, 1) == 2
+    assert F.conv_output_size(224, 11, 4, 2) == 55  # AlexNet's first layer
+    assert F.conv_output_size(7, 3, 1, 0, 2) == 3
+    assert F.conv_output_size(7, 4, 1, (1, 2)) == 7
+
+
+# ---- conv2d against PyTorch -------------------------------------------------------------------
+
+# (N, C, H, W, O, kh, kw, stride, padding, dilation, groups, bias)
+CASES_2D = [
+    (2, 3, 7, 7, 4, 3, 3, 1, 0, 1, 1, True),
+    (2, 3, 8, 6, 5, 3, 2, (2, 1), (1, 2), 1, 1, True),
+    (1, 4, 9, 9, 6, 3, 3, 2, 1, 2, 2, False),            # grouped, strided, dilated
+    (2, 4, 6, 6, 4, 3, 3, 1, "same", 1, 4, True),         # depthwise
+    (2, 8, 5, 5, 16, 3, 3, 1, 1, 1, 8, False),            # depthwise, channel multiplier 2
+    (2, 4, 6, 7, 8, 4, 2, 1, "same", 1, 1, True),         # even kernel: asymmetric 'same'
+    (2, 3, 7, 7, 3, 2, 3, 1, "same", (2, 1), 1, True),    # 'same' with dilation
+    (2, 3, 9, 8, 2, 4, 4, 1, "same", 1, 1, False),
+    (2, 3, 5, 5, 4, 3, 3, 1, "valid", 1, 1, True),
+    (2, 6, 5, 5, 4, 1, 1, 1, 0, 1, 2, True),              # pointwise, grouped
+    (2, 3, 5, 5, 4, 1, 1, 2, 0, 1, 1, True),              # strided pointwise
+    (1, 2, 4, 4, 3, 5, 5, 3, (3, 2), 1, 1, True),         # padding wider than needed
+    (2, 2, 7, 5, 3, 2, 2, (3, 2), 0, 1, 1, True),         # stride skips the last rows
+    (3, 5, 6, 9, 4, 3, 3, (3, 2), (4, 3), (2, 1), 1, True),
+    (4, 1, 12, 12, 6, 5, 5, 1, 2, 1, 1, True),            # LeNet's first layer, small
+    (2, 6, 8, 8, 4, 5, 5, 1, 0, 1, 1, True),              # LeNet's second layer, small
+]
+
+
+def _ids(cases):
+    return ["-".join(str(v).replace(" ", "") for v in c) for c in cases]
+
+
+@pytest.mark.parametrize("case", CASES_2D, ids=_ids(CASES_2D))
+def test_conv2d_matches_torch(case, device):
+    N, Cin, H, W, O, kh, kw, stride, padding, dilation, groups, bias = case
+    rng = np.random.default_rng(1)
+    inputs = [_rand(rng, N, Cin, H, W), _rand(rng, O, Cin // groups, kh, kw)]
+    if bias:
+        inputs.append(_rand(rng, O))
+    kw_ = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    y = check_against_torch(lambda *a: F.conv2d(*a, **kw_), lambda *a: TF.conv2d(*a, **kw_),
+                                inputs, device=device)
+    assert y[0].dtype == dn.float32
+
+
+@pytest.mark.parametrize("need", [(0,), (1,), (1, 2), (0, 2)])
+def test_conv2d_partial_gradients(need, device):
+    """Only the gradients someone needs are computed; the others stay None."""
+    rng = np.random.default_rng(2)
+    inputs = [_rand(rng, 2, 4, 6, 6), _rand(rng, 6, 2, 3, 3), _rand(rng, 6)]
+    kw_ = dict(stride=2, padding=1, groups=2)
+    check_against_torch(lambda *a: F.conv2d(*a, **kw_), lambda *a: TF.conv2d(*a, **kw_),
+                        inputs, grad_inputs=list(need), device=device)
+
+
+def test_conv2d_float64(device):
+    rng = np.random.default_rng(3)
+    inputs = [_rand(rng, 2, 4, 7, 6, dtype=np.float64), _rand(rng, 6, 2, 3, 2, dtype=np.float64),
+              _rand(rng, 6, dtype=np.float64)]
+    kw_ = dict(stride=(1, 2), padding=(2, 1), dilation=(2, 1), groups=2)
+    y = check_against_torch(lambda *a: F.conv2d(*a, **kw_), lambda *a: TF.conv2d(*a, **kw_),
+                                inputs, device=device)
+    assert y[0].dtype == dn.float64
+
+
+def test_conv2d_unbatched_input(device):
+    rng = np.random.default_rng(4)
+    inputs = [_rand(rng, 3, 6, 5), _rand(rng, 4, 3, 3, 3), _rand(rng, 4)]
+    y = check_against_torch(lambda *a: F.conv2d(*a, padding=1), lambda *a: TF.conv2d(*a, padding=1),
+                                inputs, device=device)
+    assert y[0].shape == (4, 6, 5)
+
+
+# ---- memory layouts ---------------------------------------------------------------------------
+
+def test_output_is_a_channels_first_view(device):
+    """The result has the NCHW shape but (C, N, H, W) memory, so the next conv reads it as is."""
+    rng = np.random.default_rng(5)
+    y = F.conv2d(_t(_rand(rng, 3, 2, 6, 6), device), _t(_rand(rng, 4, 2, 3, 3), device), padding=1)
+    assert y.shape == (3, 4, 6, 6)
+    assert y.data.transpose(1, 0, 2, 3).flags.c_contiguous
+
+
+def test_cnhw_layout_input(device):
+    """An input whose memory is (C, N, H, W): the layout a previous conv hands over."""
+    rng = np.random.default_rng(6)
+    inputs = [_rand(rng, 3, 2, 7, 6), _rand(rng, 4, 3, 3, 3), _rand(rng, 4)]  # input given as CNHW
+
+    def ours(a, w, b):
+        return F.conv2d(a.permute(1, 0, 2, 3), w, b, stride=(2, 1), padding=1)
+
+    def theirs(a, w, b):
+        return TF.conv2d(a.permute(1, 0, 2, 3), w, b, stride=(2, 1), padding=1)
+
+    check_against_torch(ours, theirs, inputs, device=device)
+
+
+def test_sliced_view_inputs(device):
+    """Arbitrary strides, negative ones included, reach the kernel unchanged."""
+    rng = np.random.default_rng(7)
+    big = _rand(rng, 2, 6, 9, 11)
+    view = big[:, 1::2, :, 2::2]  # a positive-stride view handed straight to the op
+    inputs = [view, _rand(rng, 4, 3, 3, 2)]
+    assert not view.flags.c_contiguous
+    check_against_torch(lambda x, w: F.conv2d(x, w, padding=(1, 0)),
+                        lambda x, w: TF.conv2d(x, w, padding=(1, 0)), inputs, device=device)
+    # flipped and cropped inside the graph: the kernel sees negative strides
+    inputs = [big, _rand(rng, 4, 6, 3, 3), _rand(rng, 4)]
+    check_against_torch(lambda x, w, b: F.conv2d(x[:, :, ::-1, 1:], w, b, padding=1),
+                        lambda x, w, b: TF.conv2d(x.flip(2)[:, :, :, 1:], w, b, padding=1),
+                        inputs, device=device)
+
+
+def test_two_convs_in_a_row(device):
+    """The second conv's input and the first conv's output gradient are channels-first views."""
+    rng = np.random.default_rng(8)
+    inputs = [_rand(rng, 3, 2, 8, 8), _rand(rng, 4, 2, 3, 3), _rand(rng, 4),
+              _rand(rng, 6, 4, 3, 3), _rand(rng, 6)]
+
+    def ours(x, w1, b1, w2, b2):
+        return F.conv2d(F.conv2d(x, w1, b1, padding=1), w2, b2, stride=2)
+
+    def theirs(x, w1, b1, w2, b2):
+        return TF.conv2d(TF.conv2d(x, w1, b1, padding=1), w2, b2, stride=2)
+
+    check_against_torch(ours, theirs, inputs, device=device)
+
+
+def test_kernel_handles_any_gradient_layout():
+    """Backward on the raw kernel with an NCHW, a CNHW and a sliced gradient array."""
+    rng = np.random.default_rng(9)
+    x, w, b = _rand(rng, 2, 3, 6, 5), _rand(rng, 4, 3, 3, 3), _rand(rng, 4)
+    kw_ = dict(stride=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=1)
+    g = _rand(rng, 2, 4, 6, 5)
+    X, Wt, B = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    TF.conv2d(X, Wt, B, padding=1).backward(torch.tensor(g))
+    spread = np.zeros((2, 4, 6, 10), np.float32)
+    spread[..., ::2] = g
+    layouts = [g, np.ascontiguousarray(g.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3),
+               spread[..., ::2], g[:, ::-1].copy()[:, ::-1]]
+    for gl in layouts:
+        np.testing.assert_array_equal(gl, g)  # same values, other strides
+        ctx = Context((True, True, True))
+        C.Conv2d.forward(ctx, x, w, b, **kw_)
+        gx, gw, gb = C.Conv2d.backward(ctx, gl)
+        for ours, theirs in ((gx, X), (gw, Wt), (gb, B)):
+            np.testing.assert_allclose(ours, theirs.grad.numpy(), rtol=1e-4, atol=1e-5)
+            assert ours.dtype == np.float32
+
+
+# ---- conv1d -----------------------------------------------------------------------------------
+
+# (N, C, L, O, k, stride, padding, dilation, groups, bias)
+CASES_1D = [
+    (2, 3, 10, 4, 3, 1, 0, 1, 1, True),
+    (2, 4, 11, 6, 3, 2, 2, 2, 2, False),
+    (2, 4, 9, 4, 4, 1, "same", 1, 4, True),     # depthwise, even kernel
+    (2, 3, 9, 5, 2, 1, "same", 3, 1, True),
+    (2, 3, 8, 5, 3, 3, "valid", 1, 1, True),
+    (3, 4, 7, 2, 1, 1, 0, 1, 2, True),          # pointwise, grouped
+    (1, 2, 5, 3, 4, 2, (3,), 1, 1, True),
+]
+
+
+@pytest.mark.parametrize("case", CASES_1D, ids=_ids(CASES_1D))
+def test_conv1d_matches_torch(case, device):
+    N, Cin, L, O, k, stride, padding, dilation, groups, bias = case
+    rng = np.random.default_rng(10)
+    inputs = [_rand(rng, N, Cin, L), _rand(rng, O, Cin // groups, k)]
+    if bias:
+        inputs.append(_rand(rng, O))
+    kw_ = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    check_against_torch(lambda *a: F.conv1d(*a, **kw_), lambda *a: TF.conv1d(*a, **kw_),
+                        inputs, device=device)
+
+
+def test_conv1d_views_float64_and_unbatched(device):
+    rng = np.random.default_rng(11)
+    inputs = [_rand(rng, 5, 2, 12), _rand(rng, 4, 5, 3), _rand(rng, 4)]  # input given as (C, N, L)
+    check_against_torch(lambda x, w, b: F.conv1d(x.permute(1, 0, 2)[:, :, ::-1], w, b, padding=1),
+                        lambda x, w, b: TF.conv1d(x.permute(1, 0, 2).flip(2), w, b, padding=1),
+                        inputs, device=device)
+    inputs = [_rand(rng, 2, 3, 9, dtype=np.float64), _rand(rng, 4, 3, 2, dtype=np.float64)]
+    y = check_against_torch(lambda *a: F.conv1d(*a, stride=2), lambda *a: TF.conv1d(*a, stride=2),
+                                inputs, device=device)
+    assert y[0].dtype == dn.float64
+    inputs = [_rand(rng, 3, 9), _rand(rng, 4, 3, 3), _rand(rng, 4)]
+    y = check_against_torch(lambda *a: F.conv1d(*a, padding="same"),
+                                lambda *a: TF.conv1d(*a, padding="same"), inputs, device=device)
+    assert y[0].shape == (4, 9)
+
+
+# ---- numerical gradients in float64 -----------------------------------------------------------
+
+@pytest.mark.parametrize("kw_", [
+    dict(),
+    dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2)),
+    dict(padding="same", groups=2),
+    dict(stride=3, padding=2, groups=4),
+], ids=["plain", "strided-dilated", "same-grouped", "depthwise-strided"])
+def test_conv2d_numerical_gradients(kw_, device):
+    rng = np.random.default_rng(12)
+    groups = kw_.get("groups", 1)
+    inputs = [rng.standard_normal((2, 4, 6, 7)), rng.standard_normal((4, 4 // groups, 3, 2)),
+              rng.standard_normal(4)]
+    numerical_grad_check(lambda *a: F.conv2d(*a, **kw_), inputs, device=device)
+
+
+def test_conv1d_numerical_gradients(device):
+    rng = np.random.default_rng(13)
+    inputs = [rng.standard_normal((2, 4, 9)), rng.standard_normal((6, 2, 4)), rng.standard_normal(6)]
+    numerical_grad_check(lambda *a: F.conv1d(*a, stride=2, padding=2, dilation=2, groups=2),
+                         inputs, device=device)
+
+
+# ---- errors -----------------------------------------------------------------------------------
+
+def _z(*shape, dtype="float32"):
+    return dn.zeros(*shape, dtype=dtype)
+
+
+def test_error_channel_mismatch():
+    assert_raises_naming(ValueError, lambda: F.conv2d(_z(2, 3, 8, 8), _z(8, 4, 3, 3)),
+                         "conv2d", "(2, 3, 8, 8)", "3 channels", "(8, 4, 3, 3)", "groups=1", "expects 4")
+    assert_raises_naming(ValueError, lambda: F.conv2d(_z(2, 6, 8, 8), _z(8, 2, 3, 3), groups=2),
+                         "conv2d", "(2, 6, 8, 8)", "(8, 2, 3, 3)", "groups=2", "expects 4")
+    assert_raises_naming(ValueError, lambda: F.conv1d(_z(2, 3, 8), _z(8, 4, 3)),
+                         "conv1d", "(2, 3, 8)", "(8, 4, 3)", "expects 4")
+
+
+def test_error_kernel_larger_than_padded_input():
+    assert_raises_naming(ValueError, lambda: F.conv2d(_z(1, 1, 2, 2), _z(1, 1, 5, 5), padding=1),
+                         "conv2d", "(1, 1, 2, 2)", "(1, 1, 5, 5)", "4x4", "larger")
+    assert_raises_naming(ValueError, lambda: F.conv2d(_z(1, 1, 5, 5), _z(1, 1, 3, 3), dilation=3),
+                         "conv2d", "(1, 1, 5, 5)", "(1, 1, 3, 3)", "7x7")
+    assert_raises_naming(ValueError, lambda: F.conv1d(_z(1, 2, 3), _z(1, 2, 4)),
+                         "conv1d", "(1, 2, 3)", "(1, 2, 4)")
+
+
+def test_error_groups_do_not_divide_channels():
+    assert_raises_naming(ValueError, lambda: F.conv2d(_z(1, 6, 5, 5), _z(4, 2, 3, 3), groups=4),
+                         "conv2d", "groups=4", "6 input channels", "(1, 6, 5, 5)", "(4, 2, 3, 3)")
+    assert_raises_naming(ValueError, lambda: F.conv2d(_z(1, 4, 5, 5), _z(6, 1, 3, 3), groups=4),
+                         "conv2d", "groups=4", "6 output channels", "(6, 1, 3, 3)")
+    assert_raises_naming(ValueError, lambda: F.conv2d(_z(1, 4, 5, 5), _z(4, 4, 3, 3), groups=0),
+                         "conv2d", "groups")
+
+
+def test_error_same_padding_with_stride():
+    assert_raises_naming(ValueError,
+                         lambda: F.conv2d(_z(1, 3, 8, 8), _z(4, 3, 3, 3), stride=2, padding="same"),
+                         "conv2d", "'same'", "stride (2, 2)", "(1, 3, 8, 8)", "(4, 3, 3, 3)")
+    assert_raises_naming(ValueError, lambda: F.conv1d(_z(1, 3, 8), _z(4, 3, 3), stride=2, padding="same"),
+                         "conv1d", "'same'", "(1, 3, 8)", "(4, 3, 3)")
+    assert_raises_naming(ValueError, lambda: F.conv2d(_z(1, 3, 8, 8), _z(4, 3, 3, 3), padding="full"),
+                         "conv2d", "'full'")
+
+
+def test_error_wrong_ndim():
+    assert_raises_naming(ValueError, lambda: F.conv2d(_z(8, 8), _z(4, 1, 3, 3)), "conv2d", "(8, 8)", "4-D")
+    assert_raises_naming(ValueError, lambda: F.conv2d(_z(1, 1, 1, 8, 8), _z(4, 1, 3, 3)),
+                         "conv2d", "(1, 1, 1, 8, 8)")
+    assert_raises_naming(ValueError, lambda: F.conv2d(_z(1, 1, 8, 8), _z(4, 1, 3)), "conv2d", "(4, 1, 3)")
+    assert_raises_naming(ValueError, lambda: F.conv1d(_z(1, 1, 8, 8), _z(4, 1, 3)), "conv1d", "(1, 1, 8, 8)")
+    assert_raises_naming(ValueError, lambda: F.conv1d(_z(1, 2, 8), _z(4, 2, 3, 3)), "conv1d", "(4, 2, 3, 3)")
+
+
+def test_error_bias_shape():
+    assert_raises_naming(ValueError, lambda: F.conv2d(_z(1, 3, 8, 8), _z(4, 3, 3, 3), _z(3)),
+                         "conv2d", "bias", "(3,)", "(4,)", "(4, 3, 3, 3)")
+    assert_raises_naming(ValueError, lambda: F.conv1d(_z(1, 3, 8), _z(4, 3, 3), _z(1, 4)),
+                         "conv1d", "bias", "(1, 4)", "(4,)")
+
+
+def test_error_bad_arguments():
+    x, w = _z(1, 3, 8, 8), _z(4, 3, 3, 3)
+    assert_raises_naming(TypeError, lambda: F.conv2d(x, _z(4, 3, 3, 3, dtype="float64")),
+                         "conv2d", "float64", "float32", "(4, 3, 3, 3)", "(1, 3, 8, 8)")
+    assert_raises_naming(TypeError, lambda: F.conv2d(np.zeros((1, 3, 8, 8)), w), "conv2d", "Tensor")
+    assert_raises_naming(ValueError, lambda: F.conv2d(x, w, stride=0), "conv2d", "stride")
+    assert_raises_naming(ValueError, lambda: F.conv2d(x, w, padding=-1), "conv2d", "padding")
+    assert_raises_naming(ValueError, lambda: F.conv2d(x, w, dilation=(1, 0)), "conv2d", "dilation")
+    assert_raises_naming(ValueError, lambda: F.conv2d(x, w, stride=(1, 1, 1)), "conv2d", "stride")
