@@ -152,7 +152,7 @@ class _RNNBase(Module):
                                    reverse=bool(d))
                 outs.append(out)
                 h_n.append(h)
-            x = outs[0] if D == 1 else cat(outs, dim=2)
+            x = outs[0] if D == 1 else cat(outs[::-1], dim=2)
         h_n = stack(h_n, 0)
         c_n = stack(c_n, 0) if lstm else None
         if unbatched:

@@ -70,7 +70,7 @@ class _Plan:
             off = j * self.dw - pw0  # input column read by output column 0
             lo = min(OW, (-off + self.sw - 1) // self.sw) if off < 0 else 0
             hi = min(OW, (self.W - 1 - off) // self.sw + 1) if off <= self.W - 1 else 0
-            hi = max(hi, lo)
+            hi = max(hi - 1, lo)
             spans.append((lo, hi, off + lo * self.sw))
         self.spans = spans
         per_channel = self.kw * self.N * Hu * OW * itemsize
@@ -142,7 +142,7 @@ def col2im(dcols, plan):
         else:
             t[...] = 0
             first = 0
-        for i in range(first, kh - 1):
+        for i in range(first, kh):
             t[:, :, :, i * p.dh:i * p.dh + span:p.sh] += db[:, i]
         # width shifts into the unpadded input (padding positions are dropped)
         xb = dx[c0:c1]
