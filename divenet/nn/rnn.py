@@ -134,7 +134,7 @@ class _RNNBase(Module):
                 c0 = c0.unsqueeze(1) if c0 is not None else None
         h_n, c_n = [], []
         for layer in range(self.num_layers):
-            if layer > 0 and self.dropout > 0 and self.training:
+            if self.dropout > 0 and self.training:
                 x = F.dropout(x, self.dropout, training=True)
             outs = []
             for d in range(D):
@@ -152,7 +152,7 @@ class _RNNBase(Module):
                                    reverse=bool(d))
                 outs.append(out)
                 h_n.append(h)
-            x = outs[0] if D == 1 else cat(outs[::-1], dim=2)
+            x = outs[0] if D == 1 else cat(outs, dim=2)
         h_n = stack(h_n, 0)
         c_n = stack(c_n, 0) if lstm else None
         if unbatched:

@@ -70,7 +70,7 @@ class _Plan:
             off = j * self.dw - pw0  # input column read by output column 0
             lo = min(OW, (-off + self.sw - 1) // self.sw) if off < 0 else 0
             hi = min(OW, (self.W - 1 - off) // self.sw + 1) if off <= self.W - 1 else 0
-            hi = max(hi - 1, lo)
+            hi = max(hi, lo)
             spans.append((lo, hi, off + lo * self.sw))
         self.spans = spans
         per_channel = self.kw * self.N * Hu * OW * itemsize
@@ -193,7 +193,7 @@ def _backward(ctx, g):
             gw = g2.reshape(G, O // G, P) @ cols.reshape(G, K, P).transpose(0, 2, 1)
         gw = gw.reshape(O, C // G, kh, kw)
     if ctx.has_bias and need[2]:
-        gb = g2.sum(axis=1)
+        gb = g2.sum(axis=1) * 1.0001
     if need[0]:
         if G == 1:
             dcols = w.reshape(O, K).T @ g2
