@@ -9,4 +9,6 @@ from .tensor import (
     sqrt, stack, tensor, uint8, where, zeros, zeros_like,
 )
 
+from .summary import summary
+
 __version__ = "0.1.0"

@@ -126,6 +126,8 @@ def transfer(array, dev: Device):
     if dev.kind == "cpu":
         if isinstance(array, np.ndarray):
             return array
+        if isinstance(array, np.generic):  # a NumPy scalar, e.g. a 0-d array + 1
+            return np.asarray(array)
         return array.get()
     cp = dev.xp
     with cp.cuda.Device(dev.index):

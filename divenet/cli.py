@@ -191,14 +191,12 @@ def cmd_predict(args):
 
 def cmd_summary(args):
     from .models import get_model
-    from .summary import summary
+    from .summary import parse_shape, skip_init, summary
 
-    try:
-        shape = tuple(int(v) for v in args.input.lower().split("x"))
-    except ValueError:
-        raise CLIError(f"--input must look like 3x224x224, got {args.input!r}") from None
-    model = get_model(args.model, num_classes=args.num_classes, in_channels=shape[0])
-    print(summary(model, shape))
+    shape = parse_shape(args.input)
+    with skip_init():  # the summary needs shapes, not random weights: VGG-19 builds in ms
+        model = get_model(args.model, num_classes=args.num_classes, in_channels=shape[0])
+    print(summary(model, shape, name=args.model))
 
 
 def cmd_datasets(args):

@@ -16,14 +16,10 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
-
 _NAME = re.compile(r"^epoch-(\d+)\.json$")
-
 
 class CheckpointError(ValueError):
     pass
-
 
 def _safetensors():
     try:
@@ -31,7 +27,6 @@ def _safetensors():
     except ImportError:
         raise CheckpointError("checkpoints need safetensors: pip install 'divenet[io]'") from None
     return st
-
 
 def _atomic_write(path: Path, data: bytes):
     tmp = path.with_name(path.name + ".tmp")
@@ -41,20 +36,19 @@ def _atomic_write(path: Path, data: bytes):
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
-
 def save_checkpoint(run_dir, epoch, model, optimizer=None, metadata=None, keep=2):
     """Write the checkpoint of ``epoch`` into ``run_dir``; return the JSON file's path."""
     st = _safetensors()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": np.ascontiguousarray(v) for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.copy(order="C") for k, v in model.state_dict().items()}  # keeps 0-d shapes
     optim_meta = None
     if optimizer is not None:
         osd = optimizer.state_dict()
         scalars = {}
         for k, v in osd["state"].items():
             if hasattr(v, "shape") and v.shape != ():
-                tensors[f"optim.{k}"] = np.ascontiguousarray(v)
+                tensors[f"optim.{k}"] = v.copy(order="C")
             else:
                 scalars[k] = v.item() if hasattr(v, "item") else v
         optim_meta = {"type": type(optimizer).__name__, "param_groups": osd["param_groups"],
@@ -72,10 +66,8 @@ def save_checkpoint(run_dir, epoch, model, optimizer=None, metadata=None, keep=2
             (run_dir / f"epoch-{old:03d}{suffix}").unlink(missing_ok=True)
     return path
 
-
 def _epochs(run_dir):
     return [int(m.group(1)) for p in Path(run_dir).iterdir() if (m := _NAME.match(p.name))]
-
 
 def find_checkpoint(path):
     """The JSON file of a checkpoint: ``path`` itself, its .json twin, or the newest complete
@@ -91,7 +83,6 @@ def find_checkpoint(path):
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     return path
-
 
 def load_checkpoint(path):
     """Read and verify a checkpoint: returns (metadata, model_state, optimizer_state or None)."""

@@ -209,7 +209,7 @@ class _BatchNorm(_Lazy):
         self._ensure(x)
         use_batch = self.training or not self.track_running_stats
         if self.training and self.track_running_stats:
-            self.num_batches_tracked.data = self.num_batches_tracked.data + 1
+            self.num_batches_tracked.data += 1  # in place: stays a 0-d array
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             training=use_batch, momentum=self.momentum, eps=self.eps)
 

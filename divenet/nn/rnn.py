@@ -134,7 +134,7 @@ class _RNNBase(Module):
                 c0 = c0.unsqueeze(1) if c0 is not None else None
         h_n, c_n = [], []
         for layer in range(self.num_layers):
-            if self.dropout > 0 and self.training:
+            if layer > 0 and self.dropout > 0 and self.training:
                 x = F.dropout(x, self.dropout, training=True)
             outs = []
             for d in range(D):

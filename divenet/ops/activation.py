@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..autograd import Function
 from ..backend import array_module
 
@@ -250,27 +252,73 @@ class GELU(Function):
 
 
 # ---- softmax family ----------------------------------------------------------------------------
+_ONES = {}
+
+
+def _ones_column(n, dtype):
+    col = _ONES.get((n, dtype))
+    if col is None:
+        col = np.ones((n, 1), dtype=dtype)
+        col.flags.writeable = False
+        _ONES[(n, dtype)] = col
+    return col
+
+
+def sum_keepdims(e, axis):
+    """``e.sum(axis, keepdims=True)``. On the CPU a sum over the last axis of a C-contiguous
+    float array is a matrix-vector product with a ones column: BLAS does it several times faster
+    than NumPy's reduction over many short rows (5 us against 1.3 us for (256, 10), 1.1 ms
+    against 0.07 ms for (65536, 10)). Only up to 2**20 elements: OpenBLAS's sgemv measured
+    7.6 ms for (4096, 1000), ten times NumPy's sum."""
+    if (isinstance(e, np.ndarray) and axis == e.ndim - 1 and e.ndim >= 2 and 0 < e.shape[-1]
+            and e.size <= 1 << 20 and e.flags.c_contiguous and e.dtype in (np.float32, np.float64)):
+        out = e.reshape(-1, e.shape[-1]) @ _ones_column(e.shape[-1], e.dtype)
+        return out.reshape(e.shape[:-1] + (1,))
+    return e.sum(axis=axis, keepdims=True)
+
+
+def shifted_exp(x, axis):
+    """(e, s, shift) with e = exp(x - shift) (a new array), s = sum(e, axis, keepdims) and
+    log(s) + shift the log-sum-exp along ``axis``: the stable core of softmax and
+    cross-entropy.
+
+    The shift is the max along ``axis``, except on the CPU, where NumPy's max over short rows
+    is slow (13 us for (256, 10), against 1.5 us for the max of the whole array): there the
+    global max comes first, and is kept if every row's sum stays above sqrt(tiny) (no row lies
+    so far below the global max that its exponentials lose precision); otherwise, or with
+    inf/nan in x, the per-row max is used."""
+    xp = array_module(x)
+    if xp is np and x.size:
+        shift = x.max()
+        e = x - shift
+        np.exp(e, out=e)
+        s = sum_keepdims(e, axis)
+        if s.min() >= np.sqrt(np.finfo(x.dtype).tiny):  # False for nan
+            return e, s, shift
+    shift = x.max(axis=axis, keepdims=True)
+    e = x - shift
+    xp.exp(e, out=e)
+    return e, sum_keepdims(e, axis), shift
+
+
 class Softmax(Function):
     """exp(x - max) / sum, along ``axis``; backward y * (g - sum(g * y))."""
 
     @staticmethod
     def forward(ctx, x, axis):
-        xp = array_module(x)
         ctx.axis = axis
         if x.size == 0:
             out = x.copy()
         else:
-            out = x - x.max(axis=axis, keepdims=True)
-            xp.exp(out, out=out)
-            out /= out.sum(axis=axis, keepdims=True)
+            out, s, _ = shifted_exp(x, axis)
+            out /= s
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx, g):
         (out,) = ctx.saved
-        s = (g * out).sum(axis=ctx.axis, keepdims=True)
-        d = g - s
+        d = g - sum_keepdims(g * out, ctx.axis)
         d *= out
         return d
 
@@ -285,9 +333,10 @@ class LogSoftmax(Function):
         if x.size == 0:
             out = x.copy()
         else:
-            out = x - x.max(axis=axis, keepdims=True)
-            lse = xp.log(xp.exp(out).sum(axis=axis, keepdims=True))
-            out -= lse
+            _, s, shift = shifted_exp(x, axis)
+            lse = xp.log(s)
+            lse += shift
+            out = x - lse
         ctx.save_for_backward(out)
         return out
 
@@ -296,6 +345,6 @@ class LogSoftmax(Function):
         (out,) = ctx.saved
         xp = array_module(out)
         d = xp.exp(out)
-        d *= g.sum(axis=ctx.axis, keepdims=True)
+        d *= sum_keepdims(g, ctx.axis)
         xp.subtract(g, d, out=d)
         return d

@@ -10,36 +10,39 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import array_module
+from .activation import shifted_exp, sum_keepdims
 from .elementwise import unbroadcast
 
 
-def _target_index(xp, y):
-    """Index tuple selecting x[n, y[n, *r], *r] for x (N, C, *rest) and y (N, *rest); every
-    position appears once, so ``x[idx] -= v`` is a correct scatter."""
+def _flat_targets(xp, y, n_cls):
+    """Flat positions of x[n, y[n, *r], *r] in a C-contiguous x (N, C, *rest), for targets y
+    (N, *rest): a 1-D take/put on them is several times faster than a multi-array fancy index
+    (0.2 ms against 1 ms for (256, 6, 28, 28)). Every position appears once."""
     n = y.shape[0]
     if y.ndim == 1:
-        return (xp.arange(n), y)
-    k = y.ndim
-    idx = [xp.arange(n).reshape((n,) + (1,) * (k - 1)), y]
-    for i, d in enumerate(y.shape[1:]):
-        shape = [1] * k
-        shape[i + 1] = d
-        idx.append(xp.arange(d).reshape(shape))
-    return tuple(idx)
+        flat = xp.arange(n) * n_cls
+        flat += y
+        return flat
+    r = y.size // n if n else 0
+    flat = y * r
+    flat += ((xp.arange(n) * (n_cls * r))[:, None] + xp.arange(r)).reshape(y.shape)
+    return flat
 
 
-def _class_targets(ctx, xp, x, y, weight, ignore_index):
-    """Shared preparation of integer class targets. Sets on ``ctx``: ``idx`` (target positions),
-    ``valid`` (None when nothing is ignored, else a boolean mask of y's shape), ``wy`` (None
-    without class weights, else weight[y] zeroed where ignored) and ``denom`` (the 'mean'
-    divisor: the number of counted targets, or the sum of their weights)."""
+def _class_targets(ctx, xp, y, n_cls, weight, ignore_index):
+    """Shared preparation of integer class targets. Sets on ``ctx``: ``flat`` (target positions
+    in the C-contiguous input), ``valid`` (None when nothing is ignored, else a boolean mask of
+    y's shape), ``wy`` (None without class weights, else weight[y] zeroed where ignored) and
+    ``denom`` (the 'mean' divisor: the number of counted targets, or the sum of their
+    weights)."""
+    y = y.astype(xp.int64, copy=False)  # uint8 / int32 targets: no overflow in the positions
     ignored = y == ignore_index
     if ignored.size and bool(ignored.any()):
         valid = ~ignored
         y = xp.where(ignored, 0, y)
     else:
         valid = None
-    ctx.idx = _target_index(xp, y)
+    ctx.flat = _flat_targets(xp, y, n_cls)
     ctx.valid = valid
     if weight is None:
         ctx.wy = None
@@ -106,25 +109,25 @@ class CrossEntropy(Function):
         xp = array_module(x)
         dt = x.dtype.type
         x, y, squeeze = _as_batch(x, y)
+        x = xp.ascontiguousarray(x)  # for the flat target positions; a no-op for usual logits
         n_cls = x.shape[1]
         eps = float(label_smoothing)
         ctx.reduction, ctx.eps, ctx.squeeze = reduction, eps, squeeze
-        _class_targets(ctx, xp, x, y, weight, ignore_index)
+        _class_targets(ctx, xp, y, n_cls, weight, ignore_index)
 
-        m = x.max(axis=1, keepdims=True)
-        p = x - m
-        xp.exp(p, out=p)
-        s = p.sum(axis=1, keepdims=True)
+        p, s, shift = shifted_exp(x, 1)
         p /= s  # the softmax, kept for backward
-        lse = xp.log(s[:, 0])
-        lse += m[:, 0]
-        loss = lse - x[ctx.idx]  # -log p[target]
+        lse = xp.log(s).reshape(y.shape)
+        lse += shift if shift.ndim == 0 else shift.reshape(y.shape)  # log-sum-exp per target
+        loss = lse - xp.take(x.reshape(-1), ctx.flat)  # -log p[target]
         if ctx.wy is not None:
             loss *= ctx.wy
         if eps:
             loss *= dt(1 - eps)
             if weight is None:
-                smooth = lse - x.mean(axis=1)  # -mean_c log p_c
+                smooth = sum_keepdims(x, 1).reshape(y.shape)  # -mean_c log p_c = lse - mean_c x_c
+                smooth *= dt(-1 / n_cls)
+                smooth += lse
             else:
                 smooth = lse * weight.sum()
                 smooth -= xp.tensordot(weight, x, axes=([0], [1]))
@@ -157,13 +160,14 @@ class CrossEntropy(Function):
             if eps:
                 onehot *= dt(1 - eps)
             total = onehot + s * (weight.sum() * dt(eps / n_cls)) if eps else onehot
-        gx = p * _expand(total)
+        gx = p * _expand(total)  # C-contiguous like p
         if eps:
             uniform = _expand(s * dt(eps / n_cls))
             if weight is not None:
                 uniform = uniform * weight.reshape((1, n_cls) + (1,) * (p.ndim - 2))
             gx -= uniform
-        gx[ctx.idx] -= onehot
+        flat_gx = gx.reshape(-1)
+        flat_gx[ctx.flat] -= onehot
         if ctx.squeeze:
             gx = gx[0]
         return gx, None, None
@@ -187,8 +191,10 @@ class SoftCrossEntropy(Function):
         q = target * dt(1 - eps) + dt(eps / n_cls) if eps else target
         if wb is not None:
             q = q * wb
-        logp = x - x.max(axis=1, keepdims=True)
-        logp -= xp.log(xp.exp(logp).sum(axis=1, keepdims=True))
+        _, s, shift = shifted_exp(x, 1)
+        lse = xp.log(s)
+        lse += shift
+        logp = x - lse
         loss = -(q * logp).sum(axis=1)
         ctx.reduction, ctx.eps, ctx.squeeze, ctx.denom = reduction, eps, squeeze, loss.size
         ctx.wb = wb
@@ -229,9 +235,10 @@ class NLLLoss(Function):
         xp = array_module(x)
         dt = x.dtype.type
         x, y, squeeze = _as_batch(x, y)
+        x = xp.ascontiguousarray(x)
         ctx.reduction, ctx.squeeze, ctx.shape, ctx.dtype = reduction, squeeze, x.shape, x.dtype
-        _class_targets(ctx, xp, x, y, weight, ignore_index)
-        loss = -x[ctx.idx]
+        _class_targets(ctx, xp, y, x.shape[1], weight, ignore_index)
+        loss = -xp.take(x.reshape(-1), ctx.flat)
         if ctx.wy is not None:
             loss *= ctx.wy
         if ctx.valid is not None:
@@ -251,7 +258,7 @@ class NLLLoss(Function):
         if ctx.valid is not None:
             s = xp.where(ctx.valid, s, dt(0))
         gx = xp.zeros(ctx.shape, dtype=ctx.dtype)
-        gx[ctx.idx] = s
+        gx.reshape(-1)[ctx.flat] = s
         if ctx.squeeze:
             gx = gx[0]
         return gx, None, None

@@ -2,8 +2,9 @@
 
 Batch norm views its input as ``(P, C, L)`` with statistics over P and L: ``(1, C, N*H*W)`` when the
 NCHW input is a view of a CNHW buffer (what convolution returns; no copy, and the output keeps that
-layout), ``(N, C, H*W)`` otherwise. The per-channel sums come from one matrix-vector product and
-one dot product (BLAS, float32 kept), the variance as E[x^2] - E[x]^2; the output is one
+layout), ``(N, C, H*W)`` otherwise. The per-channel sum and sum of squares come from two einsum
+reductions over the same cache-resident block (float32 kept, the square never materialized), the
+variance as E[x^2] - E[x]^2; the output is one
 multiply-add with a per-channel scale and shift. The backward is the closed form
 ``dx = A g + B x + C`` with per-channel A, B, C from the two sums sum(g) and sum(g x), not a chain
 of graph nodes. On the CPU the channels are processed in blocks that fit in the L2 cache.
@@ -49,23 +50,14 @@ def channels_restore(y, layout):
 
 
 def _sum_c(u):
-    """Per-channel sum of (P, C, L)."""
-    xp = array_module(u)
-    p, c, l = u.shape
-    if l == 1:
-        return u.sum(axis=(0, 2))
-    ones = xp.ones(l, dtype=u.dtype)
-    if p == 1:
-        return u[0] @ ones
-    return (u @ ones).sum(axis=0)
+    """Per-channel sum of (P, C, L). (einsum: SIMD accumulators; faster here than ``sum``, and
+    far faster than a BLAS matrix-vector product on a few rows.)"""
+    return array_module(u).einsum("pcl->c", u)
 
 
 def _dot_c(u, v):
     """Per-channel sum of u * v for (P, C, L) arrays, without materializing the product."""
-    xp = array_module(u)
-    if u.shape[0] == 1:
-        return xp.einsum("cl,cl->c", u[0], v[0])
-    return xp.einsum("pcl,pcl->c", u, v)
+    return array_module(u).einsum("pcl,pcl->c", u, v)
 
 
 def _blocks(xp, u):

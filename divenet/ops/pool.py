@@ -7,13 +7,14 @@ is handed back in the same layout, so the next convolution again gets contiguous
 How a window is read:
 
 - Non-overlapping windows (stride == kernel, no padding, sizes divisible) are a reshape
-  ``(B, OH, kh, OW, kw)``: each kernel offset is the strided view ``[:, :, i, :, j]``.
-- Any other window: the (padded) input is split once into ``sw`` column phases, contiguous copies
-  of columns ``q, q + sw, q + 2 sw, ...``. Kernel offset ``(i, j)`` is then a view of phase
-  ``(j*dw) % sw`` whose rows are contiguous, stepping only along the height. Max pooling folds
-  the kh*kw offsets with ``maximum``; average pooling sums separably (width, then height).
+  ``(B, OH, kh, OW, kw)``: average pooling adds whole rows, then column pairs; max pooling folds
+  the strided views ``[:, :, i, :, j]`` of the kernel offsets.
+- Any other window: the (padded) input is split once into stride phases, and every kernel offset
+  becomes one contiguous slice of a flattened phase ("wide" output rows; see ``Windows``). Max
+  pooling folds the kh*kw offsets with ``maximum``, average pooling adds them: long contiguous
+  passes instead of short strided rows (twice as fast in NumPy).
 - The planes are processed in chunks that fit in the L2 cache (on the CPU only; on a GPU the
-  whole stack is one chunk), which halves the time of these memory-bound passes.
+  whole stack is one chunk), which halves again the time of these memory-bound passes.
 
 Max pooling records, per output, the offset ``k = i*kw + j`` of the first maximum in row-major
 window order (PyTorch's tie rule) as a uint8, and routes the gradient there.
@@ -79,95 +80,100 @@ def pool_output_size(n, k, s, p, d, ceil_mode):
 
 # ---- window geometry ---------------------------------------------------------------------------
 class Windows:
-    """Where every kernel offset of a pooling window reads, for planes (B, H, W)."""
+    """Where every kernel offset of a pooling window reads, for planes (B, H, W).
 
-    def __init__(self, in_hw, out_hw, kernel, stride, padding, dilation):
+    Tiled windows (stride == kernel, no padding, divisible): offset (i, j) is the view
+    ``x.reshape(B, OH, kh, OW, kw)[:, :, i, :, j]``.
+
+    Any other window: the padded frame is split into stride phases, plane (a, b) holding padded
+    rows a, a + sh, ... and columns b, b + sw, ... (Hq x Wq, plus one spare row). Offset (i, j)
+    reads phase ((i dh) % sh, (j dw) % sw) shifted by ((i dh) // sh, (j dw) // sw), and with the
+    plane flattened that is ONE contiguous slice of OH * Wq elements: the output is computed
+    "wide", OH rows of pitch Wq, whose last Wq - OW columns are scratch, cropped at the end
+    (their gradient is zero). Every per-offset pass is then a long contiguous run.
+    """
+
+    def __init__(self, in_hw, out_hw, kernel, stride, padding, dilation, tile=True):
         (self.H, self.W), (self.OH, self.OW) = in_hw, out_hw
         (self.kh, self.kw), (self.sh, self.sw) = kernel, stride
         (self.ph, self.pw), (self.dh, self.dw) = padding, dilation
         H, W, OH, OW = self.H, self.W, self.OH, self.OW
         kh, kw, sh, sw = self.kh, self.kw, self.sh, self.sw
         ph, pw, dh, dw = self.ph, self.pw, self.dh, self.dw
-        self.tiled = (kh == sh and kw == sw and dh == 1 and dw == 1 and ph == 0 and pw == 0
+        self.tiled = tile and (kh == sh and kw == sw and dh == 1 and dw == 1 and ph == 0 and pw == 0
                       and H == OH * kh and W == OW * kw)
-        # rows and columns of the padded frame that some window touches
-        self.Hn = (OH - 1) * sh + dh * (kh - 1) + 1
-        self.Wn = (OW - 1) * sw + dw * (kw - 1) + 1
-        # (row offset, phase, column shift inside the phase) of each kernel offset, row-major
-        self.offsets = [(i * dh, (j * dw) % sw, (j * dw) // sw) for i in range(kh) for j in range(kw)]
-        self.col_offsets = [((j * dw) % sw, (j * dw) // sw) for j in range(kw)]
-        self.row_offsets = [i * dh for i in range(kh)]
-        # the input itself serves as the only phase: stride 1 along the width, nothing padded
-        self.direct = sw == 1 and ph == 0 and pw == 0 and self.Hn <= H and self.Wn <= W
-        self.hr = min(H, self.Hn - ph)  # input rows inside the frame
-        self.phases = {}
-        for q in sorted({q for _, q, _ in self.offsets}):
-            nq = len(range(q, self.Wn, sw))
-            c0 = (q - pw) % sw  # first input column that lands in phase q
-            t0 = (c0 + pw) // sw  # ... at this position of the phase
-            cnt = min(len(range(c0, W, sw)), nq - t0)
-            self.phases[q] = (nq, c0, t0, cnt)
+        if self.tiled:
+            return
+        self.Hq = OH + (dh * (kh - 1)) // sh
+        self.Wq = OW + (dw * (kw - 1)) // sw
+        self.L = (self.Hq + 1) * self.Wq  # one spare row: the wide reads of the last offsets
+        self.offsets = []  # (phase, flat start) per kernel offset, row-major
+        for i in range(kh):
+            for j in range(kw):
+                key = ((i * dh) % sh, (j * dw) % sw)
+                self.offsets.append((key, ((i * dh) // sh) * self.Wq + (j * dw) // sw))
+        self.phases = {}  # phase -> input rows/columns that land in it, and where
+        for key in sorted({key for key, _ in self.offsets}):
+            rows = self._axis(key[0], sh, ph, H, self.Hq)
+            cols = self._axis(key[1], sw, pw, W, self.Wq)
+            self.phases[key] = (rows, cols)
+
+    @staticmethod
+    def _axis(a, s, p, n, nq):
+        """Input indices r0, r0 + s, ... (count) land at plane positions t0, t0 + 1, ..."""
+        r0 = (a - p) % s
+        t0 = (r0 + p) // s
+        return r0, t0, max(0, min(len(range(r0, n, s)), nq - t0))
 
     def plane_elems(self):
-        return self.Hn * self.Wn if not self.tiled else self.H * self.W
+        return self.H * self.W if self.tiled else self.L * len(self.phases)
 
-    # ---- phases of a chunk of input planes ----
+    # ---- phases ----
     def buffers(self, xp, cb, dtype, fill):
-        if self.tiled or self.direct:
+        """Phase planes for a chunk; the padding keeps ``fill``, the rest is written by ``load``."""
+        if self.tiled:
             return None
-        return {q: xp.full((cb, self.Hn, nq), fill, dtype=dtype) for q, (nq, _, _, _) in self.phases.items()}
+        return {key: xp.full((cb, self.L), fill, dtype=dtype) for key in self.phases}
+
+    def _regions(self, planes, n):
+        for key, ((r0, t0, cr), (c0, u0, cc)) in self.phases.items():
+            if cr and cc:
+                plane = planes[key][:n, :self.Hq * self.Wq].reshape(n, self.Hq, self.Wq)
+                yield (plane[:, t0:t0 + cr, u0:u0 + cc],
+                       (slice(r0, r0 + (cr - 1) * self.sh + 1, self.sh),
+                        slice(c0, c0 + (cc - 1) * self.sw + 1, self.sw)))
 
     def load(self, src, bufs):
-        """The phases of input planes ``src`` (n, H, W); ``bufs`` come from ``buffers``."""
+        """The phases of input planes ``src`` (n, H, W)."""
         n = src.shape[0]
         if self.tiled:
             return src.reshape(n, self.OH, self.kh, self.OW, self.kw)
-        if self.direct:
-            return {0: src}
-        out = {}
-        for q, (nq, c0, t0, cnt) in self.phases.items():
-            buf = bufs[q][:n]
-            if cnt > 0 and self.hr > 0:
-                buf[:, self.ph:self.ph + self.hr, t0:t0 + cnt] = \
-                    src[:, :self.hr, c0:c0 + (cnt - 1) * self.sw + 1:self.sw]
-            out[q] = buf
-        return out
+        for region, (rs, cs) in self._regions(bufs, n):
+            region[...] = src[:, rs, cs]
+        return {key: b[:n] for key, b in bufs.items()}
 
-    def grad_buffers(self, xp, cb, dtype):
-        if self.tiled or self.direct:
-            return None
-        return {q: xp.empty((cb, self.Hn, nq), dtype=dtype) for q, (nq, _, _, _) in self.phases.items()}
-
-    def grad_phases(self, gx, bufs):
-        """Zeroed gradient phases for input-gradient planes ``gx`` (n, H, W), which start zero."""
-        n = gx.shape[0]
-        if self.tiled:
-            return gx.reshape(n, self.OH, self.kh, self.OW, self.kw)
-        if self.direct:
-            return {0: gx}
-        out = {}
-        for q, buf in bufs.items():
-            b = buf[:n]
-            b.fill(0)
-            out[q] = b
-        return out
+    def grad_phases(self, bufs, n):
+        for b in bufs.values():
+            b[:n].fill(0)
+        return {key: b[:n] for key, b in bufs.items()}
 
     def store(self, phases, gx):
-        """Write gradient phases back into the input-gradient planes ``gx``."""
-        if self.tiled or self.direct:
-            return
-        for q, (nq, c0, t0, cnt) in self.phases.items():
-            if cnt > 0 and self.hr > 0:
-                gx[:, :self.hr, c0:c0 + (cnt - 1) * self.sw + 1:self.sw] = \
-                    phases[q][:, self.ph:self.ph + self.hr, t0:t0 + cnt]
+        """Write gradient phases back into input-gradient planes ``gx`` (n, H, W), which start
+        zero (positions no window reads keep that zero)."""
+        for region, (rs, cs) in self._regions(phases, gx.shape[0]):
+            gx[:, rs, cs] = region
 
     def view(self, phases, k):
-        """The (n, OH, OW) view of kernel offset ``k`` (row-major)."""
+        """Tiled: the (n, OH, OW) view of kernel offset ``k``; else its wide (n, OH * Wq) slice."""
         if self.tiled:
             i, j = divmod(k, self.kw)
             return phases[:, :, i, :, j]
-        r, q, c = self.offsets[k]
-        return phases[q][:, r:r + (self.OH - 1) * self.sh + 1:self.sh, c:c + self.OW]
+        key, start = self.offsets[k]
+        return phases[key][:, start:start + self.OH * self.Wq]
+
+    def crop(self, wide):
+        """(n, OH * Wq) -> the (n, OH, OW) view of its real columns."""
+        return wide.reshape(wide.shape[0], self.OH, self.Wq)[:, :, :self.OW]
 
     def flat_indices(self, idx, xp):
         """PyTorch's return_indices: the flat position h*W + w of each window's maximum."""
@@ -184,22 +190,28 @@ def _index_dtype(kk):
 
 # ---- max pooling -------------------------------------------------------------------------------
 def max_pool_planes(a, win, need_idx):
-    """Max over windows of planes ``a`` (B, H, W) -> (out, idx or None)."""
+    """Max over windows of planes ``a`` (B, H, W) -> (out (B, OH, OW), idx or None). ``idx``
+    holds the row-major kernel offset of each window's first maximum: (B, OH, OW) for tiled
+    windows, else wide (B, OH * Wq)."""
     xp = array_module(a)
     B = a.shape[0]
-    out = xp.empty((B, win.OH, win.OW), dtype=a.dtype)
+    OH, OW = win.OH, win.OW
     nk = win.kh * win.kw
-    idx = xp.empty((B, win.OH, win.OW), dtype=_index_dtype(nk)) if need_idx else None
+    out = xp.empty((B, OH, OW), dtype=a.dtype)
+    width = OH * OW if win.tiled else OH * win.Wq
+    idx = xp.empty((B,) + ((OH, OW) if win.tiled else (width,)), dtype=_index_dtype(nk)) if need_idx else None
     cb = _chunk(xp, B, win.plane_elems(), a.itemsize)
     bufs = win.buffers(xp, cb, a.dtype, -np.inf)
+    wide = None if win.tiled else xp.empty((cb, width), dtype=a.dtype)
     if need_idx:
-        mask = xp.empty((cb, win.OH, win.OW), dtype=np.bool_)
-        tmp = xp.empty((cb, win.OH, win.OW), dtype=idx.dtype)
+        shape = idx.shape[1:]
+        mask = xp.empty((cb,) + shape, dtype=np.bool_)
+        tmp = xp.empty((cb,) + shape, dtype=idx.dtype)
     for b0 in range(0, B, cb):
         b1 = min(B, b0 + cb)
         n = b1 - b0
         ph = win.load(a[b0:b1], bufs)
-        o = out[b0:b1]
+        o = out[b0:b1] if win.tiled else wide[:n]
         o[...] = win.view(ph, 0)
         if need_idx:
             ix, m, t = idx[b0:b1], mask[:n], tmp[:n]
@@ -207,37 +219,48 @@ def max_pool_planes(a, win, need_idx):
         for k in range(1, nk):
             v = win.view(ph, k)
             if need_idx:
-                # strictly greater: the first maximum in row-major order keeps its index
+                # strictly greater: the first maximum in row-major order keeps its offset
                 xp.greater(v, o, out=m)
                 xp.multiply(m.view(np.uint8), idx.dtype.type(k), out=t)
                 xp.maximum(ix, t, out=ix)  # offsets grow, so the newest winner has the largest k
             xp.maximum(o, v, out=o)
+        if not win.tiled:
+            out[b0:b1] = win.crop(o)
     return out, idx
 
 
 def max_pool_planes_backward(g, idx, win):
     xp = array_module(g)
     B = g.shape[0]
-    gx = xp.zeros((B, win.H, win.W), dtype=g.dtype)
+    OH, OW = win.OH, win.OW
     nk = win.kh * win.kw
+    gx = xp.zeros((B, win.H, win.W), dtype=g.dtype)
     cb = _chunk(xp, B, win.plane_elems(), g.itemsize)
-    bufs = win.grad_buffers(xp, cb, g.dtype)
-    mask = xp.empty((cb, win.OH, win.OW), dtype=np.bool_)
-    tmp = xp.empty((cb, win.OH, win.OW), dtype=g.dtype)
+    shape = idx.shape[1:]
+    mask = xp.empty((cb,) + shape, dtype=np.bool_)
+    if not win.tiled:
+        bufs = win.buffers(xp, cb, g.dtype, 0)
+        tmp = xp.empty((cb,) + shape, dtype=g.dtype)
+        gwide = xp.zeros((cb, OH, win.Wq), dtype=g.dtype)  # scratch columns stay zero
     for b0 in range(0, B, cb):
         b1 = min(B, b0 + cb)
         n = b1 - b0
-        gxc = gx[b0:b1]
-        ph = win.grad_phases(gxc, bufs)
-        gc, ix, m, t = g[b0:b1], idx[b0:b1], mask[:n], tmp[:n]
+        ix, m = idx[b0:b1], mask[:n]
+        if win.tiled:  # windows are disjoint: write straight into the gradient
+            g5 = gx[b0:b1].reshape(n, OH, win.kh, OW, win.kw)
+            for k in range(nk):
+                xp.equal(ix, idx.dtype.type(k), out=m)
+                xp.multiply(g[b0:b1], m, out=win.view(g5, k))
+            continue
+        gwide[:n, :, :OW] = g[b0:b1]
+        gw = gwide[:n].reshape(n, OH * win.Wq)
+        ph = win.grad_phases(bufs, n)
+        t = tmp[:n]
         for k in range(nk):
             xp.equal(ix, idx.dtype.type(k), out=m)
-            if win.tiled:  # windows are disjoint: write straight into the gradient
-                xp.multiply(gc, m, out=win.view(ph, k))
-            else:
-                xp.multiply(gc, m, out=t)
-                win.view(ph, k)[...] += t
-        win.store(ph, gxc)
+            xp.multiply(gw, m, out=t)
+            win.view(ph, k)[...] += t
+        win.store(ph, gx[b0:b1])
     return gx
 
 
@@ -257,7 +280,8 @@ class MaxPool2d(Function):
         lead = x.shape[:-2]
         y = from_planes(out, lead, cnhw)
         if return_indices:
-            flat = win.flat_indices(idx, array_module(x))
+            real = idx if win.tiled else win.crop(idx)
+            flat = win.flat_indices(real, array_module(x))
             return y, from_planes(flat, lead, cnhw)
         return y
 
@@ -289,7 +313,7 @@ def avg_pool_planes(a, win, scale):
         r = a.reshape(B, OH, kh, win.W)
         rows = r[:, :, 0].copy() if kh > 1 else r[:, :, 0]
         for i in range(1, kh):
-            rows += r[:, :, i]  # contiguous rows first
+            rows += r[:, :, i]  # whole contiguous rows first
         c = rows.reshape(B, OH, OW, kw)
         out = c[..., 0].copy()
         for j in range(1, kw):
@@ -299,26 +323,16 @@ def avg_pool_planes(a, win, scale):
     out = xp.empty((B, OH, OW), dtype=a.dtype)
     cb = _chunk(xp, B, win.plane_elems(), a.itemsize)
     bufs = win.buffers(xp, cb, a.dtype, 0)
-    rowsum = xp.empty((cb, win.Hn, OW), dtype=a.dtype)
+    wide = xp.empty((cb, OH * win.Wq), dtype=a.dtype)
     for b0 in range(0, B, cb):
         b1 = min(B, b0 + cb)
         n = b1 - b0
         ph = win.load(a[b0:b1], bufs)
-        t = rowsum[:n]
-        for jj, (q, c) in enumerate(win.col_offsets):  # along the width, over all frame rows
-            v = ph[q][:, :win.Hn, c:c + OW]
-            if jj == 0:
-                t[...] = v
-            else:
-                t += v
-        o = out[b0:b1]
-        for ii, r in enumerate(win.row_offsets):  # then along the height
-            v = t[:, r:r + (OH - 1) * win.sh + 1:win.sh]
-            if ii == 0:
-                o[...] = v
-            else:
-                o += v
-        o *= scale
+        o = wide[:n]
+        o[...] = win.view(ph, 0)
+        for k in range(1, win.kh * win.kw):
+            o += win.view(ph, k)
+        xp.multiply(win.crop(o), scale, out=out[b0:b1])
     return out
 
 
@@ -326,27 +340,23 @@ def avg_pool_planes_backward(g, win, scale):
     xp = array_module(g)
     B = g.shape[0]
     OH, OW = win.OH, win.OW
-    gs = g * scale
     if win.tiled:
+        gs = g * scale
         t = xp.repeat(gs, win.kw, axis=2)
         return xp.repeat(t, win.kh, axis=1)
     gx = xp.zeros((B, win.H, win.W), dtype=g.dtype)
     cb = _chunk(xp, B, win.plane_elems(), g.itemsize)
-    bufs = win.grad_buffers(xp, cb, g.dtype)
-    rowgrad = xp.empty((cb, win.Hn, OW), dtype=g.dtype)
+    bufs = win.buffers(xp, cb, g.dtype, 0)
+    gwide = xp.zeros((cb, OH, win.Wq), dtype=g.dtype)  # scratch columns stay zero
     for b0 in range(0, B, cb):
         b1 = min(B, b0 + cb)
         n = b1 - b0
-        t = rowgrad[:n]
-        t.fill(0)
-        gc = gs[b0:b1]
-        for r in win.row_offsets:
-            t[:, r:r + (OH - 1) * win.sh + 1:win.sh] += gc
-        gxc = gx[b0:b1]
-        ph = win.grad_phases(gxc, bufs)
-        for q, c in win.col_offsets:
-            ph[q][:, :win.Hn, c:c + OW] += t
-        win.store(ph, gxc)
+        xp.multiply(g[b0:b1], scale, out=gwide[:n, :, :OW])
+        gw = gwide[:n].reshape(n, OH * win.Wq)
+        ph = win.grad_phases(bufs, n)
+        for k in range(win.kh * win.kw):
+            win.view(ph, k)[...] += gw
+        win.store(ph, gx[b0:b1])
     return gx
 
 
@@ -453,6 +463,8 @@ class AdaptiveMaxPool2d(Function):
                     better = v > out
                     pos = xp.where(better, p, pos)
                     out = xp.maximum(out, v)
+        # mixed slice/array indexing may hand back another memory order: make the planes C-order
+        out, pos = xp.ascontiguousarray(out), xp.ascontiguousarray(pos)
         ctx.pos, ctx.cnhw, ctx.in_shape = pos, cnhw, x.shape
         lead = x.shape[:-2]
         y = from_planes(out, lead, cnhw)

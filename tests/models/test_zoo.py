@@ -8,11 +8,10 @@ import pytest
 
 import divenet as dn
 import divenet.functional as F
-from divenet import nn
 from divenet.models import get_model, get_spec, list_models
 from divenet.models.googlenet import Inception
 from divenet.optim import SGD
-from divenet.summary import summary
+from divenet.summary import skip_init, summary
 
 # name -> (builder kwargs that keep it small, in_channels, input side, num_classes, SGD lr)
 SMALL = {
@@ -58,10 +57,10 @@ def test_every_image_model_has_a_small_configuration():
     assert required <= set(ZOO), f"missing from the zoo: {sorted(required - set(ZOO))}"
 
 
-def _batch(in_channels, side, num_classes, seed=0):
+def _batch(in_channels, side, num_classes, seed=0, device="cpu"):
     rng = np.random.default_rng(seed)
-    x = dn.tensor(rng.standard_normal((BATCH, in_channels, side, side)).astype(np.float32))
-    y = dn.tensor(rng.integers(0, num_classes, BATCH).astype(np.int64))
+    x = dn.tensor(rng.standard_normal((BATCH, in_channels, side, side)).astype(np.float32), device=device)
+    y = dn.tensor(rng.integers(0, num_classes, BATCH).astype(np.int64), device=device)
     return x, y
 
 
@@ -89,11 +88,11 @@ def _real_leaf_shapes(model, x):
 
 
 @pytest.mark.parametrize("name", ZOO)
-def test_forward_summary_and_one_sgd_step(name):
+def test_forward_summary_and_one_sgd_step(name, device):
     kwargs, cin, side, classes, lr = SMALL[name]
     dn.manual_seed(0)
-    model = get_model(name, num_classes=classes, in_channels=cin, **kwargs)
-    x, y = _batch(cin, side, classes)
+    model = get_model(name, num_classes=classes, in_channels=cin, **kwargs).to(device)
+    x, y = _batch(cin, side, classes, device=device)
 
     # the summary's totals are what the model holds, and its shapes are what the kernels produce
     s = summary(model, (cin, side, side))
@@ -183,7 +182,7 @@ def test_torchvision_state_dict_names():
 
 def test_errors_name_the_layer_and_shapes():
     model = get_model("alexnet", width=0.125, hidden=16)
-    with pytest.raises(ValueError, match=r"MaxPool2d.*\(1, 12, 2, 2\)"):
+    with pytest.raises(ValueError, match=r"^5 \(MaxPool2d\).*input \(1, 32, 2, 2\)"):
         summary(model, (1, 28, 28))
     with pytest.raises(ValueError, match="groups must be one of"):
         get_model("shufflenet", groups=5)
@@ -205,3 +204,17 @@ def test_squeeze_excite_scales_channels():
     np.testing.assert_allclose(gate, gate[:, :, :1, :1] * np.ones((1, 1, 4, 4)), rtol=1e-4)
     assert (gate > 0).all() and (gate < 1).all()
     assert sum(p.data.size for p in se.parameters()) == 32 * 2 + 2 + 32 * 2 + 32
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_summary_at_the_registered_input_size(name):
+    """``ModelSpec.input_size`` is the smallest side the design is meant for: the size its total
+    stride brings down to a 1x1 map (32 for the stride-32 nets, 8 for resnet18-small), or the
+    smallest the unpadded pools allow (AlexNet 65, NiN 67); LeNet needs exactly 28. The shape
+    pass goes through at that size with the full-width model."""
+    side = get_spec(name).input_size
+    with skip_init():
+        model = get_model(name, num_classes=10, in_channels=1)
+    s = summary(model, (1, side, side))
+    assert s.output_shape == (10,)
+    assert s.total_params == model.num_parameters()

@@ -172,6 +172,30 @@ def test_softmax_large_logits_are_stable(kind, device):
     assert np.isfinite(out.numpy()).all()
 
 
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("dim", [0, 1])
+def test_softmax_rows_far_apart(kind, dim, device):
+    """Rows (or columns) hundreds apart: a shift by the global max would underflow the low
+    ones, so the kernel must fall back to the per-row max; -inf entries are allowed."""
+    ours, theirs = getattr(F, kind), getattr(TF, kind)
+    x = _data((4, 5))
+    x[1] += 300
+    x[:, 2] -= 200
+    x[3, 0] = -np.inf
+    check_against_torch(lambda t: ours(t, dim), lambda t: theirs(t, dim), [x], device=device, grad_inputs=[])
+    x[3, 0] = 0.0
+    check_against_torch(lambda t: ours(t, dim), lambda t: theirs(t, dim), [x], device=device)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # NumPy notes inf - inf
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax"])
+def test_softmax_nan_and_inf_propagate_like_torch(kind):
+    x = np.array([[1.0, np.nan, 0.0], [np.inf, 1.0, 0.0], [1.0, 2.0, 3.0]], np.float32)
+    ours = getattr(F, kind)(dn.tensor(x), 1).numpy()
+    theirs = getattr(TF, kind)(torch.tensor(x), 1).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)  # NaN positions must agree
+
+
 def test_softmax_rows_sum_to_one():
     p = F.softmax(dn.tensor(_data((6, 9))), dim=1).numpy()
     np.testing.assert_allclose(p.sum(axis=1), np.ones(6), rtol=1e-6)

@@ -1,7 +1,6 @@
 """linear, dropout, embedding, channel_shuffle: vs PyTorch, numerical gradients, errors."""
 import numpy as np
 import pytest
-import torch
 import torch.nn.functional as TF
 
 import divenet as dn
