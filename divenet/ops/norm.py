@@ -1,13 +1,15 @@
 """Normalization kernels: batch norm, layer norm, local response norm.
 
-Batch norm views its input as ``(P, C, L)`` with statistics over P and L: ``(1, C, N*H*W)`` when the
-NCHW input is a view of a CNHW buffer (what convolution returns; no copy, and the output keeps that
-layout), ``(N, C, H*W)`` otherwise. The per-channel sum and sum of squares come from two einsum
-reductions over the same cache-resident block (float32 kept, the square never materialized), the
-variance as E[x^2] - E[x]^2; the output is one
-multiply-add with a per-channel scale and shift. The backward is the closed form
-``dx = A g + B x + C`` with per-channel A, B, C from the two sums sum(g) and sum(g x), not a chain
-of graph nodes. On the CPU the channels are processed in blocks that fit in the L2 cache.
+Batch norm views its input as ``(P, C, L)`` with statistics over P and L: ``(1, C, N*H*W)`` when
+the NCHW input is a view of a CNHW buffer (what convolution returns; no copy, and the output keeps
+that layout), ``(N, C, H*W)`` otherwise. On the CPU the channels go in blocks of about the L2
+cache's size, so each block is read from memory once: its sum (an einsum reduction, float32
+kept), then, in the cache, the centred values are written into the output block, their sum of
+squares taken (einsum, the square never materialized) and the block scaled and shifted in place.
+(Taking E[x^2] - E[x]^2 from the same read would save one in-cache pass but loses about
+log10((mean/std)^2) digits: 7e-3 error at mean/std = 100 against PyTorch's 7e-6.) The backward
+is the closed form ``dx = A g + B (x - mean) + C`` with per-channel A, B, C from sum(g) and
+sum(g (x - mean)), not a chain of graph nodes.
 """
 from __future__ import annotations
 
@@ -93,17 +95,24 @@ class BatchNorm(Function):
             mean[...] = running_mean
             invstd[...] = 1 / xp.sqrt(running_var.astype(x.dtype) + dt(eps))
         for c0, c1 in _blocks(xp, u):
-            ub = u[:, c0:c1]
+            ub, yb = u[:, c0:c1], y[:, c0:c1]
             if training:
+                # the block is read from memory once; the centring pass runs in the cache and
+                # keeps the variance exact when |mean| >> std (E[x^2] - E[x]^2 would cancel)
                 mu = _sum_c(ub) / dt(m)
-                v = xp.maximum(_dot_c(ub, ub) / dt(m) - mu * mu, dt(0))
+                xp.subtract(ub, _col(mu), out=yb)
+                v = _dot_c(yb, yb) / dt(m)
                 mean[c0:c1], var[c0:c1] = mu, v
                 invstd[c0:c1] = 1 / xp.sqrt(v + dt(eps))
+                scale = invstd[c0:c1] if weight is None else invstd[c0:c1] * weight[c0:c1]
+                yb *= _col(scale)
+                if bias is not None:
+                    yb += _col(bias[c0:c1])
+                continue
             scale = invstd[c0:c1] if weight is None else invstd[c0:c1] * weight[c0:c1]
             shift = -mean[c0:c1] * scale
             if bias is not None:
                 shift += bias[c0:c1]
-            yb = y[:, c0:c1]
             xp.multiply(ub, _col(scale), out=yb)
             yb += _col(shift)
         if training:
@@ -131,32 +140,35 @@ class BatchNorm(Function):
         dx = xp.empty_like(u) if need_x else None
         dw = xp.empty(c, dtype=u.dtype) if need_w else None
         db = xp.empty(c, dtype=u.dtype) if need_b else None
+        need_xhat = need_w or (need_x and ctx.training)
         tmp = None
         for c0, c1 in _blocks(xp, u):
             gb, ub = gu[:, c0:c1], u[:, c0:c1]
             mu, inv = mean[c0:c1], invstd[c0:c1]
-            w = None if weight is None else weight[c0:c1].astype(u.dtype)
             sg = _sum_c(gb)
             if need_b:
                 db[c0:c1] = sg
-            if need_w or (need_x and ctx.training):
-                gxhat = inv * (_dot_c(gb, ub) - mu * sg)  # sum(g * xhat)
+            if need_xhat:
+                # centred in the cached block: sum(g x) - mean sum(g) would cancel badly when
+                # |mean| >> std
+                if tmp is None:
+                    tmp = xp.empty_like(ub)
+                xc = tmp[:, :c1 - c0]
+                xp.subtract(ub, _col(mu), out=xc)
+                gxhat = inv * _dot_c(gb, xc)  # sum(g * xhat)
                 if need_w:
                     dw[c0:c1] = gxhat
             if not need_x:
                 continue
-            a = inv if w is None else inv * w
+            a = inv if weight is None else inv * weight[c0:c1].astype(u.dtype)
             out = dx[:, c0:c1]
             xp.multiply(gb, _col(a), out=out)
             if ctx.training:
-                # dx = a (g - mean(g) - xhat mean(g xhat)) = a g + b x + k
+                # dx = a (g - mean(g) - xhat mean(g xhat)) = a g + b (x - mean) + k
                 b = -a * inv * gxhat / dt(m)
-                k = -a * sg / dt(m) - b * mu
-                if tmp is None:
-                    tmp = xp.empty_like(out)
-                t = tmp[:, :c1 - c0]
-                xp.multiply(ub, _col(b), out=t)
-                out += t
+                k = -a * sg / dt(m)
+                xc *= _col(b)
+                out += xc
                 out += _col(k)
         gx = channels_restore(dx, ctx.layout) if need_x else None
         return gx, dw, db

@@ -91,6 +91,8 @@ class Windows:
     plane flattened that is ONE contiguous slice of OH * Wq elements: the output is computed
     "wide", OH rows of pitch Wq, whose last Wq - OW columns are scratch, cropped at the end
     (their gradient is zero). Every per-offset pass is then a long contiguous run.
+
+    ``tile=False`` sends tiled windows down the general path too (the tests compare the two).
     """
 
     def __init__(self, in_hw, out_hw, kernel, stride, padding, dilation, tile=True):
@@ -100,8 +102,8 @@ class Windows:
         H, W, OH, OW = self.H, self.W, self.OH, self.OW
         kh, kw, sh, sw = self.kh, self.kw, self.sh, self.sw
         ph, pw, dh, dw = self.ph, self.pw, self.dh, self.dw
-        self.tiled = tile and (kh == sh and kw == sw and dh == 1 and dw == 1 and ph == 0 and pw == 0
-                      and H == OH * kh and W == OW * kw)
+        self.tiled = tile and (kh == sh and kw == sw and dh == 1 and dw == 1 and ph == 0
+                               and pw == 0 and H == OH * kh and W == OW * kw)
         if self.tiled:
             return
         self.Hq = OH + (dh * (kh - 1)) // sh

@@ -99,6 +99,20 @@ def test_batch_norm_many_channel_blocks(device):
     np.testing.assert_allclose(rv.numpy(), trv.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_large_mean_keeps_precision(device, training):
+    # |mean| / std = 50: E[x^2] - E[x]^2 in float32 would lose about 3 digits here
+    mean0 = np.full(3, 50.0, np.float32)
+    var0 = np.ones(3, np.float32)
+    rm, rv = dn.tensor(mean0.copy(), device=device), dn.tensor(var0.copy(), device=device)
+    trm, trv = torch.tensor(mean0), torch.tensor(var0)
+    x = _rand((8, 3, 10, 10), loc=50.0)
+    check_against_torch(lambda t, w, b: F.batch_norm(t, rm, rv, w, b, training=training),
+                        lambda t, w, b: TF.batch_norm(t, trm, trv, w, b, training=training),
+                        [x, _rand((3,), 1), _rand((3,), 2)], device=device)
+    np.testing.assert_allclose(rv.numpy(), trv.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_batch_norm_backward_is_one_fused_node(device):
     x = dn.tensor(_rand((4, 3, 2, 2)), device=device, requires_grad=True)
     w = dn.ones(3, device=device, requires_grad=True)
