@@ -6,3 +6,4 @@ from .layers import (
     LocalResponseNorm, MaxPool2d, ReLU, Sigmoid, Softmax, Tanh,
 )
 from .module import Module, ModuleList, Parameter, Sequential
+from .rnn import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNCell

@@ -15,7 +15,8 @@ Inside, the kernels work feature-major: gates as (G*H, N) and states as (H, N) p
 gate is then a contiguous block of rows, so the elementwise passes run on contiguous memory
 (batch-major (N, G*H) gate slices are strided and measured 2 to 4 times slower in NumPy), and
 the recurrent GEMM is ``w_hh (G*H, H) @ h^T (H, N)`` on the weights as stored, the fastest of
-the layouts measured with OpenBLAS. Outputs are transposed back once per call.
+the layouts measured with OpenBLAS. The LSTM writes h_t straight into the (T, N, H) output
+through a transposed view; GRU and RNN transpose their states back once per call.
 
 Sigmoid is computed as ``0.5 * tanh(x / 2) + 0.5`` (one transcendental, twice as fast as exp
 in NumPy). The sequence ops fold the ``1/2`` into the rows of the weights and biases of the
@@ -162,7 +163,7 @@ class LSTMSequence(Function):
         bias = _bias_sum(b_ih, b_hh)
         A = _project(xp, w_ih * s[:, None], x, None if bias is None else bias * s)
         whh = w_hh * s[:, None]
-        HT = xp.empty((T, H, N), dtype=dt)
+        out = xp.empty((T, N, H), dtype=dt)
         CT = xp.empty((T, H, N), dtype=dt)
         TC = xp.empty((T, H, N), dtype=dt)
         rec = xp.empty((4 * H, N), dtype=dt)
@@ -172,9 +173,10 @@ class LSTMSequence(Function):
             if h is not None:
                 xp.matmul(whh, h, out=rec)
                 A[t] += rec
-            _lstm_step(xp, A[t], c, CT[t], TC[t], HT[t])
-            h, c = HT[t], CT[t]
-        out = xp.ascontiguousarray(HT.transpose(0, 2, 1))
+            # h_t goes straight into the output through a transposed view: the GEMM of the
+            # next step reads it as well from there as from a contiguous copy
+            _lstm_step(xp, A[t], c, CT[t], TC[t], out[t].T)
+            h, c = out[t].T, CT[t]
         n = ctx.needs_input_grad
         ctx.reverse = reverse
         ctx.save_for_backward(x if n[3] else None, h0, c0, w_ih if n[0] else None, w_hh,

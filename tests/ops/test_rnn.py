@@ -219,6 +219,21 @@ def test_sequence_is_one_graph_node():
     assert out2._node is hn2._node and out2._node.inputs[0] is inputs[0]
 
 
+@pytest.mark.parametrize("kind", list(GATES))
+def test_sequence_backward_twice_with_retain_graph(kind):
+    """Backward must not overwrite what forward saved: a second pass gives the same gradients."""
+    arrays = _seq_inputs(kind, 4, 2, 3, 4, seed=6)
+    ts = [None if a is None else dn.tensor(a, requires_grad=True) for a in arrays]
+    outs = _dn_sequence(kind, False)(*ts)
+    loss = sum((o * o).sum() for o in outs)
+    loss.backward(retain_graph=True)
+    first = [None if t is None else t.grad.copy() for t in ts]
+    loss.backward()
+    for t, g in zip(ts, first):
+        if t is not None:
+            np.testing.assert_allclose(t.grad, 2 * g, rtol=1e-6, atol=1e-7)
+
+
 def test_sequence_output_ends_in_final_state():
     x, h0, c0, *w = [dn.tensor(a) for a in _seq_inputs("lstm", 5, 2, 3, 4)]
     out, hn, _ = F.lstm(x, h0, c0, *w)
