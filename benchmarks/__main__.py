@@ -1,12 +1,12 @@
 """Run every benchmark and write benchmarks/results.json:
 
-    python -m benchmarks [--quick] [--rounds N] [--only ops,models,startup]
+    python -m benchmarks [--quick] [--rounds N] [--only ops,models,startup,rnn]
 """
 from __future__ import annotations
 
 import argparse
 
-from . import models, ops, startup
+from . import models, ops, rnn, startup
 from .common import Table, write_json
 
 
@@ -28,6 +28,8 @@ def main(argv=None):
         models.resnet_steps(t, args.rounds)
         models.inference(t, args.rounds)
         tables.append(t)
+    if "rnn" in parts:
+        tables.append(rnn.run(args.rounds))
     if "startup" in parts:
         tables.append(startup.run())
     write_json(args.json, tables)

@@ -1,5 +1,9 @@
 """divenet: a compact deep learning framework for convolutional and recurrent networks, written
 from first principles on NumPy (CPU) and CuPy (GPU)."""
+from . import _cpu
+
+_cpu.configure()  # before NumPy loads: see _cpu.py
+
 from .autograd import enable_grad, is_grad_enabled, no_grad
 from .backend import Device, cpu, device, gpu, gpu_available
 from .random import manual_seed, rand, rand_like, randint, randn, randn_like

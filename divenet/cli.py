@@ -89,6 +89,7 @@ def cmd_train(args):
         lr, batch, optimizer_name, args.seed = saved["lr"], saved["batch_size"], saved["optimizer"], saved["seed"]
         args.resize, args.dataset = saved["resize"], saved["dataset"]
         args.clip_grad, args.limit = saved.get("clip_grad"), saved.get("limit")
+        args.text = meta.get("text", args.text)  # a language model resumes on its own text
     dn.manual_seed(args.seed)
 
     if spec.kind == "text":
@@ -96,7 +97,8 @@ def cmd_train(args):
 
         if not args.text:
             raise CLIError(f"{args.model} trains on a text file: pass --text FILE")
-        train_loader, test_loader, extra = text_loaders(args.text, batch, seed=args.seed, device=device)
+        train_loader, test_loader, extra = text_loaders(args.text, batch, seed=args.seed, device=device,
+                                                         limit=args.limit)
         meta = {"model": args.model, "kind": "text", **extra}
         task = "language_model"
     else:
@@ -147,7 +149,8 @@ def cmd_evaluate(args):
         raise CLIError("evaluate: only image classifiers are evaluated on a dataset")
     dataset = args.dataset or meta["dataset"]
     tf = _input_transform(meta.get("input_size"))
-    loader = DataLoader(_dataset(dataset, False), batch_size=args.batch_size, transform=tf, device=device)
+    loader = DataLoader(_dataset(dataset, False, args.limit), batch_size=args.batch_size, transform=tf,
+                        device=device)
     result = evaluate(model, loader)
     print(json.dumps({"checkpoint": str(args.checkpoint), "dataset": dataset, "test_loss": round(result["loss"], 6),
                       "test_acc": round(result["acc"], 6)}))
@@ -233,7 +236,8 @@ def make_parser():
     t.add_argument("--clip-grad", type=float, help="clip the gradient norm to this value")
     t.add_argument("--out", help="run directory (default runs/MODEL)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--limit", type=int, help="use only the first N training and N test examples")
+    t.add_argument("--limit", type=int, help="use only the first N training and N test examples "
+                   "(charlm: the first N characters of the text)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train)
 
@@ -241,6 +245,7 @@ def make_parser():
     e.add_argument("checkpoint")
     e.add_argument("--dataset", choices=DATASETS)
     e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--limit", type=int, help="use only the first N test examples")
     e.add_argument("--device", default="cpu")
     e.set_defaults(fn=cmd_evaluate)
 

@@ -13,7 +13,7 @@ def _blobs(n=256, seed=0):
     """Two well separated classes: any working trainer fits them."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
-    x = rng.standard_normal((n, 1, 4, 4)).astype(np.float32) + (2 * y - 1)[:, None, None, None] * 1.5
+    x = (rng.standard_normal((n, 1, 4, 4)) + (2 * y - 1)[:, None, None, None] * 1.5).astype(np.float32)
     return ArrayDataset(x, y)
 
 

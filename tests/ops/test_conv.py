@@ -209,6 +209,21 @@ def test_two_convs_in_a_row(device):
     check_against_torch(ours, theirs, inputs, device=device)
 
 
+@pytest.mark.parametrize("block_bytes", [1, 3000, 16000])
+def test_tiled_im2col_and_col2im(block_bytes, monkeypatch, device):
+    """Small tiles (1x1, 1 channel x 2 images, 3 channels x all images), partial last tiles."""
+    monkeypatch.setattr(C, "_BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(14)
+    inputs = [_rand(rng, 5, 4, 9, 8), _rand(rng, 6, 2, 3, 4), _rand(rng, 6)]
+    plan = C._Plan((5, 4, 9, 8), (6, 2, 3, 4), (2, 1), ((2, 1), (1, 3)), (1, 2), 2, 4)
+    assert (plan.cb, plan.nb) != (4, 5)  # really tiled
+    kw_ = dict(stride=(2, 1), padding=(2, 2), dilation=(1, 2), groups=2)
+    check_against_torch(lambda *a: F.conv2d(*a, **kw_), lambda *a: TF.conv2d(*a, **kw_), inputs, device=device)
+    inputs = [_rand(rng, 3, 4, 7, 7), _rand(rng, 5, 4, 4, 2)]
+    check_against_torch(lambda *a: F.conv2d(*a, padding="same"), lambda *a: TF.conv2d(*a, padding="same"),
+                        inputs, device=device)
+
+
 def test_kernel_handles_any_gradient_layout():
     """Backward on the raw kernel with an NCHW, a CNHW and a sliced gradient array."""
     rng = np.random.default_rng(9)

@@ -1,0 +1,48 @@
+"""Process-wide CPU settings that must be made before NumPy loads its BLAS, measured on the
+project's 2-core AVX-512 machine (see benchmarks/ and docs/performance.md):
+
+- NumPy's bundled OpenBLAS runs its Haswell (AVX2) kernels on AVX-512 CPUs; asking for the
+  SkylakeX kernels (``OPENBLAS_CORETYPE``) roughly doubles large SGEMMs.
+- glibc returns every large freed array to the OS and page-faults it back on the next step;
+  raising the mmap and trim thresholds keeps a training step's buffers mapped.
+
+Each setting yields to the user's own environment variable, and ``DIVENET_NO_CPU_TUNING=1``
+turns them all off. Importing NumPy before divenet leaves OpenBLAS's kernel choice alone.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _has_avx512():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split())
+                    return {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags
+    except OSError:
+        pass
+    return False
+
+
+def _tune_malloc():
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    ok = libc.mallopt(M_MMAP_THRESHOLD, 1 << 25)  # arrays below 32 MiB come from the heap
+    ok &= libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)  # and stay mapped between steps
+    return bool(ok)
+
+
+def configure():
+    if os.environ.get("DIVENET_NO_CPU_TUNING") == "1" or not sys.platform.startswith("linux"):
+        return
+    if "numpy" not in sys.modules and "OPENBLAS_CORETYPE" not in os.environ and _has_avx512():
+        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+    _tune_malloc()
