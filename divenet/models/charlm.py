@@ -42,7 +42,9 @@ class CharLM(nn.Module):
     def __init__(self, vocab_size, embed_dim=64, hidden_size=256, num_layers=1, dropout=0.0):
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, embed_dim)
-        self.lstm = nn.LSTM(embed_dim, hidden_size, num_layers=num_layers, dropout=dropout)
+        self.lstm = nn.LSTM(embed_dim, hidden_size, num_layers=num_layers,
+                            dropout=dropout if num_layers > 1 else 0.0)
+        self.drop = nn.Dropout(dropout)  # on the LSTM's outputs, before the vocabulary layer
         self.fc = nn.Linear(hidden_size, vocab_size)
 
     def run(self, ids, state=None):
@@ -53,7 +55,7 @@ class CharLM(nn.Module):
         # hidden states before the output layer gives (N, T, V) logits, contiguous
         emb = self.embedding(ids.permute(1, 0))
         out, state = self.lstm(emb, state)
-        return self.fc(out.permute(1, 0, 2)), state
+        return self.fc(self.drop(out.permute(1, 0, 2))), state
 
     def forward(self, ids):
         return self.run(ids)[0]
