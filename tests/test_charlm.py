@@ -87,7 +87,10 @@ def test_model_shapes_and_state():
     ids = dn.tensor(np.random.default_rng(0).integers(0, 13, (3, 10)))
     logits = model(ids)
     assert tuple(logits.shape) == (3, 10, 13) and logits.dtype == np.float32
-    # running the sequence in two pieces, carrying the state, gives the same logits
+    # running the sequence in two pieces, carrying the state, gives the same logits (eval mode:
+    # no dropout on the LSTM outputs)
+    model.eval()
+    logits = model(ids)
     a, state = model.run(ids[:, :4])
     b, _ = model.run(ids[:, 4:], state)
     np.testing.assert_allclose(np.concatenate([a.numpy(), b.numpy()], axis=1), logits.numpy(),
@@ -128,6 +131,8 @@ def test_generate_matches_a_single_pass_over_the_sampled_text():
     model, meta = _toy()
     out = generate(model, meta, "cab", 12, temperature=0)
     ids = encode(out, meta["vocab"])
+    assert model.training  # generate leaves the mode as it found it
+    model.eval()
     with dn.no_grad():
         logits = model(dn.tensor(ids[None])).numpy()[0]
     np.testing.assert_array_equal(logits[2:-1].argmax(axis=1), ids[3:])

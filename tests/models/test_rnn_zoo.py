@@ -100,7 +100,8 @@ def test_one_sgd_step_lowers_the_loss(name, device):
 
 def test_errors_name_the_expected_and_actual_shapes():
     model = get_model("lstm", hidden_size=8)
-    with pytest.raises(ValueError, match=r"RowRNNClassifier: expected images \(N, 1, H, 28\).*\(2, 1, 32, 32\)"):
+    with pytest.raises(ValueError,
+                       match=r"RowRNNClassifier: expected images \(N, 1, H, 28\).*\(2, 1, 32, 32\)"):
         model(dn.zeros(2, 1, 32, 32))
     with pytest.raises(ValueError, match=r"\(2, 28, 28\)"):
         model(dn.zeros(2, 28, 28))
