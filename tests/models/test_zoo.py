@@ -25,7 +25,9 @@ SMALL = {
     "vgg11-slim": ({"ratio": 16, "hidden": 32}, 1, 32, 10, 0.01),
     "nin": ({"width": 0.125}, 1, 67, 10, 0.01),
     "googlenet": ({}, 3, 32, 10, 0.01),
-    "inception-bn": ({}, 1, 128, 10, 0.01),  # at batch 2, BN over 2x2 maps is too stiff for one step
+    "inception-bn": ({}, 1, 128, 10, 0.01),
+    "lstm": ({"hidden_size": 16}, 1, 28, 10, 0.1),
+    "gru": ({"hidden_size": 16}, 1, 28, 10, 0.1),  # at batch 2, BN over 2x2 maps is too stiff for one step
     "resnet18": ({"widths": (8, 16, 32, 64)}, 3, 64, 10, 0.01),
     "resnet34": ({"widths": (8, 16, 32, 64)}, 1, 64, 10, 0.01),
     "resnet50": ({"widths": (8, 16, 32, 64)}, 1, 64, 10, 0.01),
@@ -75,7 +77,8 @@ def _real_leaf_shapes(model, x):
 
         def forward(*args, _m=m, _f=original, **kw):
             out = _f(*args, **kw)
-            seen.append((paths[id(_m)], tuple(out.shape[1:])))
+            if hasattr(out, "shape"):  # recurrent layers return (output, state) tuples
+                seen.append((paths[id(_m)], tuple(out.shape[1:])))
             return out
         m.forward = forward
         patched.append(m)
