@@ -7,14 +7,14 @@ from __future__ import annotations
 import argparse
 
 from . import models, ops, rnn, startup
-from .common import Table, write_json
+from .common import write_json
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="a 10k-image LeNet epoch instead of 60k")
-    ap.add_argument("--only", default="ops,models,startup")
+    ap.add_argument("--only", default="ops,models,rnn,startup")
     ap.add_argument("--json", default="benchmarks/results.json")
     args = ap.parse_args(argv)
     parts = args.only.split(",")
@@ -22,12 +22,7 @@ def main(argv=None):
     if "ops" in parts:
         tables.append(ops.run(args.rounds))
     if "models" in parts:
-        t = Table("models: training and inference")
-        t.header()
-        models.lenet_epoch(t, args.rounds, limit=10240 if args.quick else None)
-        models.resnet_steps(t, args.rounds)
-        models.inference(t, args.rounds)
-        tables.append(t)
+        tables.append(models.run(args.rounds, args.quick))
     if "rnn" in parts:
         tables.append(rnn.run(args.rounds))
     if "startup" in parts:

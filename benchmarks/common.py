@@ -73,3 +73,17 @@ def write_json(path, tables):
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
     print(f"\nwrote {path}")
+
+
+def main(run, doc, argv=None):
+    """The command line of one benchmark module: ``--rounds`` and an optional ``--json``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    table = run(args.rounds)
+    if args.json:
+        write_json(args.json, [table])
+    return table

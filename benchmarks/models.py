@@ -1,11 +1,8 @@
 """Whole-model training and inference, divenet vs PyTorch, same shapes and data.
 
-    python -m benchmarks.models [--rounds N] [--quick]
+    python -m benchmarks.models [--rounds N]   (python -m benchmarks --quick: a 10k-image LeNet epoch)
 """
 from __future__ import annotations
-
-import argparse
-import time
 
 import numpy as np
 
@@ -15,7 +12,7 @@ from divenet import optim
 from divenet.models import get_model
 
 from . import torch_models
-from .common import Table, setup_torch, time_pair
+from .common import Table, main, setup_torch, time_pair
 
 
 def _fashion_mnist(limit=None):
@@ -115,25 +112,14 @@ def inference(table, rounds, batch=256):
                   divenet_images_per_s=batch / a, pytorch_images_per_s=batch / b)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="a 10k-image LeNet epoch")
-    ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
+def run(rounds=3, quick=False):
     table = Table("models: training and inference")
     table.header()
-    t0 = time.perf_counter()
-    lenet_epoch(table, args.rounds, limit=10240 if args.quick else None)
-    resnet_steps(table, args.rounds)
-    inference(table, args.rounds)
-    print(f"  ({time.perf_counter() - t0:.0f} s)")
-    if args.json:
-        from .common import write_json
-
-        write_json(args.json, [table])
+    lenet_epoch(table, rounds, limit=10240 if quick else None)
+    resnet_steps(table, rounds)
+    inference(table, rounds)
     return table
 
 
 if __name__ == "__main__":
-    main()
+    main(run, __doc__)

@@ -4,14 +4,13 @@
 """
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 
 import divenet as dn
 import divenet.functional as F
 
-from .common import Table, setup_torch, time_pair
+from .common import Table, main, setup_torch, time_pair
 
 # (name, input shape, conv weight shape, stride, padding): LeNet, AlexNet (224), ResNet-18 (D2L, 96 / 28)
 CONVS = [
@@ -136,17 +135,5 @@ def run(rounds=5):
     return table
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
-    table = run(args.rounds)
-    if args.json:
-        from .common import write_json
-
-        write_json(args.json, [table])
-
-
 if __name__ == "__main__":
-    main()
+    main(run, __doc__)

@@ -6,14 +6,13 @@ hidden 128 and 256; plus one training step of the zoo's ``lstm`` classifier at b
 """
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 
 import divenet as dn
 from divenet import nn
 
-from .common import Table, setup_torch, time_pair
+from .common import Table, main, setup_torch, time_pair
 
 # (case, layer, batch, steps, input, hidden)
 LAYERS = [
@@ -106,17 +105,5 @@ def run(rounds=5):
     return table
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
-    table = run(args.rounds)
-    if args.json:
-        from .common import write_json
-
-        write_json(args.json, [table])
-
-
 if __name__ == "__main__":
-    main()
+    main(run, __doc__)
