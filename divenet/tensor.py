@@ -229,35 +229,51 @@ class Tensor:
             return Tensor._make(xp.asarray(other, dtype=dtype), self.device, None)
         return Tensor(other, device=self.device)
 
+    def _operands(self, o, reverse=False, true_div=False):
+        """The two operands of a binary op, with PyTorch's promotion rather than NumPy's: an
+        integer operand meets a floating one in the floating dtype (NumPy: int64 * float32 is
+        float64), and dividing integers gives float32."""
+        o = self._lift(o)
+        a, b = (o, self) if reverse else (self, o)
+        fa, fb = a.dtype.kind == "f", b.dtype.kind == "f"
+        if fa != fb:
+            if fa:
+                b = b.astype(a.dtype)
+            else:
+                a = a.astype(b.dtype)
+        elif true_div and not fa:
+            a, b = a.astype(float32), b.astype(float32)
+        return a, b
+
     def __add__(self, o):
-        return E.Add.apply(self, self._lift(o))
+        return E.Add.apply(*self._operands(o))
 
     def __radd__(self, o):
-        return E.Add.apply(self._lift(o), self)
+        return E.Add.apply(*self._operands(o, reverse=True))
 
     def __sub__(self, o):
-        return E.Sub.apply(self, self._lift(o))
+        return E.Sub.apply(*self._operands(o))
 
     def __rsub__(self, o):
-        return E.Sub.apply(self._lift(o), self)
+        return E.Sub.apply(*self._operands(o, reverse=True))
 
     def __mul__(self, o):
-        return E.Mul.apply(self, self._lift(o))
+        return E.Mul.apply(*self._operands(o))
 
     def __rmul__(self, o):
-        return E.Mul.apply(self._lift(o), self)
+        return E.Mul.apply(*self._operands(o, reverse=True))
 
     def __truediv__(self, o):
-        return E.Div.apply(self, self._lift(o))
+        return E.Div.apply(*self._operands(o, true_div=True))
 
     def __rtruediv__(self, o):
-        return E.Div.apply(self._lift(o), self)
+        return E.Div.apply(*self._operands(o, reverse=True, true_div=True))
 
     def __pow__(self, o):
-        return E.Pow.apply(self, self._lift(o))
+        return E.Pow.apply(*self._operands(o))
 
     def __rpow__(self, o):
-        return E.Pow.apply(self._lift(o), self)
+        return E.Pow.apply(*self._operands(o, reverse=True))
 
     def __neg__(self):
         return E.Neg.apply(self)

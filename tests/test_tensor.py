@@ -248,3 +248,22 @@ def test_tensor_ops_forward_and_grad_against_torch(device):
         lambda a, b: (dn.exp(a * 0.5) @ b).abs().sqrt().sum(dim=0) / 2,
         lambda a, b: (torch.exp(a * 0.5) @ b).abs().sqrt().sum(dim=0) / 2,
         [x, w], device=device)
+
+
+@pytest.mark.parametrize("expr", [
+    lambda m: m.arange(3) * 2.5, lambda m: 2.5 * m.arange(3), lambda m: m.arange(1, 4) / m.arange(1, 4),
+    lambda m: 1 / m.arange(1, 3), lambda m: m.arange(3) + m.ones(3), lambda m: m.ones(3) - m.arange(3),
+    lambda m: m.arange(3) * 2, lambda m: m.arange(3) ** 2, lambda m: m.ones(3, dtype=m.float64) * m.arange(3),
+])
+def test_integer_float_promotion_follows_pytorch_not_numpy(expr):
+    """NumPy turns int64 * float32 into float64; divenet, like PyTorch, stays in float32."""
+    ours, theirs = expr(dn), expr(torch)
+    assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_float_gradient_flows_through_a_mixed_int_op():
+    x = dn.tensor([1.0, 2.0], requires_grad=True)
+    (x * dn.arange(1, 3)).sum().backward()
+    np.testing.assert_array_equal(x.grad, [1.0, 2.0])
+    assert x.grad.dtype == np.float32
