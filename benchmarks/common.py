@@ -58,7 +58,8 @@ def environment():
     import numpy
 
     info = {"python": platform.python_version(), "numpy": numpy.__version__, "machine": platform.machine(),
-            "cpus": os.cpu_count(), "threads": threads()}
+            "cpus": os.cpu_count(), "threads": threads(),
+            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "(auto)")}
     try:
         import torch
 
