@@ -196,10 +196,15 @@ def cmd_summary(args):
     from .models import get_model
     from .summary import parse_shape, skip_init, summary
 
+    import numpy as np
+
+    from .models import get_spec
+
     shape = parse_shape(args.input)
+    text = get_spec(args.model).kind == "text"  # a language model reads token ids
     with skip_init():  # the summary needs shapes, not random weights: VGG-19 builds in ms
-        model = get_model(args.model, num_classes=args.num_classes, in_channels=shape[0])
-    print(summary(model, shape, name=args.model))
+        model = get_model(args.model, num_classes=args.num_classes, in_channels=1 if text else shape[0])
+    print(summary(model, shape, name=args.model, dtype=np.int64 if text else np.float32))
 
 
 def cmd_datasets(args):

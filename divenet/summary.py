@@ -13,6 +13,8 @@ takes milliseconds instead of the ~20 GMACs of a real forward.
 Counting rules (docs/counting.md explains them):
   - Conv: MACs = output elements x (in_channels / groups) x kh x kw (bias adds not counted).
   - Linear: MACs = in_features x out_features per output row.
+  - RNN / LSTM / GRU (and their cells): per time step, layer and direction,
+    gates x hidden x (features in + hidden), gates = 1 / 4 / 3; Embedding: 0 (a lookup).
   - Pooling, batch/layer/local response norm, activations, dropout, additions, concatenations:
     0 MACs (they are listed, with their parameters, but do no multiply-accumulate that a
     published GFLOPS figure counts).
@@ -273,7 +275,94 @@ def _flatten(m, x):
 
 
 def _embedding(m, x):
-    return tuple(x.shape) + (m.embedding_dim,), 0
+    """A table lookup: 0 MACs; the output (the input's shape, embedding_dim) has the table's
+    dtype (the input holds integer ids)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"summary: Embedding got a {type(x).__name__}, expected a Tensor of ids")
+    out = tuple(x.shape) + (m.embedding_dim,)
+    return out[1:], 0, _placeholder(out, m.weight.dtype)
+
+
+# ---- recurrent layers ----------------------------------------------------------------------------
+_RNN_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+
+
+def _float_dtype(x):
+    return x.dtype if x.dtype.kind == "f" else np.float32
+
+
+def _recurrent(m, x, hx=None):
+    """RNN, LSTM, GRU: per layer and direction, each of the T steps does ``gates`` dense
+    products of hidden x (features in + hidden) (the bias adds and the gates' elementwise
+    arithmetic are not counted). Returns placeholders shaped like the layer's real results:
+    ``(output, h_n)``, or ``(output, (h_n, c_n))`` for LSTM."""
+    m._check_input(x)  # the layer's own checks (they read shapes only)
+    lstm = m.mode == "LSTM"
+    D = 2 if m.bidirectional else 1
+    L, H = m.num_layers, m.hidden_size
+    unbatched = x.ndim == 2
+    if unbatched:
+        T, N = x.shape[0], 1
+    else:
+        T, N = (x.shape[1], x.shape[0]) if m.batch_first else (x.shape[0], x.shape[1])
+    state = (L * D, H) if unbatched else (L * D, N, H)
+    if hx is not None:
+        if lstm:
+            if isinstance(hx, Tensor) or not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"LSTM: hx must be a pair (h_0, c_0) of Tensors, got "
+                                f"{type(hx).__name__}")
+            m._check_state("h_0", hx[0], state)
+            m._check_state("c_0", hx[1], state)
+        else:
+            if not isinstance(hx, Tensor):
+                raise TypeError(f"{type(m).__name__}: hx must be a Tensor of shape {state}, got "
+                                f"{type(hx).__name__}")
+            m._check_state("h_0", hx, state)
+    G = _RNN_GATES[m.mode]
+    per_step = sum(G * H * ((m.input_size if layer == 0 else D * H) + H)
+                   for layer in range(L)) * D
+    macs = per_step * T * N
+    if unbatched:
+        out = (T, D * H)
+    elif m.batch_first:
+        out = (N, T, D * H)
+    else:
+        out = (T, N, D * H)
+    dtype = _float_dtype(x)
+    output, h_n = _placeholder(out, dtype), _placeholder(state, dtype)
+    result = (output, (h_n, _placeholder(state, dtype))) if lstm else (output, h_n)
+    row = (T, D * H)  # the output sequence without its batch axis (wherever that axis is)
+    return row, macs, result
+
+
+def _cell(m, x, hx=None):
+    """RNNCell, LSTMCell, GRUCell: one step, ``gates`` dense products of hidden x (input +
+    hidden). Returns h' (or (h', c') for LSTMCell) as placeholders."""
+    kind = type(m).__name__
+    shape = _in_shape(kind, x, (1, 2))
+    if shape[-1] != m.input_size:
+        raise ValueError(f"{kind}: input {shape} has {shape[-1]} features but input_size="
+                         f"{m.input_size}")
+    H, lstm = m.hidden_size, isinstance(m, nn.LSTMCell)
+    state = (H,) if len(shape) == 1 else (shape[0], H)
+    if hx is not None:
+        if lstm:
+            if isinstance(hx, Tensor) or not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"{kind}: hx must be a pair (h, c) of Tensors or None, got "
+                                f"{type(hx).__name__}")
+            states = (("h", hx[0]), ("c", hx[1]))
+        else:
+            states = (("hx", hx),)
+        for label, h in states:
+            if not isinstance(h, Tensor) or tuple(h.shape) != state:
+                got = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
+                raise ValueError(f"{kind}: expected {label} of shape {state} for input {shape}, "
+                                 f"got {got}")
+    N = 1 if len(shape) == 1 else shape[0]
+    macs = m._gates * H * (m.input_size + H) * N
+    dtype = _float_dtype(x)
+    h = _placeholder(state, dtype)
+    return (H,), macs, ((h, _placeholder(state, dtype)) if lstm else h)
 
 
 def _channel_shuffle(m, x):
@@ -293,15 +382,33 @@ _RULES = [
     (nn.LayerNorm, _same), (nn.LocalResponseNorm, _same), (nn.Dropout, _same),
     (nn.ReLU, _same), (nn.LeakyReLU, _same), (nn.Sigmoid, _same), (nn.Tanh, _same),
     (nn.GELU, _same), (nn.Softmax, _same), (nn.Identity, _same),
-    (nn.ChannelShuffle, _channel_shuffle), (nn.Flatten, _flatten), (nn.Embedding, _embedding),
+    (nn.ChannelShuffle, _channel_shuffle), (nn.Flatten, _flatten),
+]
+# Rules that build their own result (row shape, MACs, outputs): layers whose input is not a
+# float feature map or whose result is not one Tensor. They also get the call's other arguments.
+_RESULT_RULES = [
+    (nn.Embedding, _embedding),
+    (nn.RNN, _recurrent), (nn.LSTM, _recurrent), (nn.GRU, _recurrent),
+    (nn.RNNCell, _cell), (nn.LSTMCell, _cell), (nn.GRUCell, _cell),
 ]
 
 
 def _rule_for(m):
-    for cls, rule in _RULES:
+    for cls, rule in _RESULT_RULES:
         if isinstance(m, cls):
             return rule
+    for cls, rule in _RULES:
+        if isinstance(m, cls):
+            return _simple(rule)
     return None
+
+
+def _simple(rule):
+    """A rule giving (output shape, MACs), as one giving (row shape, MACs, placeholder)."""
+    def full(m, x, *args, **kwargs):
+        out_shape, macs = rule(m, x)
+        return tuple(out_shape[1:]), macs, _placeholder(out_shape, x.dtype)
+    return full
 
 
 def _own_params(m):
@@ -337,10 +444,10 @@ def summary(model, input_shape, name=None, dtype=np.float32):
 
     def shape_forward(m, rule):
         def forward(x, *args, **kwargs):
-            out_shape, macs = rule(m, x)
+            row_shape, macs, out = rule(m, x, *args, **kwargs)
             rows.append(LayerRow(paths.get(id(m), type(m).__name__), type(m).__name__,
-                                 tuple(out_shape[1:]), count_params(m), int(macs)))
-            return _placeholder(out_shape, x.dtype if x.dtype.kind == "f" else dtype)
+                                 tuple(row_shape), count_params(m), int(macs)))
+            return out
         return forward
 
     def real_forward(m, original):

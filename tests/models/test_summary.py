@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -300,3 +301,169 @@ def test_skip_init_restores_the_initializers():
     b = nn.Linear(4, 3).weight.numpy()
     assert np.array_equal(a, b) and np.abs(a).max() <= 0.5 and np.unique(a).size == 12
     assert summary(lazy, (4,)).total_params == 15
+
+
+# ---- recurrent layers and embeddings: formulas, not a forward on garbage weights -----------------
+def _shapes(obj):
+    """The nested structure of a layer's result, with each Tensor replaced by its shape."""
+    if isinstance(obj, (tuple, list)):
+        return tuple(_shapes(o) for o in obj)
+    return tuple(obj.shape)
+
+
+class _Probe(nn.Module):
+    """Feeds ``layer`` the summary's (1, prod(shape)) input reshaped to ``shape`` (so the batch,
+    time and feature axes are the test's choice), with an initial state of ``state`` shapes if
+    given; keeps the layer's whole result and returns its first Tensor."""
+
+    def __init__(self, layer, shape, state=None):
+        self.layer, self.shape, self.state = layer, shape, state
+
+    def forward(self, x):
+        hx = None
+        if self.state is not None:
+            hx = tuple(dn.zeros(*s) for s in self.state) if isinstance(self.state[0], tuple) \
+                else dn.zeros(*self.state)
+        self.result = self.layer(x.reshape(*self.shape), hx) if hx is not None \
+            else self.layer(x.reshape(*self.shape))
+        first = self.result
+        while isinstance(first, tuple):
+            first = first[0]
+        return first
+
+
+def _summary_and_real(layer, shape, state=None):
+    probe = _Probe(layer, shape, state)
+    s = summary(probe, (math.prod(shape),))
+    seen = _shapes(probe.result)
+    probe.result = None
+    probe(dn.randn(1, math.prod(shape)))
+    return s, seen, _shapes(probe.result)
+
+
+def _recurrent_macs(gates, I, H, layers, D, T, N):
+    return sum(gates * H * ((I if k == 0 else D * H) + H) for k in range(layers)) * D * T * N
+
+
+_RECURRENT = {"RNN": (nn.RNN, 1), "LSTM": (nn.LSTM, 4), "GRU": (nn.GRU, 3)}
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("num_layers, bidirectional, batch_first", [
+    (1, False, False), (2, False, False), (1, True, False), (2, True, True), (1, False, True),
+    (2, True, False),
+])
+def test_recurrent_shapes_and_macs(kind, num_layers, bidirectional, batch_first):
+    cls, gates = _RECURRENT[kind]
+    T, N, I, H = 5, 3, 4, 6
+    D = 2 if bidirectional else 1
+    dn.manual_seed(0)
+    layer = cls(I, H, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first)
+    shape = (N, T, I) if batch_first else (T, N, I)
+    s, ours, real = _summary_and_real(layer, shape)
+    assert ours == real
+    out = (N, T, D * H) if batch_first else (T, N, D * H)
+    state = (num_layers * D, N, H)
+    assert real == ((out, (state, state)) if kind == "LSTM" else (out, state))
+    row = s["layer"]
+    assert row.kind == kind and row.output_shape == (T, D * H)
+    assert row.macs == _recurrent_macs(gates, I, H, num_layers, D, T, N)
+    assert row.params == layer.num_parameters() == s.total_params
+    assert all(r.output_shape is not None for r in s.rows)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("unbatched", [False, True])
+def test_recurrent_with_initial_state_and_unbatched(kind, unbatched):
+    cls, gates = _RECURRENT[kind]
+    T, N, I, H, L = 4, 2, 3, 5, 2
+    layer = cls(I, H, num_layers=L, bidirectional=True)
+    shape = (T, I) if unbatched else (T, N, I)
+    st = (2 * L, H) if unbatched else (2 * L, N, H)
+    state = (st, st) if kind == "LSTM" else st
+    s, ours, real = _summary_and_real(layer, shape, state)
+    assert ours == real
+    assert real[0] == ((T, 2 * H) if unbatched else (T, N, 2 * H))
+    assert s["layer"].output_shape == (T, 2 * H)
+    assert s["layer"].macs == _recurrent_macs(gates, I, H, L, 2, T, 1 if unbatched else N)
+
+
+@pytest.mark.parametrize("cls, gates", [(nn.RNNCell, 1), (nn.LSTMCell, 4), (nn.GRUCell, 3)])
+@pytest.mark.parametrize("shape", [(3, 4), (4,)])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_cells(cls, gates, shape, with_state):
+    I, H = 4, 7
+    layer = cls(I, H)
+    st = None
+    if with_state:
+        st = shape[:-1] + (H,)
+        st = (st, st) if cls is nn.LSTMCell else st
+    s, ours, real = _summary_and_real(layer, shape, st)
+    assert ours == real
+    assert s["layer"].output_shape == (H,)
+    assert s["layer"].macs == gates * H * (I + H) * (shape[0] if len(shape) == 2 else 1)
+
+
+def test_recurrent_errors_name_the_layer_and_shapes():
+    with pytest.raises(ValueError, match=r"LSTM: input has 5 features \(shape \(1, 3, 5\)\) but input_size=4"):
+        summary(nn.LSTM(4, 6), (3, 5))
+    with pytest.raises(ValueError, match=r"GRU: expected hidden state h_0 of shape \(2, 1, 6\).*got \(1, 1, 6\)"):
+        summary(_Probe(nn.GRU(4, 6, num_layers=2), (3, 1, 4), (1, 1, 6)), (12,))
+    with pytest.raises(ValueError, match=r"GRUCell: input \(1, 5\) has 5 features but input_size=4"):
+        summary(nn.GRUCell(4, 6), (5,))
+    with pytest.raises(ValueError, match=r"LSTMCell: expected c of shape \(2, 6\) for input \(2, 4\), got \(2, 5\)"):
+        summary(_Probe(nn.LSTMCell(4, 6), (2, 4), ((2, 6), (2, 5))), (8,))
+
+
+def test_recurrent_summary_runs_no_recurrent_kernel(monkeypatch):
+    import divenet.functional as F
+
+    def refuse(*a, **k):
+        raise AssertionError("summary ran a recurrent kernel")
+    for fn in ("rnn", "lstm", "gru", "rnn_cell", "lstm_cell", "gru_cell", "embedding"):
+        monkeypatch.setattr(F, fn, refuse)
+    for name, gates in (("lstm", 4), ("gru", 3)):
+        s = summary(get_model(name), (1, 28, 28))
+        assert s.total_macs == gates * 128 * (28 + 128) * 28 + 128 * 10
+    s = summary(get_model("charlm", num_classes=30, embed_dim=8, hidden_size=16), (12,), dtype=np.int64)
+    assert s.output_shape == (12, 30)
+
+
+@pytest.mark.parametrize("name, shape, dtype", [
+    ("lstm", (1, 28, 28), np.float32), ("gru", (1, 28, 28), np.float32),
+    ("charlm", (64,), np.int64),
+])
+def test_recurrent_zoo_summaries_are_complete_and_quiet(no_random_init, name, shape, dtype):
+    """Every row has an output shape (no layer falls back to a real forward on the never
+    initialized weights, which used to overflow in the kernels), no warning is raised, and the
+    totals are what the model holds."""
+    model = get_model(name, num_classes=10 if name != "charlm" else 65, in_channels=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = summary(model, shape, dtype=dtype)
+    assert [r.name for r in s.rows if r.output_shape is None] == []
+    assert s.total_params == model.num_parameters() == sum(int(p.data.size) for p in model.parameters())
+    H = 128 if name != "charlm" else 256
+    T = shape[-1] if name != "charlm" else shape[0]
+    I = 28 if name != "charlm" else 64
+    gates = 3 if name == "gru" else 4
+    rnn_row = s.rows[1] if name == "charlm" else s.rows[0]
+    assert rnn_row.kind == ("GRU" if name == "gru" else "LSTM")
+    assert rnn_row.output_shape == (T, H) and rnn_row.macs == gates * H * (I + H) * T
+    if name == "charlm":
+        assert (s.rows[0].kind, s.rows[0].macs, s.rows[0].params) == ("Embedding", 0, 65 * 64)
+        assert s.output_shape == (T, 65)
+    else:
+        assert s.output_shape == (10,)
+
+
+def test_embedding_rule():
+    s = summary(nn.Embedding(20, 5), (3, 4), dtype=np.int64)
+    real = nn.Embedding(20, 5)(dn.tensor(np.zeros((1, 3, 4), dtype=np.int64)))
+    assert s.output_shape == tuple(real.shape[1:]) == (3, 4, 5)
+    assert (s.total_macs, s.total_params) == (0, 100)
+    # the lookup gives floats (the table's dtype), so the layer after it sees float32
+    probe = _Probe(nn.Embedding(20, 5), (1, 3))
+    s = summary(nn.Sequential(probe, nn.Linear(5, 2)), (3,), dtype=np.int64)
+    assert s.output_shape == (3, 2) and s.total_macs == 3 * 5 * 2
+    assert probe.result.dtype == np.float32 == probe(dn.tensor(np.zeros((1, 3), np.int64))).dtype

@@ -77,8 +77,13 @@ def _real_leaf_shapes(model, x):
 
         def forward(*args, _m=m, _f=original, **kw):
             out = _f(*args, **kw)
-            if hasattr(out, "shape"):  # recurrent layers return (output, state) tuples
-                seen.append((paths[id(_m)], tuple(out.shape[1:])))
+            shown = out
+            if isinstance(out, tuple):  # recurrent layers: (output, state); the summary shows
+                shown = out[0]           # the output sequence without its batch axis
+                if getattr(_m, "batch_first", True) is False and shown.ndim == 3:
+                    shown = shown.permute(1, 0, 2)  # time-major (T, N, F) -> (N, T, F)
+            if hasattr(shown, "shape"):
+                seen.append((paths[id(_m)], tuple(shown.shape[1:])))
             return out
         m.forward = forward
         patched.append(m)
