@@ -119,15 +119,9 @@ def test_recipes_and_kind():
         assert spec.input_size == 28
 
 
-def _slow_selected(config):
-    return "slow" in (config.getoption("-m") or "") and "not slow" not in config.getoption("-m")
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not FMNIST.exists(), reason="apt-get install dataset-fashion-mnist")
-def test_lstm_reaches_085_on_fashion_mnist_in_5_epochs(tmp_path, request):
-    if not _slow_selected(request.config):
-        pytest.skip("minutes of training: run with -m slow")
+def test_lstm_reaches_085_on_fashion_mnist_in_5_epochs(tmp_path):
     from divenet.cli import main
 
     assert main(["train", "lstm", "--epochs", "5", "--quiet", "--out", str(tmp_path / "run")]) == 0
