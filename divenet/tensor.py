@@ -17,6 +17,18 @@ float32, float64, float16 = np.dtype(np.float32), np.dtype(np.float64), np.dtype
 int64, int32, uint8, bool_ = np.dtype(np.int64), np.dtype(np.int32), np.dtype(np.uint8), np.dtype(np.bool_)
 
 
+class ValuesIndices(tuple):
+    """``(values, indices)`` of ``Tensor.max(dim)`` / ``min(dim)``, as torch.return_types."""
+
+    __slots__ = ()
+
+    def __new__(cls, values, indices):
+        return super().__new__(cls, (values, indices))
+
+    values = property(lambda self: self[0])
+    indices = property(lambda self: self[1])
+
+
 def as_dtype(dtype):
     if dtype is None:
         return None
@@ -362,11 +374,33 @@ class Tensor:
     def mean(self, dim=None, keepdim=False):
         return R.Mean.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim)
 
-    def max(self, dim=None, keepdim=False):
+    def amax(self, dim=None, keepdim=False):
+        """Largest values over ``dim``; ties share the gradient evenly (torch.amax)."""
         return R.Max.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim)
 
-    def min(self, dim=None, keepdim=False):
+    def amin(self, dim=None, keepdim=False):
         return R.Max.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim, smallest=True)
+
+    def max(self, dim=None, keepdim=False):
+        """As in PyTorch: the largest value without ``dim``; with an int ``dim``, the named pair
+        ``(values, indices)``, the gradient going to the first largest entry only."""
+        return self.amax() if dim is None else self._extreme_along(dim, keepdim, "argmax")
+
+    def min(self, dim=None, keepdim=False):
+        return self.amin() if dim is None else self._extreme_along(dim, keepdim, "argmin")
+
+    def _extreme_along(self, dim, keepdim, arg):
+        if not isinstance(dim, numbers.Integral):
+            raise TypeError(f"max/min: dim must be an int (use amax/amin for several), got {dim!r}")
+        dim = _normalize_axes(dim, self.shape)[0]
+        idx = getattr(self, arg)(dim, keepdim=True)
+        xp = array_module(self.data)
+        where = list(xp.ogrid[tuple(slice(n) for n in idx.shape)])
+        where[dim] = idx.data
+        values = self[tuple(where)]
+        if not keepdim:
+            values, idx = values.squeeze(dim), idx.squeeze(dim)
+        return ValuesIndices(values, idx)
 
     def var(self, dim=None, keepdim=False, unbiased=True):
         return R.Var.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim,

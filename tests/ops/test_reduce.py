@@ -48,10 +48,10 @@ def test_mean_keeps_float32_and_float64(device):
 
 @pytest.mark.parametrize("dim", DIMS)
 @pytest.mark.parametrize("keepdim", [False, True])
-@pytest.mark.parametrize("name", ["max", "min"])
-def test_max_min_against_torch_amax(device, name, dim, keepdim):
+@pytest.mark.parametrize("name", ["amax", "amin"])
+def test_amax_amin_against_torch(device, name, dim, keepdim):
     """Values, and the gradient split evenly among tied extremes (torch.amax / amin)."""
-    tname = "amax" if name == "max" else "amin"
+    tname = name
     for a in (_rand(seed=2), _ties(seed=3)):
         check_against_torch(lambda x: getattr(x, name)(dim=dim, keepdim=keepdim),
                             lambda x: getattr(torch, tname)(x, dim=_torch_dim(dim), keepdim=keepdim),
@@ -62,7 +62,22 @@ def test_max_min_against_torch_amax(device, name, dim, keepdim):
 def test_max_min_all_with_ties_like_torch_max(device, name):
     a = _ties(seed=4)
     check_against_torch(lambda x: getattr(x, name)(), lambda x: getattr(x, name)(), [a], device=device)
-    numerical_grad_check(lambda x: getattr(x, name)(dim=-1), [_rand(seed=5)], device=device)
+    numerical_grad_check(lambda x: getattr(x, name)(dim=-1).values, [_rand(seed=5)], device=device)
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1])
+@pytest.mark.parametrize("keepdim", [False, True])
+@pytest.mark.parametrize("name", ["max", "min"])
+def test_max_min_along_dim_return_values_and_indices_like_torch(device, name, dim, keepdim):
+    """(values, indices); on ties the gradient goes to the first extreme only, as in PyTorch."""
+    for a in (_rand(seed=7), _ties(seed=8)):
+        ours = check_against_torch(lambda x: tuple(getattr(x, name)(dim, keepdim=keepdim)),
+                                   lambda x: tuple(getattr(x, name)(dim, keepdim=keepdim)), [a], device=device)
+        assert ours[1].dtype == np.int64
+    pair = dn.tensor([[1.0, 3.0], [4.0, 2.0]], device=device).max(1)
+    values, indices = pair
+    assert pair.values is values and pair.indices is indices
+    np.testing.assert_array_equal(indices.numpy(), [1, 0])
 
 
 @pytest.mark.parametrize("dim", DIMS)
@@ -102,8 +117,10 @@ def test_argmin_unsigned_and_int(device):
     assert t.argmin().item() == 1
 
 
-@pytest.mark.parametrize("name, dim", [(n, d) for n in ["sum", "mean", "max", "min", "var", "argmax", "argmin"]
-                                       for d in [3, -4, (0, 5)] if not (n.startswith("arg") and isinstance(d, tuple))])
+@pytest.mark.parametrize("name, dim", [(n, d) for n in ["sum", "mean", "amax", "amin", "max", "min", "var", "argmax",
+                                                         "argmin"]
+                                       for d in [3, -4, (0, 5)]
+                                       if not (n in ("max", "min", "argmax", "argmin") and isinstance(d, tuple))])
 def test_reduction_dim_out_of_range(device, name, dim):
     t = dn.zeros(*SHAPE, device=device)
     bad = dim[1] if isinstance(dim, tuple) else dim
