@@ -79,6 +79,8 @@ def cmd_train(args):
     optimizer_name = args.optimizer or recipe.optimizer
     out = Path(args.out or f"runs/{args.model}")
     device = dn.device(args.device)
+    if args.threads:
+        dn.set_blas_threads(args.threads)
     if args.resume:
         from .io import find_checkpoint, load_checkpoint
 
@@ -237,6 +239,8 @@ def make_parser():
     t.add_argument("--optimizer", choices=("sgd", "adam"))
     t.add_argument("--resize", type=int, help="input side length (D2L: 224 for AlexNet/VGG, 96 ...)")
     t.add_argument("--device", default="cpu")
+    t.add_argument("--threads", type=int,
+                   help="BLAS threads (default: all cores; 1 is faster while other jobs compete for the cores)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--clip-grad", type=float, help="clip the gradient norm to this value")
     t.add_argument("--out", help="run directory (default runs/MODEL)")

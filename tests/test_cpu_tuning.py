@@ -27,3 +27,21 @@ def test_avx512_cpus_get_the_skylakex_kernels_unless_numpy_was_loaded_first():
     assert _run("import numpy; " + SHOW, OPENBLAS_CORETYPE="Haswell") == "Haswell"
     # a core type the user chose that is not an AVX2 one is kept
     assert _run(SHOW, OPENBLAS_CORETYPE="Zen5Custom") == "Zen5Custom"
+
+
+def test_blas_threads_can_be_set_and_read_back():
+    import pytest
+
+    import divenet as dn
+
+    before = dn.blas_threads()
+    if before is None:
+        pytest.skip("NumPy's BLAS here is not OpenBLAS")
+    try:
+        assert dn.set_blas_threads(1) is True
+        assert dn.blas_threads() == 1
+    finally:
+        dn.set_blas_threads(before)
+    assert dn.blas_threads() == before
+    with pytest.raises(ValueError, match="at least 1"):
+        dn.set_blas_threads(0)
