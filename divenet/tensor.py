@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from . import autograd
-from .backend import CPU, Device, array_module, device as as_device, device_of, transfer
+from .backend import CPU, array_module, device as as_device, device_of, transfer
 from .ops import elementwise as E, linalg, reduce as R, shape as S
 
 _DTYPES = {
@@ -340,7 +340,7 @@ class Tensor:
         return E.Maximum.apply(self, self._lift(other))
 
     def minimum(self, other):
-        return E.Minimum.apply(self, self._lift(other))
+        return E.Maximum.apply(self, self._lift(other), smallest=True)
 
     def relu(self):
         from . import functional as F

@@ -178,37 +178,22 @@ class Clip(Function):
 
 
 class Maximum(Function):
-    """Elementwise max; ties split the gradient evenly, as PyTorch does."""
+    """Elementwise max (or min with ``smallest``); ties split the gradient evenly, as PyTorch
+    does."""
 
     @staticmethod
-    def forward(ctx, a, b):
+    def forward(ctx, a, b, smallest=False):
         ctx.save_for_backward(a, b)
-        ctx.shapes = (a.shape, b.shape)
-        return array_module(a).maximum(a, b)
+        ctx.shapes, ctx.smallest = (a.shape, b.shape), smallest
+        xp = array_module(a)
+        return xp.minimum(a, b) if smallest else xp.maximum(a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved
         sa, sb = ctx.shapes
-        wa = (a > b) + 0.5 * (a == b)
-        wa = wa.astype(g.dtype)
-        n = ctx.needs_input_grad
-        return (unbroadcast(g * wa, sa) if n[0] else None,
-                unbroadcast(g * (1 - wa), sb) if n[1] else None)
-
-
-class Minimum(Function):
-    @staticmethod
-    def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
-        ctx.shapes = (a.shape, b.shape)
-        return array_module(a).minimum(a, b)
-
-    @staticmethod
-    def backward(ctx, g):
-        a, b = ctx.saved
-        sa, sb = ctx.shapes
-        wa = ((a < b) + 0.5 * (a == b)).astype(g.dtype)
+        wins = (a < b) if ctx.smallest else (a > b)
+        wa = (wins + 0.5 * (a == b)).astype(g.dtype)
         n = ctx.needs_input_grad
         return (unbroadcast(g * wa, sa) if n[0] else None,
                 unbroadcast(g * (1 - wa), sb) if n[1] else None)

@@ -55,6 +55,19 @@ def _same_bias_grads(n, db):
     return g_ih, g_hh
 
 
+def _input_and_weight_grads(xp, n, dZ, x, w_ih, out, h0, reverse):
+    """dx, dW_ih, dW_hh, db_ih, db_hh of an LSTM or plain RNN sequence from the gate gradients
+    of all steps, dZ (G*H, T, N): one GEMM (or sum) each. ``n`` is needs_input_grad, whose last
+    four entries are w_ih, w_hh, b_ih, b_hh."""
+    T, N = dZ.shape[1], dZ.shape[2]
+    dZ2 = dZ.reshape(dZ.shape[0], T * N)
+    dx = (dZ2.T @ w_ih).reshape(T, N, w_ih.shape[1]) if n[0] else None
+    dw_ih = dZ2 @ x.reshape(T * N, x.shape[2]) if n[-4] else None
+    dw_hh = _recurrent_weight_grad(xp, dZ, out, h0, reverse) if n[-3] else None
+    db_ih, db_hh = _same_bias_grads(n, dZ2.sum(axis=1)) if (n[-2] or n[-1]) else (None, None)
+    return dx, dw_ih, dw_hh, db_ih, db_hh
+
+
 def _project(xp, w, x, bias):
     """w @ x[t]^T for every step at once: (T, G*H, N), plus a bias column (G*H,)."""
     P = xp.matmul(w, x.transpose(0, 2, 1))
@@ -207,15 +220,7 @@ class LSTMSequence(Function):
             dc = dct * A[t][H:2 * H] if not first or n[2] else None
         dx = dw_ih = dw_hh = db_ih = db_hh = None
         if keep:
-            dZ2 = dZ.reshape(4 * H, T * N)
-            if n[0]:
-                dx = (dZ2.T @ w_ih).reshape(T, N, w_ih.shape[1])
-            if n[3]:
-                dw_ih = dZ2 @ x.reshape(T * N, x.shape[2])
-            if n[4]:
-                dw_hh = _recurrent_weight_grad(xp, dZ, out, h0, ctx.reverse)
-            if n[5] or n[6]:
-                db_ih, db_hh = _same_bias_grads(n, dZ2.sum(axis=1))
+            dx, dw_ih, dw_hh, db_ih, db_hh = _input_and_weight_grads(xp, n, dZ, x, w_ih, out, h0, ctx.reverse)
         return dx, _c(xp, None if dh is None else dh.T), _c(xp, None if dc is None else dc.T), \
             dw_ih, dw_hh, db_ih, db_hh
 
@@ -559,15 +564,7 @@ class RNNSequence(Function):
             dh = whh_t @ dz if (not first or n[1]) else None
         dx = dw_ih = dw_hh = db_ih = db_hh = None
         if keep:
-            dZ2 = dZ.reshape(H, T * N)
-            if n[0]:
-                dx = (dZ2.T @ w_ih).reshape(T, N, w_ih.shape[1])
-            if n[2]:
-                dw_ih = dZ2 @ x.reshape(T * N, x.shape[2])
-            if n[3]:
-                dw_hh = _recurrent_weight_grad(xp, dZ, out, h0, ctx.reverse)
-            if n[4] or n[5]:
-                db_ih, db_hh = _same_bias_grads(n, dZ2.sum(axis=1))
+            dx, dw_ih, dw_hh, db_ih, db_hh = _input_and_weight_grads(xp, n, dZ, x, w_ih, out, h0, ctx.reverse)
         return dx, _c(xp, None if dh is None else dh.T), dw_ih, dw_hh, db_ih, db_hh
 
 

@@ -27,7 +27,6 @@ def _params(rng, kind, I, H, bias=True):
 
 # ---- cells ---------------------------------------------------------------------------------------
 def _torch_cell(kind):
-    import torch
 
     def run(x, h, c, w_ih, w_hh, b_ih, b_hh):
         if x.ndim == 1:  # torch's cell ops take batches only; so does the reference
@@ -122,7 +121,6 @@ def test_gru_cell_uses_reset_gate_on_the_hidden_projection():
 # ---- whole sequences -----------------------------------------------------------------------------
 def _torch_sequence(kind, reverse, bias):
     """One-layer torch.nn module run through functional_call with the given weights."""
-    import torch
     from torch.func import functional_call
 
     def run(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
