@@ -38,9 +38,8 @@ LSTMS = [
 ]
 
 
-def _pair(rng, shape):
-    a = rng.standard_normal(shape).astype(np.float32)
-    return a
+def _randn(rng, shape):
+    return rng.standard_normal(shape).astype(np.float32)
 
 
 def run(rounds=5):
@@ -55,8 +54,7 @@ def run(rounds=5):
         table.add(case, ours, theirs)
 
     for case, xs, ws, s, p in CONVS:
-        x, w, b = _pair(rng, xs), _pair(rng, ws) * 0.1, _pair(rng, ws[:1])
-        gy = None
+        x, w, b = _randn(rng, xs), _randn(rng, ws) * 0.1, _randn(rng, ws[:1])
 
         def ours(x=x, w=w, b=b, s=s, p=p):
             xt = dn.tensor(x, requires_grad=True)
@@ -73,10 +71,9 @@ def run(rounds=5):
             y.backward(torch.ones_like(y))
 
         both(case, ours, theirs)
-        del gy
 
     for case, kind, xs, k, s, p in POOLS:
-        x = _pair(rng, xs)
+        x = _randn(rng, xs)
         fo = F.max_pool2d if kind == "max" else F.avg_pool2d
         ft = tf.max_pool2d if kind == "max" else tf.avg_pool2d
 
@@ -93,7 +90,7 @@ def run(rounds=5):
         both(case, ours, theirs)
 
     for case, xs in NORMS:
-        x = _pair(rng, xs)
+        x = _randn(rng, xs)
         c = xs[1]
 
         def ours(x=x, c=c):
@@ -111,9 +108,9 @@ def run(rounds=5):
         both(case, ours, theirs)
 
     for case, n, i, h in LSTMS:
-        x, h0, c0 = _pair(rng, (n, i)), _pair(rng, (n, h)), _pair(rng, (n, h))
-        wih, whh = _pair(rng, (4 * h, i)) * 0.1, _pair(rng, (4 * h, h)) * 0.1
-        bih, bhh = _pair(rng, (4 * h,)), _pair(rng, (4 * h,))
+        x, h0, c0 = _randn(rng, (n, i)), _randn(rng, (n, h)), _randn(rng, (n, h))
+        wih, whh = _randn(rng, (4 * h, i)) * 0.1, _randn(rng, (4 * h, h)) * 0.1
+        bih, bhh = _randn(rng, (4 * h,)), _randn(rng, (4 * h,))
         cell = torch.nn.LSTMCell(i, h)
         with torch.no_grad():
             cell.weight_ih.copy_(torch.tensor(wih))

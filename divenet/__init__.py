@@ -5,7 +5,8 @@ from . import _cpu
 _cpu.configure()  # before NumPy loads: see _cpu.py
 
 from .autograd import enable_grad, is_grad_enabled, no_grad
-from .backend import Device, blas_threads, cpu, device, gpu, gpu_available, set_blas_threads
+from ._cpu import blas_threads, set_blas_threads
+from .backend import Device, cpu, device, gpu, gpu_available
 from .random import manual_seed, rand, rand_like, randint, randn, randn_like
 from .tensor import (
     Tensor, abs, arange, cat, chunk, clamp, clip, concat, empty, exp, float16, float32, float64,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import threading
 
+from .backend import array_module
+
 _state = threading.local()
 
 
@@ -165,13 +167,7 @@ def backward(tensor, grad, retain_graph=False):
             )
         if all(g is None for g in grads):
             continue
-        xp = None
-        for g in grads:
-            if g is not None:
-                from .backend import array_module
-
-                xp = array_module(g)
-                break
+        xp = array_module(next(g for g in grads if g is not None))
         grads = [
             g if g is not None else xp.zeros(shape, dtype=dtype)
             for g, (shape, dtype) in zip(grads, node.out_meta)

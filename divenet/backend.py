@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._cpu import blas_threads, set_blas_threads  # noqa: F401  (re-exported: CPU settings)
 
 _cupy = None
 _cupy_error: str | None = None

@@ -82,9 +82,9 @@ def cmd_train(args):
     if args.threads:
         dn.set_blas_threads(args.threads)
     if args.resume:
-        from .io import find_checkpoint, load_checkpoint
+        from .io import load_metadata
 
-        meta, _, _ = load_checkpoint(find_checkpoint(out))
+        _, meta = load_metadata(out)  # the Trainer loads and verifies the weights
         if meta.get("model") != args.model:
             raise CLIError(f"{out}: holds a checkpoint of {meta.get('model')!r}, not {args.model!r}")
         saved = meta["args"]

@@ -131,8 +131,7 @@ class Tensor:
 
     # ---- conversion ---------------------------------------------------------------------------
     def numpy(self):
-        if self.requires_grad and self._node is not None:
-            pass  # like .detach().numpy(): the caller gets the values
+        """The values as a NumPy array (like PyTorch's .detach().cpu().numpy())."""
         return transfer(self.data, CPU)
 
     def item(self):

@@ -41,7 +41,7 @@ def save_checkpoint(run_dir, epoch, model, optimizer=None, metadata=None, keep=2
     st = _safetensors()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.copy(order="C") for k, v in model.state_dict().items()}  # keeps 0-d shapes
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}  # already C-ordered copies
     optim_meta = None
     if optimizer is not None:
         osd = optimizer.state_dict()
@@ -84,15 +84,27 @@ def find_checkpoint(path):
         raise CheckpointError(f"{path}: no such checkpoint")
     return path
 
-def load_checkpoint(path):
-    """Read and verify a checkpoint: returns (metadata, model_state, optimizer_state or None)."""
-    st = _safetensors()
+def load_metadata(path):
+    """The JSON metadata of a checkpoint (``path`` as in :func:`find_checkpoint`), without
+    reading the weights."""
     meta_path = find_checkpoint(path)
     try:
         meta = json.loads(meta_path.read_text())
-        weights = meta_path.with_name(meta["weights"])
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{meta_path}: not a readable divenet checkpoint ({exc})") from None
+    if not isinstance(meta, dict) or "weights" not in meta:
+        raise CheckpointError(f"{meta_path}: not a readable divenet checkpoint (no weights file named)")
+    return meta_path, meta
+
+
+def load_checkpoint(path):
+    """Read and verify a checkpoint: returns (metadata, model_state, optimizer_state or None)."""
+    st = _safetensors()
+    meta_path, meta = load_metadata(path)
+    weights = meta_path.with_name(meta["weights"])
+    try:
         blob = weights.read_bytes()
-    except (OSError, ValueError, KeyError) as exc:
+    except OSError as exc:
         raise CheckpointError(f"{meta_path}: not a readable divenet checkpoint ({exc})") from None
     if hashlib.sha256(blob).hexdigest() != meta.get("weights_sha256"):
         raise CheckpointError(f"{weights}: contents do not match the hash in {meta_path.name}; "
