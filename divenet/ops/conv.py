@@ -23,6 +23,12 @@ col2im (the input gradient) runs the same two stages backwards with kh + kw stri
 ``(cols @ grad2d.T).T``; forward saves ``cols`` only when the weight needs a gradient, and the
 weight only when the input does.
 
+Small maps. When a map has fewer pixels than the kernel has taps (ResNet's late stages at
+28x28: 2x2 and 1x1 maps under 3x3 kernels), most patch entries are zero padding. There the
+convolution runs as one dense product ``x (N, C*H*W) @ D (C*H*W, O*OH*OW)``, where ``D``
+holds each kernel tap at the (input pixel, output pixel) pairs it connects: 1/9 of the work on
+a 1x1 map, 4/9 on a 2x2 map, and no patch matrix. Its output is laid out NCHW.
+
 Padding is a pair (before, after) per axis, so the asymmetric 'same' padding of even kernels
 is exact. Groups split C and O into G blocks and run one GEMM per group.
 """
@@ -54,7 +60,7 @@ _BLOCK_BYTES = 1 << 20  # im2col/col2im tiles: a tile's width-shifted copy fits 
 class _Plan:
     """Geometry shared by forward and backward (plain ints only)."""
 
-    __slots__ = ("C", "N", "H", "W", "O", "G", "kh", "kw", "sh", "sw", "dh", "dw", "ph0",
+    __slots__ = ("C", "N", "H", "W", "O", "G", "kh", "kw", "sh", "sw", "dh", "dw", "ph0", "pw0",
                  "OH", "OW", "Hu", "r0", "r1", "spans", "cb", "nb", "pointwise")
 
     def __init__(self, x_shape, w_shape, stride, padding, dilation, groups, itemsize, tile=True):
@@ -63,7 +69,7 @@ class _Plan:
         self.G = groups
         (self.sh, self.sw), (self.dh, self.dw) = stride, dilation
         (ph0, ph1), (pw0, pw1) = padding
-        self.ph0 = ph0
+        self.ph0, self.pw0 = ph0, pw0
         self.OH = OH = output_size(self.H, self.kh, self.sh, (ph0, ph1), self.dh)
         self.OW = OW = output_size(self.W, self.kw, self.sw, (pw0, pw1), self.dw)
         # rows of the (virtually) padded input that any output reads: [0, Hu)
@@ -93,6 +99,79 @@ class _Plan:
             self.cb, self.nb = 1, max(1, min(self.N, _BLOCK_BYTES // per_image))
         self.pointwise = (self.kh == 1 and self.kw == 1 and stride == (1, 1)
                           and padding == ((0, 0), (0, 0)))
+
+
+_DENSE_MAX_BYTES = 1 << 26  # the dense small-map weight stays below 64 MiB
+
+
+def _dense_pairs(p, itemsize):
+    """The (input pixel, output pixel, tap row, tap column) index lists of every kernel tap
+    that reads real input, when the dense small-map product is cheaper than im2col (fewer
+    input pixels than taps, one group); else None."""
+    if p.G != 1 or p.pointwise or p.H * p.W > p.kh * p.kw:
+        return None
+    if p.C * p.H * p.W * p.O * p.OH * p.OW * itemsize > _DENSE_MAX_BYTES:
+        return None
+    pin, pout, ti, tj = [], [], [], []
+    for oh in range(p.OH):
+        for i in range(p.kh):
+            ih = oh * p.sh - p.ph0 + i * p.dh
+            if not 0 <= ih < p.H:
+                continue
+            for ow in range(p.OW):
+                for j in range(p.kw):
+                    iw = ow * p.sw - p.pw0 + j * p.dw
+                    if 0 <= iw < p.W:
+                        pin.append(ih * p.W + iw)
+                        pout.append(oh * p.OW + ow)
+                        ti.append(i)
+                        tj.append(j)
+    return pin, pout, ti, tj
+
+
+def _dense_weight(w, p, pairs):
+    """D (C*H*W, O*OH*OW): ``D[c, pin, o, pout] = w[o, c, i, j]`` for each connecting tap."""
+    xp = array_module(w)
+    pin, pout, ti, tj = pairs
+    d = xp.zeros((p.C, p.H * p.W, p.O, p.OH * p.OW), dtype=w.dtype)
+    # advanced indices on axes 1 and 3 go first: the value is (pairs, C, O)
+    d[:, pin, :, pout] = w[:, :, ti, tj].transpose(2, 1, 0)
+    return d.reshape(p.C * p.H * p.W, p.O * p.OH * p.OW)
+
+
+def _dense_forward(ctx, x, w, b, p, pairs):
+    N = p.N
+    x2 = x.reshape(N, p.C * p.H * p.W)  # NCHW order (a copy when x is laid out otherwise)
+    d = _dense_weight(w, p, pairs)
+    out = (x2 @ d).reshape(N, p.O, p.OH, p.OW)
+    if b is not None:
+        out += b.reshape(1, p.O, 1, 1)
+    need = ctx.needs_input_grad
+    ctx.save_for_backward(x2 if need[1] else None, d if need[0] else None)
+    return out
+
+
+def _dense_backward(ctx, g):
+    x2, d = ctx.saved
+    p, pairs = ctx.plan, ctx.pairs
+    xp = array_module(g)
+    need = ctx.needs_input_grad
+    g2 = g.reshape(p.N, p.O * p.OH * p.OW)
+    gx = gw = gb = None
+    if need[1]:
+        gd = (g2.T @ x2).reshape(p.O, p.OH * p.OW, p.C, p.H * p.W)
+        pin, pout, ti, tj = pairs
+        per_pair = gd[:, pout, :, pin]  # (pairs, O, C)
+        taps = [i * p.kw + j for i, j in zip(ti, tj)]
+        gw = xp.zeros((p.O, p.C, p.kh * p.kw), dtype=g.dtype)
+        for t in sorted(set(taps)):
+            gw[:, :, t] = per_pair[[k for k, u in enumerate(taps) if u == t]].sum(axis=0)
+        gw = gw.reshape(p.O, p.C, p.kh, p.kw)
+    if ctx.has_bias and need[2]:
+        gb = g.sum(axis=(0, 2, 3))
+    if need[0]:
+        gx = (g2 @ d.T).reshape(p.N, p.C, p.H, p.W)
+    return gx, gw, gb
 
 
 def _tiles(p):
@@ -177,6 +256,11 @@ def _forward(ctx, x, w, b, stride, padding, dilation, groups):
     padding ((top, bottom), (left, right)). Returns (N, O, OH, OW) laid out as (O, N, OH, OW)."""
     plan = _Plan(x.shape, w.shape, stride, padding, dilation, groups, x.itemsize,
                  tile=isinstance(x, np.ndarray))
+    ctx.plan = plan
+    ctx.has_bias = b is not None
+    ctx.pairs = _dense_pairs(plan, x.itemsize)
+    if ctx.pairs is not None:
+        return _dense_forward(ctx, x, w, b, plan, ctx.pairs)
     C, N, O, G, OH, OW = plan.C, plan.N, plan.O, groups, plan.OH, plan.OW
     P = N * OH * OW
     K = w.shape[1] * plan.kh * plan.kw
@@ -193,12 +277,12 @@ def _forward(ctx, x, w, b, stride, padding, dilation, groups):
         out += b.reshape(O, 1)
     need = ctx.needs_input_grad
     ctx.save_for_backward(cols if need[1] else None, w if need[0] else None)
-    ctx.plan = plan
-    ctx.has_bias = b is not None
     return out.reshape(O, N, OH, OW).transpose(1, 0, 2, 3)
 
 
 def _backward(ctx, g):
+    if ctx.pairs is not None:
+        return _dense_backward(ctx, g)
     cols, w = ctx.saved
     p = ctx.plan
     C, N, O, G, kh, kw, OH, OW = p.C, p.N, p.O, p.G, p.kh, p.kw, p.OH, p.OW

@@ -106,6 +106,12 @@ CASES_2D = [
     (3, 5, 6, 9, 4, 3, 3, (3, 2), (4, 3), (2, 1), 1, True),
     (4, 1, 12, 12, 6, 5, 5, 1, 2, 1, 1, True),            # LeNet's first layer, small
     (2, 6, 8, 8, 4, 5, 5, 1, 0, 1, 1, True),              # LeNet's second layer, small
+    # maps with fewer pixels than kernel taps: the dense small-map product
+    (3, 5, 1, 1, 4, 3, 3, 1, 1, 1, 1, True),              # ResNet's 1x1 stage
+    (3, 4, 2, 2, 6, 3, 3, 1, 1, 1, 1, True),              # ResNet's 2x2 stage
+    (2, 4, 2, 2, 6, 3, 3, 2, 1, 1, 1, False),             # 2x2 -> 1x1, stride 2
+    (2, 3, 2, 3, 4, 3, 3, (1, 2), (2, 1), (1, 2), 1, True),  # strided, dilated, uneven pads
+    (2, 3, 1, 4, 2, 2, 5, 1, "same", 1, 1, True),         # even kernel, asymmetric 'same'
 ]
 
 
@@ -288,6 +294,34 @@ def test_conv1d_views_float64_and_unbatched(device):
     assert y[0].shape == (4, 9)
 
 
+SMALL_MAPS = [c for c in CASES_2D if c[2] * c[3] <= c[5] * c[6] and c[10] == 1]
+
+
+@pytest.mark.parametrize("case", SMALL_MAPS, ids=_ids(SMALL_MAPS))
+def test_small_maps_take_the_dense_product_and_match_im2col(case, monkeypatch):
+    """The dense small-map path is chosen for these shapes and gives what im2col gives."""
+    N, Cin, H, W, O, kh, kw, stride, padding, dilation, groups, bias = case
+    rng = np.random.default_rng(4)
+    x, w, b = _rand(rng, N, Cin, H, W), _rand(rng, O, Cin, kh, kw), _rand(rng, O)
+    kw_ = dict(stride=stride, padding=padding, dilation=dilation)
+    results, gy = [], None
+    for dense in (True, False):
+        if not dense:
+            monkeypatch.setattr(C, "_dense_pairs", lambda *a: None)
+        chosen = []
+        real = C._dense_forward
+        monkeypatch.setattr(C, "_dense_forward", lambda *a: chosen.append(1) or real(*a))
+        tx, tw, tb = (dn.tensor(a, requires_grad=True) for a in (x, w, b))
+        y = F.conv2d(tx, tw, tb if bias else None, **kw_)
+        if gy is None:
+            gy = rng.standard_normal(y.shape).astype(np.float32)
+        (y * dn.tensor(gy)).sum().backward()
+        assert bool(chosen) == dense
+        results.append([y.numpy(), tx.grad, tw.grad, tb.grad if bias else np.zeros(1)])
+    for ours, ref in zip(*results):
+        np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+
+
 # ---- numerical gradients in float64 -----------------------------------------------------------
 
 @pytest.mark.parametrize("kw_", [
@@ -300,6 +334,18 @@ def test_conv2d_numerical_gradients(kw_, device):
     rng = np.random.default_rng(12)
     groups = kw_.get("groups", 1)
     inputs = [rng.standard_normal((2, 4, 6, 7)), rng.standard_normal((4, 4 // groups, 3, 2)),
+              rng.standard_normal(4)]
+    numerical_grad_check(lambda *a: F.conv2d(*a, **kw_), inputs, device=device)
+
+
+@pytest.mark.parametrize("shape, kw_", [
+    ((2, 3, 2, 2), dict(padding=1)),
+    ((2, 3, 2, 3), dict(stride=2, padding=(2, 1), dilation=(1, 2))),
+    ((3, 2, 1, 1), dict(padding=1)),
+], ids=["2x2", "strided-dilated", "1x1"])
+def test_conv2d_small_map_numerical_gradients(shape, kw_, device):
+    rng = np.random.default_rng(14)
+    inputs = [rng.standard_normal(shape), rng.standard_normal((4, shape[1], 3, 3)),
               rng.standard_normal(4)]
     numerical_grad_check(lambda *a: F.conv2d(*a, **kw_), inputs, device=device)
 
