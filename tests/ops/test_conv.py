@@ -294,6 +294,16 @@ def test_conv1d_views_float64_and_unbatched(device):
     assert y[0].shape == (4, 9)
 
 
+def test_weight_gradient_in_chunks_matches_torch():
+    """A tiny O*K with a long reduction (LeNet's first layer) sums cache-sized chunks, with a
+    remainder: 10 x 60 x 60 = 36000 positions = 17 chunks of 2048 + 1184."""
+    rng = np.random.default_rng(5)
+    x, w, b = _rand(rng, 10, 1, 60, 60), _rand(rng, 4, 1, 3, 3), _rand(rng, 4)
+    assert 4 * 9 <= 1024 and 36000 // C._WGRAD_CHUNK == 17
+    check_against_torch(lambda *a: F.conv2d(*a, padding=1), lambda *a: TF.conv2d(*a, padding=1),
+                        [x, w, b])
+
+
 SMALL_MAPS = [c for c in CASES_2D if c[2] * c[3] <= c[5] * c[6] and c[10] == 1]
 
 
