@@ -22,32 +22,44 @@ _BLOCK_BYTES = 1 << 20
 
 
 # ---- batch norm --------------------------------------------------------------------------------
+def _channel_major(x):
+    """The axis order (channel axis first) in which ``x`` (N, C, ...) is C-contiguous, if its
+    memory is channel-major: what convolutions return, (C, H, W, N), or (C, N, H, W)."""
+    if x.flags.c_contiguous or x.ndim < 3:
+        return None
+    rest = [a for a in range(x.ndim) if a != 1]
+    for order in ((1, *rest), (1, *rest[1:], 0)):
+        if x.transpose(order).flags.c_contiguous:
+            return order
+    return None
+
+
 def channels_view(x):
-    """``x`` (N, C, ...) as (P, C, L) plus the way back: ('cm', moved shape) or ('ncl', shape)."""
+    """``x`` (N, C, ...) as (P, C, L) plus the way back: a channel-major input is read in
+    place as (1, C, L), anything else as a contiguous (N, C, L)."""
     xp = array_module(x)
     n, c = x.shape[0], x.shape[1]
-    if not x.flags.c_contiguous:
-        moved = xp.moveaxis(x, 1, 0)
-        if moved.flags.c_contiguous:
-            return moved.reshape(1, c, -1), ("cm", moved.shape)
-    return xp.ascontiguousarray(x).reshape(n, c, -1), ("ncl", x.shape)
+    order = _channel_major(x)
+    if order is not None:
+        moved = x.transpose(order)
+        return moved.reshape(1, c, -1), (order, moved.shape)
+    return xp.ascontiguousarray(x).reshape(n, c, -1), (None, x.shape)
 
 
 def channels_like(g, layout):
     """A gradient of the input's shape in the same (P, C, L) layout as the input."""
     xp = array_module(g)
-    kind, shape = layout
+    order, shape = layout
     c = g.shape[1]
-    if kind == "cm":
-        return xp.ascontiguousarray(xp.moveaxis(g, 1, 0)).reshape(1, c, -1)
+    if order is not None:
+        return xp.ascontiguousarray(g.transpose(order)).reshape(1, c, -1)
     return xp.ascontiguousarray(g).reshape(g.shape[0], c, -1)
 
 
 def channels_restore(y, layout):
-    xp = array_module(y)
-    kind, shape = layout
-    if kind == "cm":
-        return xp.moveaxis(y.reshape(shape), 0, 1)
+    order, shape = layout
+    if order is not None:
+        return y.reshape(shape).transpose(tuple(int(a) for a in np.argsort(order)))
     return y.reshape(shape)
 
 

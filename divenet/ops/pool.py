@@ -16,6 +16,11 @@ How a window is read:
 - The planes are processed in chunks that fit in the L2 cache (on the CPU only; on a GPU the
   whole stack is one chunk), which halves again the time of these memory-bound passes.
 
+A 4-D activation laid out (C, H, W, N), batch innermost (what convolution returns), is pooled
+in that layout instead: one pass per kernel offset over the rectangle of outputs whose window
+offset reads real input (padding is skipped, never materialized), every run a whole batch or
+more, and the result keeps the layout.
+
 Max pooling records, per output, the offset ``k = i*kw + j`` of the first maximum in row-major
 window order (PyTorch's tie rule) as a uint8, and routes the gradient there.
 """
@@ -25,6 +30,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import array_module
+from .conv import spans, window_taps
 
 _CHUNK_BYTES = 1 << 20  # working set per chunk of planes: about the size of one core's L2
 
@@ -64,6 +70,69 @@ def _chunk(xp, planes, plane_elems, itemsize):
     if xp is not np:
         return max(planes, 1)
     return max(1, min(planes, _CHUNK_BYTES // max(plane_elems * itemsize, 1)))
+
+
+# ---- batch-last layout ---------------------------------------------------------------------
+def batch_last_view(x):
+    """(C, H, W, N) view of an NCHW array whose memory is laid out that way, else None."""
+    if x.ndim != 4 or x.flags.c_contiguous:
+        return None
+    xh = x.transpose(1, 2, 3, 0)
+    return xh if xh.flags.c_contiguous else None
+
+
+def _taps(in_hw, out_hw, kernel, stride, padding, dilation):
+    (H, W), (OH, OW), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
+        in_hw, out_hw, kernel, stride, padding, dilation)
+    return [(i * kw + j, j, o, s) for i, j, o, s in
+            window_taps(spans(H, OH, kh, sh, ph, dh), spans(W, OW, kw, sw, pw, dw), sh, sw)
+            if o is not None]
+
+
+def max_pool_batch_last(xh, taps, out_hw, need_idx):
+    """xh (C, H, W, N) -> (C, OH, OW, N) maxima, and the uint8 offset i*kw + j of the first
+    maximum of each window (or None). ``taps`` from ``_taps``; ``kw`` folded into ``k``."""
+    xp = array_module(xh)
+    C, N = xh.shape[0], xh.shape[3]
+    out = xp.full((C, *out_hw, N), -xp.inf, dtype=xh.dtype)
+    for _, _, o, s in taps:
+        view = out[:, o[0], o[1]]
+        xp.maximum(view, xh[:, s[0], s[1]], out=view)
+    if not need_idx:
+        return out, None
+    idx = xp.zeros(out.shape, dtype=np.uint8)
+    # last write wins: visit the offsets backwards so the first maximum in row-major order stays
+    for k, _, o, s in reversed(taps):
+        xp.copyto(idx[:, o[0], o[1]], k, where=xh[:, s[0], s[1]] == out[:, o[0], o[1]])
+    return out, idx
+
+
+def max_pool_batch_last_backward(gh, idx, taps, in_hw):
+    xp = array_module(gh)
+    gx = xp.zeros((gh.shape[0], *in_hw, gh.shape[3]), dtype=gh.dtype)
+    for k, _, o, s in taps:
+        hit = idx[:, o[0], o[1]] == k
+        gx[:, s[0], s[1]] += gh[:, o[0], o[1]] * hit
+    return gx
+
+
+def avg_pool_batch_last(xh, taps, out_hw, scale):
+    """Window sums of xh (C, H, W, N) times ``scale`` (a scalar or an (OH, OW) array)."""
+    xp = array_module(xh)
+    out = xp.zeros((xh.shape[0], *out_hw, xh.shape[3]), dtype=xh.dtype)
+    for _, _, o, s in taps:
+        out[:, o[0], o[1]] += xh[:, s[0], s[1]]
+    out *= scale if xp.ndim(scale) == 0 else scale[:, :, None]
+    return out
+
+
+def avg_pool_batch_last_backward(gh, taps, in_hw, scale):
+    xp = array_module(gh)
+    gs = gh * (scale if xp.ndim(scale) == 0 else scale[:, :, None])
+    gx = xp.zeros((gh.shape[0], *in_hw, gh.shape[3]), dtype=gh.dtype)
+    for _, _, o, s in taps:
+        gx[:, s[0], s[1]] += gs[:, o[0], o[1]]
+    return gx
 
 
 def pool_output_size(n, k, s, p, d, ceil_mode):
@@ -273,6 +342,14 @@ class MaxPool2d(Function):
 
     @staticmethod
     def forward(ctx, x, kernel, stride, padding, dilation, out_hw, return_indices=False):
+        xh = None if return_indices else batch_last_view(x)
+        ctx.taps = None
+        if xh is not None:
+            ctx.taps = _taps(x.shape[-2:], out_hw, kernel, stride, padding, dilation)
+            out, idx = max_pool_batch_last(xh, ctx.taps, out_hw, ctx.needs_input_grad[0])
+            ctx.save_for_backward(idx)
+            ctx.in_hw = x.shape[-2:]
+            return out.transpose(3, 0, 1, 2)
         a, cnhw = as_planes(x)
         win = Windows(x.shape[-2:], out_hw, kernel, stride, padding, dilation)
         need_idx = ctx.needs_input_grad[0] or return_indices
@@ -290,6 +367,9 @@ class MaxPool2d(Function):
     @staticmethod
     def backward(ctx, g, *unused):
         (idx,) = ctx.saved
+        if ctx.taps is not None:
+            gx = max_pool_batch_last_backward(g.transpose(1, 2, 3, 0), idx, ctx.taps, ctx.in_hw)
+            return gx.transpose(3, 0, 1, 2)
         gx = max_pool_planes_backward(grad_planes(g, ctx.cnhw), idx, ctx.win)
         return from_planes(gx, ctx.in_shape[:-2], ctx.cnhw)
 
@@ -369,7 +449,6 @@ class AvgPool2d(Function):
     @staticmethod
     def forward(ctx, x, kernel, stride, padding, out_hw, count_include_pad=True, divisor_override=None):
         xp = array_module(x)
-        a, cnhw = as_planes(x)
         win = Windows(x.shape[-2:], out_hw, kernel, stride, padding, (1, 1))
         dt = x.dtype.type
         if divisor_override is not None:
@@ -380,12 +459,22 @@ class AvgPool2d(Function):
             dh = avg_divisor(win.H, win.OH, win.kh, win.sh, win.ph, count_include_pad)
             dw = avg_divisor(win.W, win.OW, win.kw, win.sw, win.pw, count_include_pad)
             scale = xp.asarray(1.0 / (dh[:, None] * dw[None, :]), dtype=x.dtype)
+        ctx.win, ctx.in_shape, ctx.scale = win, x.shape, scale
+        xh = batch_last_view(x)
+        ctx.taps = None
+        if xh is not None:
+            ctx.taps = _taps(x.shape[-2:], out_hw, kernel, stride, padding, (1, 1))
+            return avg_pool_batch_last(xh, ctx.taps, out_hw, scale).transpose(3, 0, 1, 2)
+        a, cnhw = as_planes(x)
+        ctx.cnhw = cnhw
         out = avg_pool_planes(a, win, scale)
-        ctx.win, ctx.cnhw, ctx.in_shape, ctx.scale = win, cnhw, x.shape, scale
         return from_planes(out, x.shape[:-2], cnhw)
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.taps is not None:
+            gx = avg_pool_batch_last_backward(g.transpose(1, 2, 3, 0), ctx.taps, ctx.in_shape[-2:], ctx.scale)
+            return gx.transpose(3, 0, 1, 2)
         gx = avg_pool_planes_backward(grad_planes(g, ctx.cnhw), ctx.win, ctx.scale)
         return from_planes(gx, ctx.in_shape[:-2], ctx.cnhw)
 

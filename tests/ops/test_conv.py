@@ -162,24 +162,31 @@ def test_conv2d_unbatched_input(device):
 
 # ---- memory layouts ---------------------------------------------------------------------------
 
-def test_output_is_a_channels_first_view(device):
-    """The result has the NCHW shape but (C, N, H, W) memory, so the next conv reads it as is."""
+@pytest.mark.parametrize("side", [6, 1], ids=["im2col", "dense-small-map"])
+def test_output_is_a_batch_last_view(side, device):
+    """The result has the NCHW shape but (C, H, W, N) memory, so the next conv reads it as is."""
     rng = np.random.default_rng(5)
-    y = F.conv2d(_t(_rand(rng, 3, 2, 6, 6), device), _t(_rand(rng, 4, 2, 3, 3), device), padding=1)
-    assert y.shape == (3, 4, 6, 6)
-    assert y.data.transpose(1, 0, 2, 3).flags.c_contiguous
+    y = F.conv2d(_t(_rand(rng, 3, 2, side, side), device), _t(_rand(rng, 4, 2, 3, 3), device), padding=1)
+    assert y.shape == (3, 4, side, side)
+    assert y.data.transpose(1, 2, 3, 0).flags.c_contiguous
+    assert not y.data.flags.c_contiguous
 
 
-def test_cnhw_layout_input(device):
-    """An input whose memory is (C, N, H, W): the layout a previous conv hands over."""
+@pytest.mark.parametrize("perm", [(1, 0, 2, 3), (3, 0, 1, 2), (0, 2, 3, 1)],
+                         ids=["CNHW", "CHWN", "NHWC"])
+def test_other_memory_layouts_of_the_input(perm, device):
+    """An input whose memory is (C, N, H, W), (C, H, W, N) (what a previous conv hands over)
+    or (N, H, W, C), seen through NCHW views."""
     rng = np.random.default_rng(6)
-    inputs = [_rand(rng, 3, 2, 7, 6), _rand(rng, 4, 3, 3, 3), _rand(rng, 4)]  # input given as CNHW
+    stored = np.argsort(perm)  # memory axes: stored.transpose(perm) is NCHW (3, 2, 7, 6)
+    shape = tuple(np.array((3, 2, 7, 6))[list(stored)])
+    inputs = [_rand(rng, *shape), _rand(rng, 4, 2, 3, 3), _rand(rng, 4)]
 
     def ours(a, w, b):
-        return F.conv2d(a.permute(1, 0, 2, 3), w, b, stride=(2, 1), padding=1)
+        return F.conv2d(a.permute(*perm), w, b, stride=(2, 1), padding=1)
 
     def theirs(a, w, b):
-        return TF.conv2d(a.permute(1, 0, 2, 3), w, b, stride=(2, 1), padding=1)
+        return TF.conv2d(a.permute(*perm), w, b, stride=(2, 1), padding=1)
 
     check_against_torch(ours, theirs, inputs, device=device)
 
@@ -215,23 +222,43 @@ def test_two_convs_in_a_row(device):
     check_against_torch(ours, theirs, inputs, device=device)
 
 
-@pytest.mark.parametrize("block_bytes", [1, 3000, 16000])
-def test_tiled_im2col_and_col2im(block_bytes, monkeypatch, device):
-    """Small tiles (1x1, 1 channel x 2 images, 3 channels x all images), partial last tiles."""
-    monkeypatch.setattr(C, "_BLOCK_BYTES", block_bytes)
+def _naive_im2col(x, plan):
+    """cols[c, i, j, oh, ow, n] straight from the definition, on an explicitly padded input."""
+    p = plan
+    (ph1, pw1) = (p.sh * (p.OH - 1) + p.dh * (p.kh - 1) + 1, p.sw * (p.OW - 1) + p.dw * (p.kw - 1) + 1)
+    xpad = np.zeros((p.C, max(ph1, p.H + p.ph0), max(pw1, p.W + p.pw0), p.N), x.dtype)
+    xpad[:, p.ph0:p.ph0 + p.H, p.pw0:p.pw0 + p.W] = x.transpose(1, 2, 3, 0)
+    cols = np.empty((p.C, p.kh, p.kw, p.OH, p.OW, p.N), x.dtype)
+    for i in range(p.kh):
+        for j in range(p.kw):
+            for oh in range(p.OH):
+                for ow in range(p.OW):
+                    cols[:, i, j, oh, ow] = xpad[:, i * p.dh + oh * p.sh, j * p.dw + ow * p.sw]
+    return cols
+
+
+@pytest.mark.parametrize("geometry", [
+    ((2, 4, 9, 8), (6, 2, 3, 4), (2, 1), ((2, 1), (1, 3)), (1, 2)),
+    ((3, 2, 5, 6), (2, 2, 5, 5), (1, 1), ((4, 0), (0, 4)), (1, 1)),  # taps reading only padding
+    ((1, 3, 7, 7), (3, 3, 2, 3), (3, 2), ((0, 0), (2, 2)), (2, 1)),
+], ids=["strided-dilated", "wide-padding", "stride-skips-rows"])
+def test_im2col_is_the_definition_and_col2im_its_adjoint(geometry):
+    """im2col equals a gather straight from the definition; col2im satisfies
+    <im2col(x), y> == <x, col2im(y)> for random x, y (the input gradient is its adjoint)."""
+    x_shape, w_shape, stride, padding, dilation = geometry
     rng = np.random.default_rng(14)
-    inputs = [_rand(rng, 5, 4, 9, 8), _rand(rng, 6, 2, 3, 4), _rand(rng, 6)]
-    plan = C._Plan((5, 4, 9, 8), (6, 2, 3, 4), (2, 1), ((2, 1), (1, 3)), (1, 2), 2, 4)
-    assert (plan.cb, plan.nb) != (4, 5)  # really tiled
-    kw_ = dict(stride=(2, 1), padding=(2, 2), dilation=(1, 2), groups=2)
-    check_against_torch(lambda *a: F.conv2d(*a, **kw_), lambda *a: TF.conv2d(*a, **kw_), inputs, device=device)
-    inputs = [_rand(rng, 3, 4, 7, 7), _rand(rng, 5, 4, 4, 2)]
-    check_against_torch(lambda *a: F.conv2d(*a, padding="same"), lambda *a: TF.conv2d(*a, padding="same"),
-                        inputs, device=device)
+    plan = C._Plan(x_shape, w_shape, stride, padding, dilation, 1)
+    x = rng.standard_normal(x_shape)
+    cols = C.im2col(np.ascontiguousarray(x.transpose(1, 2, 3, 0)), plan)
+    np.testing.assert_array_equal(cols, _naive_im2col(x, plan))
+    y = rng.standard_normal(cols.shape)
+    dx = C.col2im(y, plan)
+    assert dx.shape == (plan.C, plan.H, plan.W, plan.N)
+    np.testing.assert_allclose((cols * y).sum(), (x.transpose(1, 2, 3, 0) * dx).sum(), rtol=1e-12)
 
 
 def test_kernel_handles_any_gradient_layout():
-    """Backward on the raw kernel with an NCHW, a CNHW and a sliced gradient array."""
+    """Backward on the raw kernel with an NCHW, a CNHW, a CHWN and a sliced gradient array."""
     rng = np.random.default_rng(9)
     x, w, b = _rand(rng, 2, 3, 6, 5), _rand(rng, 4, 3, 3, 3), _rand(rng, 4)
     kw_ = dict(stride=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=1)
@@ -241,6 +268,7 @@ def test_kernel_handles_any_gradient_layout():
     spread = np.zeros((2, 4, 6, 10), np.float32)
     spread[..., ::2] = g
     layouts = [g, np.ascontiguousarray(g.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3),
+               np.ascontiguousarray(g.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2),
                spread[..., ::2], g[:, ::-1].copy()[:, ::-1]]
     for gl in layouts:
         np.testing.assert_array_equal(gl, g)  # same values, other strides

@@ -72,19 +72,23 @@ def test_batch_norm_training_without_running_stats(device):
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_cnhw_view_keeps_its_layout(device, training):
+@pytest.mark.parametrize("perm", [(1, 0, 2, 3), (3, 0, 1, 2)], ids=["CNHW", "CHWN"])
+def test_batch_norm_channel_major_view_keeps_its_layout(device, training, perm):
+    """Inputs laid out (C, N, H, W) or (C, H, W, N) (what convolutions return) are read in place
+    and the output keeps their layout."""
     mean0, var0 = _stats(3)
     rm, rv = dn.tensor(mean0.copy(), device=device), dn.tensor(var0.copy(), device=device)
     trm, trv = torch.tensor(mean0), torch.tensor(var0)
-    x = _cnhw(_rand((4, 3, 5, 6), loc=-1.0))
+    stored = [int(a) for a in np.argsort(perm)]
+    x = np.ascontiguousarray(_rand((4, 3, 5, 6), loc=-1.0).transpose(stored))
     ours = check_against_torch(
-        lambda t, w, b: F.batch_norm(t.permute(1, 0, 2, 3), rm, rv, w, b, training=training),
-        lambda t, w, b: TF.batch_norm(t.permute(1, 0, 2, 3), trm, trv, w, b, training=training),
+        lambda t, w, b: F.batch_norm(t.permute(*perm), rm, rv, w, b, training=training),
+        lambda t, w, b: TF.batch_norm(t.permute(*perm), trm, trv, w, b, training=training),
         [x, _rand((3,), 1), _rand((3,), 2)], device=device)
     np.testing.assert_allclose(rm.numpy(), trm.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rv.numpy(), trv.numpy(), rtol=1e-5, atol=1e-6)
     y = ours[0].data
-    assert not y.flags.c_contiguous and y.transpose(1, 0, 2, 3).flags.c_contiguous
+    assert not y.flags.c_contiguous and y.transpose(stored).flags.c_contiguous
 
 
 def test_batch_norm_many_channel_blocks(device):
