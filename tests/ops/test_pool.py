@@ -14,6 +14,20 @@ def _rand(shape, seed=11):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
+def _chwn(x):
+    """The same values stored batch innermost, (C, H, W, N), as convolution leaves them; the
+    ops see ``.permute(3, 0, 1, 2)`` of it."""
+    return np.ascontiguousarray(x.transpose(1, 2, 3, 0))
+
+
+def _batch_last_case(ours, theirs, x, device):
+    """Check an op on the NCHW view of a (C, H, W, N) array against torch, and that its output
+    keeps the batch-last layout."""
+    out = check_against_torch(lambda t: ours(t.permute(3, 0, 1, 2)), lambda t: theirs(t.permute(3, 0, 1, 2)),
+                              [_chwn(x)], device=device)
+    assert out[0].data.transpose(1, 2, 3, 0).flags.c_contiguous  # (for N == 1 so is NCHW)
+
+
 def _cnhw(x):
     """The same values stored channel-major, as convolution leaves them."""
     return np.ascontiguousarray(x.transpose(1, 0, 2, 3))
@@ -77,6 +91,16 @@ def test_max_pool2d_cnhw_view_keeps_its_layout(device, k, s, p):
         [x], device=device)
     y = ours[0].data
     assert not y.flags.c_contiguous and y.transpose(1, 0, 2, 3).flags.c_contiguous
+
+
+@pytest.mark.parametrize("shape,k,s,p,d,ceil", [c for c in MAX_CASES if len(c[0]) == 4])
+@pytest.mark.parametrize("values", ["distinct", "ties"])
+def test_max_pool2d_batch_last_matches_torch(device, shape, k, s, p, d, ceil, values):
+    """The batch-last kernel: every geometry, and windows with several equal maxima."""
+    x = _rand(shape) if values == "distinct" else \
+        np.random.default_rng(3).integers(0, 3, shape).astype(np.float32)
+    _batch_last_case(lambda t: F.max_pool2d(t, k, s, p, d, ceil_mode=ceil),
+                     lambda t: TF.max_pool2d(t, k, s, p, d, ceil_mode=ceil), x, device)
 
 
 @pytest.mark.parametrize("k,s,p,d,ceil", [(2, None, 0, 1, False), (3, 2, 1, 1, True), (3, 1, 1, 1, False),
@@ -172,6 +196,22 @@ def test_avg_pool2d_matches_torch(device, shape, k, s, p, ceil, cip, div):
         lambda x: F.avg_pool2d(x, k, s, p, ceil, cip, div),
         lambda x: TF.avg_pool2d(x, k, s, p, ceil, cip, div),
         [_rand(shape)], device=device)
+
+
+@pytest.mark.parametrize("shape,k,s,p,ceil,cip,div", [c for c in AVG_CASES if len(c[0]) == 4])
+def test_avg_pool2d_batch_last_matches_torch(device, shape, k, s, p, ceil, cip, div):
+    _batch_last_case(lambda t: F.avg_pool2d(t, k, s, p, ceil, cip, div),
+                     lambda t: TF.avg_pool2d(t, k, s, p, ceil, cip, div), _rand(shape), device)
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_batch_last_pool_numerical_gradient(device, pool):
+    x = _chwn(_rand((2, 3, 7, 8), 1).astype(np.float64))
+    if pool == "max":
+        fn = lambda t: F.max_pool2d(t.permute(3, 0, 1, 2), 3, 2, 1, ceil_mode=True)  # noqa: E731
+    else:
+        fn = lambda t: F.avg_pool2d(t.permute(3, 0, 1, 2), 3, 2, 1, True, False)  # noqa: E731
+    numerical_grad_check(fn, [x], device=device)
 
 
 @pytest.mark.parametrize("k,s,p", [(2, None, 0), (3, 2, 1)])
