@@ -126,10 +126,17 @@ def avg_pool_batch_last(xh, taps, out_hw, scale):
     return out
 
 
-def avg_pool_batch_last_backward(gh, taps, in_hw, scale):
+def avg_pool_batch_last_backward(gh, taps, in_hw, scale, tiled):
+    """``tiled``: the windows cover the input exactly once (LeNet's 2x2, stride 2), so each
+    offset writes its share of the input gradient outright: no zeroing, no adds."""
     xp = array_module(gh)
+    gx = xp.empty if tiled else xp.zeros
+    gx = gx((gh.shape[0], *in_hw, gh.shape[3]), dtype=gh.dtype)
+    if tiled:
+        for _, _, o, s in taps:
+            xp.multiply(gh[:, o[0], o[1]], scale, out=gx[:, s[0], s[1]])
+        return gx
     gs = gh * (scale if xp.ndim(scale) == 0 else scale[:, :, None])
-    gx = xp.zeros((gh.shape[0], *in_hw, gh.shape[3]), dtype=gh.dtype)
     for _, _, o, s in taps:
         gx[:, s[0], s[1]] += gs[:, o[0], o[1]]
     return gx
@@ -473,7 +480,8 @@ class AvgPool2d(Function):
     @staticmethod
     def backward(ctx, g):
         if ctx.taps is not None:
-            gx = avg_pool_batch_last_backward(g.transpose(1, 2, 3, 0), ctx.taps, ctx.in_shape[-2:], ctx.scale)
+            gx = avg_pool_batch_last_backward(g.transpose(1, 2, 3, 0), ctx.taps, ctx.in_shape[-2:],
+                                              ctx.scale, ctx.win.tiled)
             return gx.transpose(3, 0, 1, 2)
         gx = avg_pool_planes_backward(grad_planes(g, ctx.cnhw), ctx.win, ctx.scale)
         return from_planes(gx, ctx.in_shape[:-2], ctx.cnhw)
