@@ -45,3 +45,41 @@ def test_blas_threads_can_be_set_and_read_back():
     assert dn.blas_threads() == before
     with pytest.raises(ValueError, match="at least 1"):
         dn.set_blas_threads(0)
+
+
+def test_axpy_updates_in_place_like_numpy():
+    """y += a x: through OpenBLAS for contiguous float32/float64, through NumPy otherwise
+    (strided views, mixed dtypes); the result and y's identity are the same either way."""
+    import numpy as np
+
+    from divenet._cpu import _axpy_fns, axpy
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        x, y = rng.standard_normal((3, 1000)).astype(dtype), rng.standard_normal((3, 1000)).astype(dtype)
+        expected = y + dtype(-0.25) * x
+        assert axpy(-0.25, x, y) is y
+        np.testing.assert_allclose(y, expected, rtol=1e-6)
+        assert np.dtype(dtype) in _axpy_fns() or not _axpy_fns()
+    base = rng.standard_normal((4, 6)).astype(np.float32)
+    y = base.copy()
+    view = y[:, ::2]  # strided: the NumPy path
+    x = rng.standard_normal(view.shape).astype(np.float32)
+    axpy(2.0, x, view)
+    expected = base.copy()
+    expected[:, ::2] += 2 * x
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+
+
+def test_conv_weight_gradients_are_c_contiguous():
+    """So that the optimizer's one-pass update applies (see divenet._cpu.axpy)."""
+    import numpy as np
+
+    import divenet as dn
+    import divenet.functional as F
+
+    for shape, w_shape in (((2, 3, 8, 8), (4, 3, 3, 3)), ((2, 3, 1, 1), (4, 3, 3, 3)), ((4, 1, 60, 60), (4, 1, 3, 3))):
+        x = dn.tensor(np.ones(shape, np.float32))
+        w = dn.tensor(np.ones(w_shape, np.float32), requires_grad=True)
+        F.conv2d(x, w, padding=1).sum().backward()
+        assert w.grad.flags.c_contiguous

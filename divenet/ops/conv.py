@@ -252,7 +252,8 @@ def _weight_grad(cols, g2):
     (K, P), O = cols.shape, g2.shape[0]
     n = P // _WGRAD_CHUNK
     if O * K > 1024 or n < 16:
-        return (cols @ g2.T).T
+        # C order for the optimizer's one-pass update (a copy of O*K values, cheap next to the GEMM)
+        return array_module(cols).ascontiguousarray((cols @ g2.T).T)
     main = n * _WGRAD_CHUNK
     parts = (g2[:, :main].reshape(O, n, _WGRAD_CHUNK).transpose(1, 0, 2)
              @ cols[:, :main].reshape(K, n, _WGRAD_CHUNK).transpose(1, 2, 0))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .._cpu import axpy
 from .optimizer import Optimizer
 
 
@@ -26,6 +27,6 @@ class SGD(Optimizer):
                 buf = state["momentum_buffer"] = grad.copy()
             else:
                 buf *= t(mom)
-                buf += t(1 - group["dampening"]) * grad
+                axpy(1 - group["dampening"], grad, buf)
             grad = grad + t(mom) * buf if group["nesterov"] else buf
-        p.data -= t(lr) * grad
+        axpy(-lr, grad, p.data)  # one pass (BLAS) instead of a temporary and two
