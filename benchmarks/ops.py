@@ -1,5 +1,9 @@
 """Forward+backward time of single ops at the zoo's real layer shapes, divenet vs PyTorch.
 
+Each framework gets its input in the memory layout its previous layer would hand over inside a
+network: PyTorch contiguous NCHW; divenet (C, H, W, N), what its convolutions return (an NCHW
+view). A network's first layer (marked "image") takes the contiguous NCHW batch in both.
+
     python -m benchmarks.ops [--rounds N]
 """
 from __future__ import annotations
@@ -14,9 +18,9 @@ from .common import Table, main, setup_torch, time_pair
 
 # (name, input shape, conv weight shape, stride, padding): LeNet, AlexNet (224), ResNet-18 (D2L, 96 / 28)
 CONVS = [
-    ("LeNet conv1 1->6 k5 p2 28x28 b256", (256, 1, 28, 28), (6, 1, 5, 5), 1, 2),
+    ("LeNet conv1 1->6 k5 p2 28x28 b256 (image)", (256, 1, 28, 28), (6, 1, 5, 5), 1, 2),
     ("LeNet conv2 6->16 k5 14x14 b256", (256, 6, 14, 14), (16, 6, 5, 5), 1, 0),
-    ("AlexNet conv1 3->96 k11 s4 224 b8", (8, 3, 224, 224), (96, 3, 11, 11), 4, 1),
+    ("AlexNet conv1 3->96 k11 s4 224 b8 (image)", (8, 3, 224, 224), (96, 3, 11, 11), 4, 1),
     ("AlexNet conv3 256->384 k3 p1 12x12 b32", (32, 256, 12, 12), (384, 256, 3, 3), 1, 1),
     ("ResNet conv 64->64 k3 p1 28x28 b64", (64, 64, 28, 28), (64, 64, 3, 3), 1, 1),
     ("ResNet conv 128->128 k3 p1 14x14 b64", (64, 128, 14, 14), (128, 128, 3, 3), 1, 1),
@@ -42,6 +46,14 @@ def _randn(rng, shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
+def _network_input(x, case):
+    """The NCHW tensor an op gets inside a network: a view of (C, H, W, N) memory, as
+    divenet's convolutions hand it over, except for a network's first layer and 2-D inputs."""
+    if "(image)" in case or x.ndim != 4:
+        return dn.tensor(x, requires_grad=True)
+    return dn.tensor(np.ascontiguousarray(x.transpose(1, 2, 3, 0)), requires_grad=True).permute(3, 0, 1, 2)
+
+
 def run(rounds=5):
     torch = setup_torch()
     tf = torch.nn.functional
@@ -56,8 +68,8 @@ def run(rounds=5):
     for case, xs, ws, s, p in CONVS:
         x, w, b = _randn(rng, xs), _randn(rng, ws) * 0.1, _randn(rng, ws[:1])
 
-        def ours(x=x, w=w, b=b, s=s, p=p):
-            xt = dn.tensor(x, requires_grad=True)
+        def ours(x=x, w=w, b=b, s=s, p=p, case=case):
+            xt = _network_input(x, case)
             wt = dn.tensor(w, requires_grad=True)
             bt = dn.tensor(b, requires_grad=True)
             y = F.conv2d(xt, wt, bt, stride=s, padding=p)
@@ -77,8 +89,8 @@ def run(rounds=5):
         fo = F.max_pool2d if kind == "max" else F.avg_pool2d
         ft = tf.max_pool2d if kind == "max" else tf.avg_pool2d
 
-        def ours(x=x, fo=fo, k=k, s=s, p=p):
-            xt = dn.tensor(x, requires_grad=True)
+        def ours(x=x, fo=fo, k=k, s=s, p=p, case=case):
+            xt = _network_input(x, case)
             y = fo(xt, k, s, p)
             y.backward(dn.ones_like(y))
 
@@ -93,8 +105,8 @@ def run(rounds=5):
         x = _randn(rng, xs)
         c = xs[1]
 
-        def ours(x=x, c=c):
-            xt = dn.tensor(x, requires_grad=True)
+        def ours(x=x, c=c, case=case):
+            xt = _network_input(x, case)
             w, b = dn.ones(c, requires_grad=True), dn.zeros(c, requires_grad=True)
             y = F.batch_norm(xt, dn.zeros(c), dn.ones(c), w, b, training=True)
             y.backward(dn.ones_like(y))

@@ -1,8 +1,9 @@
 """Pooling kernels: max and average pooling over the last two axes, and their adaptive forms.
 
-Every kernel works on a stack of planes ``(B, H, W)``. A 4-D activation that is an NCHW view of a
-CNHW buffer (what convolution returns) is read through that buffer without a copy, and the result
-is handed back in the same layout, so the next convolution again gets contiguous CNHW input.
+Max and average pooling of a 4-D activation laid out (C, H, W, N), batch innermost (what
+convolution returns), run in that layout (see "batch-last layout" below). Every other input is
+pooled as a stack of planes ``(B, H, W)``; an NCHW view of a (C, N, H, W) buffer is read through
+that buffer without a copy, and the result is handed back in the input's layout.
 
 How a window is read:
 
@@ -16,10 +17,9 @@ How a window is read:
 - The planes are processed in chunks that fit in the L2 cache (on the CPU only; on a GPU the
   whole stack is one chunk), which halves again the time of these memory-bound passes.
 
-A 4-D activation laid out (C, H, W, N), batch innermost (what convolution returns), is pooled
-in that layout instead: one pass per kernel offset over the rectangle of outputs whose window
-offset reads real input (padding is skipped, never materialized), every run a whole batch or
-more, and the result keeps the layout.
+Batch-last layout: one pass per kernel offset over the rectangle of outputs whose window offset
+reads real input (padding is skipped, never materialized), every run a whole batch or more,
+and the result keeps the layout.
 
 Max pooling records, per output, the offset ``k = i*kw + j`` of the first maximum in row-major
 window order (PyTorch's tie rule) as a uint8, and routes the gradient there.
