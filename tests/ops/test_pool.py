@@ -20,12 +20,28 @@ def _chwn(x):
     return np.ascontiguousarray(x.transpose(1, 2, 3, 0))
 
 
-def _batch_last_case(ours, theirs, x, device):
-    """Check an op on the NCHW view of a (C, H, W, N) array against torch, and that its output
-    keeps the batch-last layout."""
+@pytest.fixture(params=["batch-last", "small-batch"])
+def batch_path(request, monkeypatch):
+    """Batch-last inputs take the batch-last kernels from ``_BATCH_LAST_MIN`` images on (patched
+    down to reach them with small test batches), and the planes path through a (C, N, H, W)
+    copy below it."""
+    if request.param == "batch-last":
+        monkeypatch.setattr(P, "_BATCH_LAST_MIN", 1)
+    else:
+        monkeypatch.setattr(P, "_BATCH_LAST_MIN", 1 << 30)
+    return request.param
+
+
+def _batch_last_case(ours, theirs, x, device, path):
+    """Check an op on the NCHW view of a (C, H, W, N) array against torch, and the layout of
+    its output: batch-last on that path, (C, N, H, W) on the small-batch one."""
     out = check_against_torch(lambda t: ours(t.permute(3, 0, 1, 2)), lambda t: theirs(t.permute(3, 0, 1, 2)),
                               [_chwn(x)], device=device)
-    assert out[0].data.transpose(1, 2, 3, 0).flags.c_contiguous  # (for N == 1 so is NCHW)
+    y = out[0].data
+    if path == "batch-last":
+        assert y.transpose(1, 2, 3, 0).flags.c_contiguous  # (for N == 1 so is NCHW)
+    else:
+        assert y.transpose(1, 0, 2, 3).flags.c_contiguous
 
 
 def _cnhw(x):
@@ -95,12 +111,12 @@ def test_max_pool2d_cnhw_view_keeps_its_layout(device, k, s, p):
 
 @pytest.mark.parametrize("shape,k,s,p,d,ceil", [c for c in MAX_CASES if len(c[0]) == 4])
 @pytest.mark.parametrize("values", ["distinct", "ties"])
-def test_max_pool2d_batch_last_matches_torch(device, shape, k, s, p, d, ceil, values):
+def test_max_pool2d_batch_last_matches_torch(device, shape, k, s, p, d, ceil, values, batch_path):
     """The batch-last kernel: every geometry, and windows with several equal maxima."""
     x = _rand(shape) if values == "distinct" else \
         np.random.default_rng(3).integers(0, 3, shape).astype(np.float32)
     _batch_last_case(lambda t: F.max_pool2d(t, k, s, p, d, ceil_mode=ceil),
-                     lambda t: TF.max_pool2d(t, k, s, p, d, ceil_mode=ceil), x, device)
+                     lambda t: TF.max_pool2d(t, k, s, p, d, ceil_mode=ceil), x, device, batch_path)
 
 
 @pytest.mark.parametrize("k,s,p,d,ceil", [(2, None, 0, 1, False), (3, 2, 1, 1, True), (3, 1, 1, 1, False),
@@ -199,13 +215,13 @@ def test_avg_pool2d_matches_torch(device, shape, k, s, p, ceil, cip, div):
 
 
 @pytest.mark.parametrize("shape,k,s,p,ceil,cip,div", [c for c in AVG_CASES if len(c[0]) == 4])
-def test_avg_pool2d_batch_last_matches_torch(device, shape, k, s, p, ceil, cip, div):
+def test_avg_pool2d_batch_last_matches_torch(device, shape, k, s, p, ceil, cip, div, batch_path):
     _batch_last_case(lambda t: F.avg_pool2d(t, k, s, p, ceil, cip, div),
-                     lambda t: TF.avg_pool2d(t, k, s, p, ceil, cip, div), _rand(shape), device)
+                     lambda t: TF.avg_pool2d(t, k, s, p, ceil, cip, div), _rand(shape), device, batch_path)
 
 
 @pytest.mark.parametrize("pool", ["max", "avg"])
-def test_batch_last_pool_numerical_gradient(device, pool):
+def test_batch_last_pool_numerical_gradient(device, pool, batch_path):
     x = _chwn(_rand((2, 3, 7, 8), 1).astype(np.float64))
     if pool == "max":
         fn = lambda t: F.max_pool2d(t.permute(3, 0, 1, 2), 3, 2, 1, ceil_mode=True)  # noqa: E731
