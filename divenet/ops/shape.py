@@ -74,7 +74,12 @@ class Concat(Function):
     def forward(ctx, *arrays, axis=0):
         ctx.axis = axis
         ctx.sizes = [a.shape[axis] for a in arrays]
-        return array_module(arrays[0]).concatenate(arrays, axis=axis)
+        xp = array_module(arrays[0])
+        if axis == 1 and all(a.ndim == 4 and a.transpose(1, 2, 3, 0).flags.c_contiguous for a in arrays):
+            # channel concatenation of convolution outputs (GoogLeNet, DenseNet): keep their
+            # (C, H, W, N) layout, so that the next convolution reads the result in place
+            return xp.concatenate([a.transpose(1, 2, 3, 0) for a in arrays]).transpose(3, 0, 1, 2)
+        return xp.concatenate(arrays, axis=axis)
 
     @staticmethod
     def backward(ctx, g):

@@ -120,6 +120,26 @@ def test_cat_against_torch(device, shapes, dim):
     numerical_grad_check(lambda *xs: dn.cat(xs, dim), arrays, device=device)
 
 
+@pytest.mark.parametrize("mixed", [False, True], ids=["all-batch-last", "one-nchw"])
+def test_channel_cat_of_batch_last_views_keeps_the_layout(device, mixed):
+    """Channel concatenation of (C, H, W, N) buffers seen as NCHW (convolution outputs, as in
+    GoogLeNet and DenseNet) stays batch-last; any other mix takes the plain path."""
+    chwn = [np.ascontiguousarray(_rand((3, c, 4, 5), i).transpose(1, 2, 3, 0)) for i, c in enumerate((2, 4))]
+    arrays = chwn + [_rand((3, 1, 4, 5), 7)] if mixed else chwn
+
+    def ours(*xs):
+        views = [x.permute(3, 0, 1, 2) if x.ndim == 4 and x.shape[-1] == 3 else x for x in xs]
+        return dn.cat(views, 1)
+
+    def theirs(*xs):
+        views = [x.permute(3, 0, 1, 2) if x.ndim == 4 and x.shape[-1] == 3 else x for x in xs]
+        return torch.cat(views, 1)
+
+    y = check_against_torch(ours, theirs, arrays, device=device)[0].data
+    assert y.shape == (3, 7 if mixed else 6, 4, 5)
+    assert y.transpose(1, 2, 3, 0).flags.c_contiguous != mixed
+
+
 def test_cat_with_constant_input(device):
     a, b = _rand((2, 3), 1), _rand((1, 3), 2)
     check_against_torch(lambda x, y: dn.cat([x, y]), lambda x, y: torch.cat([x, y]), [a, b], grad_inputs=[1],
