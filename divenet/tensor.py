@@ -583,16 +583,27 @@ def arange(start, end=None, step=1, dtype=None, device=None):
     return Tensor._make(dev.xp.arange(start, end, step, dtype=dtype), dev, None)
 
 
+def _like(t, value, dtype, device, requires_grad):
+    """A tensor of ``t``'s shape filled with ``value``; on ``t``'s device it also keeps ``t``'s
+    memory layout, as PyTorch's preserve_format does (a gradient seeded with ``ones_like`` of a
+    convolution output is then already in the layout its backward reads)."""
+    dev = as_device(device) if device is not None else t.device
+    if dev != t.device:
+        return full(t.shape, value, dtype=dtype or t.dtype, device=dev, requires_grad=requires_grad)
+    out = dev.xp.full_like(t.data, value, dtype=as_dtype(dtype) or t.dtype)
+    return Tensor._make(out, dev, None).requires_grad_(requires_grad)
+
+
 def zeros_like(t, dtype=None, device=None, requires_grad=False):
-    return zeros(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+    return _like(t, 0, dtype, device, requires_grad)
 
 
 def ones_like(t, dtype=None, device=None, requires_grad=False):
-    return ones(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+    return _like(t, 1, dtype, device, requires_grad)
 
 
 def full_like(t, value, dtype=None, device=None, requires_grad=False):
-    return full(t.shape, value, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+    return _like(t, value, dtype, device, requires_grad)
 
 
 # ---- functions over several tensors -----------------------------------------------------------
