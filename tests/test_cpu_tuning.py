@@ -78,8 +78,10 @@ def test_conv_weight_gradients_are_c_contiguous():
     import divenet as dn
     import divenet.functional as F
 
-    for shape, w_shape in (((2, 3, 8, 8), (4, 3, 3, 3)), ((2, 3, 1, 1), (4, 3, 3, 3)), ((4, 1, 60, 60), (4, 1, 3, 3))):
+    cases = (((2, 3, 8, 8), (4, 3, 3, 3), 1), ((2, 3, 1, 1), (4, 3, 3, 3), 1),
+             ((4, 1, 60, 60), (4, 1, 3, 3), 1), ((2, 4, 8, 8), (4, 2, 3, 3), 2))
+    for shape, w_shape, groups in cases:  # im2col, dense small map, chunked, grouped
         x = dn.tensor(np.ones(shape, np.float32))
         w = dn.tensor(np.ones(w_shape, np.float32), requires_grad=True)
-        F.conv2d(x, w, padding=1).sum().backward()
+        F.conv2d(x, w, padding=1, groups=groups).sum().backward()
         assert w.grad.flags.c_contiguous

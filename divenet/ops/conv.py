@@ -53,14 +53,14 @@ def same_padding(k, d=1):
 def spans(n_in, n_out, k, s, p0, d):
     """Per kernel offset along one axis: the outputs [lo, hi) that read real input (the others
     read padding) and the first input index they read."""
-    spans = []
+    result = []
     for i in range(k):
         off = i * d - p0  # input index read by output 0
         lo = min(n_out, (-off + s - 1) // s) if off < 0 else 0
         hi = min(n_out, (n_in - 1 - off) // s + 1) if off <= n_in - 1 else 0
         hi = max(hi, lo)
-        spans.append((lo, hi, off + lo * s))
-    return spans
+        result.append((lo, hi, off + lo * s))
+    return result
 
 
 class _Plan:
@@ -163,7 +163,7 @@ def _dense_backward(ctx, g):
             gw[:, :, t] = per_pair[[k for k, u in enumerate(taps) if u == t]].sum(axis=0)
         gw = gw.reshape(p.O, p.C, p.kh, p.kw)
     if ctx.has_bias and need[2]:
-        gb = g2.reshape(p.O, -1).sum(axis=1)
+        gb = xp.einsum("on->o", g2.reshape(p.O, -1))
     if need[0]:
         gx = (d.T @ g2).reshape(p.C, p.H, p.W, p.N).transpose(3, 0, 1, 2)
     return gx, gw, gb
@@ -279,6 +279,7 @@ def _backward(ctx, g):
             gw = _weight_grad(cols, g2)
         else:
             gw = (cols.reshape(G, K, P) @ g2.reshape(G, O // G, P).transpose(0, 2, 1)).transpose(0, 2, 1)
+            gw = array_module(gw).ascontiguousarray(gw)  # C order: see _weight_grad
         gw = gw.reshape(O, C // G, kh, kw)
     if ctx.has_bias and need[2]:
         gb = array_module(g2).einsum("op->o", g2)  # 4x faster than sum(axis=1) on LeNet's conv1

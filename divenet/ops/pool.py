@@ -96,9 +96,11 @@ def _pool_input(x):
 
 
 def _taps(in_hw, out_hw, kernel, stride, padding, dilation):
+    """(k = i*kw + j, output rectangle, input rectangle) of every window offset that reads real
+    input."""
     (H, W), (OH, OW), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
         in_hw, out_hw, kernel, stride, padding, dilation)
-    return [(i * kw + j, j, o, s) for i, j, o, s in
+    return [(i * kw + j, o, s) for i, j, o, s in
             window_taps(spans(H, OH, kh, sh, ph, dh), spans(W, OW, kw, sw, pw, dw), sh, sw)
             if o is not None]
 
@@ -113,8 +115,7 @@ def _channel_blocks(xp, C, per_channel_bytes):
 
 def max_pool_batch_last(xh, taps, out_hw, need_idx):
     """xh (C, H, W, N) -> (C, OH, OW, N) maxima, and the uint8 offset i*kw + j of the first
-    maximum of each window (or None). ``taps`` from ``_taps``: (k, j, output rectangle, input
-    rectangle)."""
+    maximum of each window (or None). ``taps`` from ``_taps``."""
     xp = array_module(xh)
     C, H, W, N = xh.shape
     out = xp.full((C, *out_hw, N), -xp.inf, dtype=xh.dtype)
@@ -122,7 +123,7 @@ def max_pool_batch_last(xh, taps, out_hw, need_idx):
     per_channel = (H * W + out_hw[0] * out_hw[1]) * N * xh.itemsize
     for cs in _channel_blocks(xp, C, per_channel):
         x, o_ = xh[cs], out[cs]
-        for _, _, o, s in taps:
+        for _, o, s in taps:
             view = o_[:, o[0], o[1]]
             xp.maximum(view, x[:, s[0], s[1]], out=view)
         if not need_idx:
@@ -130,7 +131,7 @@ def max_pool_batch_last(xh, taps, out_hw, need_idx):
         hits = xp.empty(o_.shape, dtype=bool)
         # last write wins: visit the offsets backwards so the first maximum in row-major order
         # stays; idx -= (idx - k) * hit is 4x faster than copyto(..., where=hit) on strided views
-        for k, _, o, s in reversed(taps):
+        for k, o, s in reversed(taps):
             h, iv = hits[:, o[0], o[1]], idx[cs][:, o[0], o[1]]
             xp.equal(x[:, s[0], s[1]], o_[:, o[0], o[1]], out=h)
             d = iv - np.uint8(k)
@@ -146,7 +147,7 @@ def max_pool_batch_last_backward(gh, idx, taps, in_hw):
     per_channel = (in_hw[0] * in_hw[1] + OH * OW) * N * gh.itemsize
     for cs in _channel_blocks(xp, C, per_channel):
         g, i_, dx = gh[cs], idx[cs], gx[cs]
-        for k, _, o, s in taps:
+        for k, o, s in taps:
             hit = i_[:, o[0], o[1]] == k
             dx[:, s[0], s[1]] += g[:, o[0], o[1]] * hit
     return gx
@@ -156,7 +157,7 @@ def avg_pool_batch_last(xh, taps, out_hw, scale):
     """Window sums of xh (C, H, W, N) times ``scale`` (a scalar or an (OH, OW) array)."""
     xp = array_module(xh)
     out = xp.zeros((xh.shape[0], *out_hw, xh.shape[3]), dtype=xh.dtype)
-    for _, _, o, s in taps:
+    for _, o, s in taps:
         out[:, o[0], o[1]] += xh[:, s[0], s[1]]
     out *= scale if xp.ndim(scale) == 0 else scale[:, :, None]
     return out
@@ -169,11 +170,11 @@ def avg_pool_batch_last_backward(gh, taps, in_hw, scale, tiled):
     gx = xp.empty if tiled else xp.zeros
     gx = gx((gh.shape[0], *in_hw, gh.shape[3]), dtype=gh.dtype)
     if tiled:
-        for _, _, o, s in taps:
+        for _, o, s in taps:
             xp.multiply(gh[:, o[0], o[1]], scale, out=gx[:, s[0], s[1]])
         return gx
     gs = gh * (scale if xp.ndim(scale) == 0 else scale[:, :, None])
-    for _, _, o, s in taps:
+    for _, o, s in taps:
         gx[:, s[0], s[1]] += gs[:, o[0], o[1]]
     return gx
 
