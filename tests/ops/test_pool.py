@@ -98,13 +98,13 @@ def test_max_pool2d_matches_torch(device, shape, k, s, p, d, ceil):
         [_rand(shape)], device=device)
 
 
-@pytest.mark.parametrize("k,s,p", [(2, None, 0), (3, 2, 1), (3, 1, 1)])
-def test_max_pool2d_cnhw_view_keeps_its_layout(device, k, s, p):
+@pytest.mark.parametrize("kind,k,s,p", [("max", 2, None, 0), ("max", 3, 2, 1), ("max", 3, 1, 1),
+                                        ("avg", 2, None, 0), ("avg", 3, 2, 1)])
+def test_pool2d_cnhw_view_keeps_its_layout(device, kind, k, s, p):
+    ours_fn, torch_fn = (F.max_pool2d, TF.max_pool2d) if kind == "max" else (F.avg_pool2d, TF.avg_pool2d)
     x = _cnhw(_rand((4, 3, 8, 8)))
-    ours = check_against_torch(
-        lambda t: F.max_pool2d(t.permute(1, 0, 2, 3), k, s, p),
-        lambda t: TF.max_pool2d(t.permute(1, 0, 2, 3), k, s, p),
-        [x], device=device)
+    ours = check_against_torch(lambda t: ours_fn(t.permute(1, 0, 2, 3), k, s, p),
+                               lambda t: torch_fn(t.permute(1, 0, 2, 3), k, s, p), [x], device=device)
     y = ours[0].data
     assert not y.flags.c_contiguous and y.transpose(1, 0, 2, 3).flags.c_contiguous
 
@@ -228,17 +228,6 @@ def test_batch_last_pool_numerical_gradient(device, pool, batch_path):
     else:
         fn = lambda t: F.avg_pool2d(t.permute(3, 0, 1, 2), 3, 2, 1, True, False)  # noqa: E731
     numerical_grad_check(fn, [x], device=device)
-
-
-@pytest.mark.parametrize("k,s,p", [(2, None, 0), (3, 2, 1)])
-def test_avg_pool2d_cnhw_view_keeps_its_layout(device, k, s, p):
-    x = _cnhw(_rand((4, 3, 8, 8)))
-    ours = check_against_torch(
-        lambda t: F.avg_pool2d(t.permute(1, 0, 2, 3), k, s, p),
-        lambda t: TF.avg_pool2d(t.permute(1, 0, 2, 3), k, s, p),
-        [x], device=device)
-    y = ours[0].data
-    assert not y.flags.c_contiguous and y.transpose(1, 0, 2, 3).flags.c_contiguous
 
 
 @pytest.mark.parametrize("shape,k,s,p,ceil,cip,div", [AVG_CASES[i] for i in (0, 7, 11)])
