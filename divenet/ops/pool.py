@@ -121,14 +121,16 @@ def max_pool_batch_last(xh, taps, out_hw, need_idx):
     out = xp.full((C, *out_hw, N), -xp.inf, dtype=xh.dtype)
     idx = xp.zeros(out.shape, dtype=np.uint8) if need_idx else None
     per_channel = (H * W + out_hw[0] * out_hw[1]) * N * xh.itemsize
-    for cs in _channel_blocks(xp, C, per_channel):
+    blocks = _channel_blocks(xp, C, per_channel)
+    hit_buf = xp.empty((blocks[0].stop, *out_hw, N), dtype=bool) if need_idx else None
+    for cs in blocks:
         x, o_ = xh[cs], out[cs]
         for _, o, s in taps:
             view = o_[:, o[0], o[1]]
             xp.maximum(view, x[:, s[0], s[1]], out=view)
         if not need_idx:
             continue
-        hits = xp.empty(o_.shape, dtype=bool)
+        hits = hit_buf[:cs.stop - cs.start]
         # last write wins: visit the offsets backwards so the first maximum in row-major order
         # stays; idx -= (idx - k) * hit is 4x faster than copyto(..., where=hit) on strided views
         for k, o, s in reversed(taps):
