@@ -25,6 +25,12 @@ convolution runs as one dense product ``D (O*OH*OW, C*H*W) @ x (C*H*W, N)``, whe
 holds each kernel tap at the (output pixel, input pixel) pairs it connects: 1/9 of the work on
 a 1x1 map, 4/9 on a 2x2 map, and no patch matrix.
 
+Direct kernels. Where the optional native kernels are built (divenet/_native.py) and a
+float32 CPU convolution has few taps per output (C*kh*kw <= ``_DIRECT_MAX_TAPS``, as in LeNet),
+forward, input gradient and weight gradient are computed directly from their definitions in the
+same layout, vectorized over the batch, with no patch matrix; forward then saves the input
+instead of ``cols``.
+
 Padding is a pair (before, after) per axis, so the asymmetric 'same' padding of even kernels
 is exact. Groups split C and O into G blocks and run one GEMM per group.
 """
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _native
 from ..autograd import Function
 from ..backend import array_module
 
@@ -225,6 +232,11 @@ def _forward(ctx, x, w, b, stride, padding, dilation, groups):
     ctx.pairs = _dense_pairs(plan, x.itemsize)
     if ctx.pairs is not None:
         return _dense_forward(ctx, xh, w, b, plan, ctx.pairs)
+    ctx.direct = _direct(plan, xh, w, b)
+    if ctx.direct:
+        need = ctx.needs_input_grad
+        ctx.save_for_backward(xh if need[1] else None, w if need[0] else None)
+        return _native.conv_forward(xh, w, b, plan).transpose(3, 0, 1, 2)
     if plan.pointwise:
         cols = xh.reshape(C, P)
     else:
@@ -238,6 +250,29 @@ def _forward(ctx, x, w, b, stride, padding, dilation, groups):
     need = ctx.needs_input_grad
     ctx.save_for_backward(cols if need[1] else None, w if need[0] else None)
     return out.reshape(O, OH, OW, N).transpose(3, 0, 1, 2)
+
+
+_DIRECT_MAX_TAPS = 256
+
+
+def _direct(p, xh, w, b):
+    """Whether the native direct kernels take this convolution (see the module docstring)."""
+    return (p.G == 1 and not p.pointwise and p.C * p.kh * p.kw <= _DIRECT_MAX_TAPS
+            and _native.usable(xh, w, *(() if b is None else (b,))))
+
+
+def _direct_backward(ctx, g):
+    xh, w = ctx.saved
+    p, need = ctx.plan, ctx.needs_input_grad
+    gh = np.ascontiguousarray(g.transpose(1, 2, 3, 0))  # a view when g is laid out (O, OH, OW, N)
+    gx = gw = gb = None
+    if need[1]:
+        gw = _native.conv_weight_grad(xh, gh, p)
+    if ctx.has_bias and need[2]:
+        gb = np.einsum("op->o", gh.reshape(p.O, -1))
+    if need[0]:
+        gx = _native.conv_input_grad(gh, w, p).transpose(3, 0, 1, 2)
+    return gx, gw, gb
 
 
 _WGRAD_CHUNK = 2048
@@ -266,6 +301,8 @@ def _weight_grad(cols, g2):
 def _backward(ctx, g):
     if ctx.pairs is not None:
         return _dense_backward(ctx, g)
+    if ctx.direct:
+        return _direct_backward(ctx, g)
     cols, w = ctx.saved
     p = ctx.plan
     C, N, O, G, kh, kw, OH, OW = p.C, p.N, p.O, p.G, p.kh, p.kw, p.OH, p.OW

@@ -1,0 +1,106 @@
+"""The optional native kernels of divenet/_native.c, through ctypes.
+
+``pip install`` compiles them when the machine has a C compiler (pyproject.toml marks the
+extension optional); without them, or with ``DIVENET_NO_NATIVE=1``, every op runs its NumPy
+code, which stays the reference the tests compare the kernels with. They take float32 NumPy
+arrays laid out (C, H, W, N), batch innermost, as convolutions keep their activations
+(divenet/ops/conv.py); callers check :func:`usable` first.
+
+Why they exist: LeNet's small convolutions (1 -> 6 and 6 -> 16 channels, 5x5) run at
+20-150 GFLOP/s as im2col + GEMM, memory-bound on the patch matrix; the same sums computed
+directly, vectorized over the images, run at 140-180 GFLOP/s on one core without building it
+(docs/performance.md).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import glob
+import os
+
+import numpy as np
+
+_GEOMETRY_FIELDS = 15
+_BLOCK = 8  # channels per register tile in the kernels (CB in _native.c)
+
+
+@functools.cache
+def library():
+    """The loaded kernel library, or None."""
+    if os.environ.get("DIVENET_NO_NATIVE") == "1":
+        return None
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in sorted(glob.glob(os.path.join(here, "_native_lib*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        ptr = ctypes.c_void_p
+        for name, nargs, restype in (("dn_conv_forward", 5, None), ("dn_conv_input_grad", 4, None),
+                                     ("dn_conv_weight_grad", 4, ctypes.c_int)):
+            fn = getattr(lib, name)
+            fn.argtypes = [ptr] * nargs
+            fn.restype = restype
+        return lib
+    return None
+
+
+def usable(*arrays) -> bool:
+    """Whether the kernels are loaded and every array is a float32 NumPy array."""
+    return library() is not None and all(type(a) is np.ndarray and a.dtype == np.float32 for a in arrays)
+
+
+def _geometry(p, h=None, w=None):
+    """The int64 geometry array of _native.c from a conv plan (divenet/ops/conv.py ``_Plan``)."""
+    return np.array([p.C, p.H if h is None else h, p.W if w is None else w, p.N, p.O, p.kh, p.kw,
+                     p.OH, p.OW, p.sh, p.sw, p.ph0, p.pw0, p.dh, p.dw], dtype=np.int64)
+
+
+def _padded_to_block(a, axis):
+    """``a`` contiguous, zero-extended along ``axis`` to a multiple of the kernels' tile."""
+    extra = -a.shape[axis] % _BLOCK
+    if extra == 0:
+        return np.ascontiguousarray(a)
+    shape = list(a.shape)
+    shape[axis] += extra
+    out = np.zeros(shape, dtype=a.dtype)  # C order (np.pad would keep a's memory order)
+    out[tuple(slice(0, n) for n in a.shape)] = a
+    return out
+
+
+def conv_forward(xh, w, b, p):
+    """xh (C, H, W, N) contiguous, w (O, C, kh, kw), b (O,) or None -> out (O, OH, OW, N)."""
+    wt = _padded_to_block(w.transpose(1, 2, 3, 0), 3)
+    bias = _padded_to_block(b if b is not None else np.zeros(p.O, np.float32), 0)
+    out = np.empty((p.O, p.OH, p.OW, p.N), dtype=np.float32)
+    library().dn_conv_forward(xh.ctypes.data, wt.ctypes.data, bias.ctypes.data, out.ctypes.data,
+                              _geometry(p).ctypes.data)
+    return out
+
+
+def conv_input_grad(gh, w, p):
+    """gh (O, OH, OW, N) contiguous, w (O, C, kh, kw) -> dx (C, H, W, N)."""
+    wd = _padded_to_block(w.transpose(0, 2, 3, 1), 3)
+    dx = np.empty((p.C, p.H, p.W, p.N), dtype=np.float32)
+    library().dn_conv_input_grad(gh.ctypes.data, wd.ctypes.data, dx.ctypes.data,
+                                 _geometry(p).ctypes.data)
+    return dx
+
+
+def conv_weight_grad(xh, gh, p):
+    """xh (C, H, W, N), gh (O, OH, OW, N), both contiguous -> dw (O, C, kh, kw), C order.
+
+    The kernel reads the input with its padding written out: every tap of every window is then
+    an offset into real memory."""
+    hp = max(p.ph0 + p.H, (p.OH - 1) * p.sh + (p.kh - 1) * p.dh + 1)
+    wp = max(p.pw0 + p.W, (p.OW - 1) * p.sw + (p.kw - 1) * p.dw + 1)
+    if (hp, wp) == (p.H, p.W):
+        xpad = xh
+    else:
+        xpad = np.zeros((p.C, hp, wp, p.N), dtype=np.float32)
+        xpad[:, p.ph0:p.ph0 + p.H, p.pw0:p.pw0 + p.W] = xh
+    dwt = np.empty((p.C, p.kh, p.kw, p.O), dtype=np.float32)
+    if library().dn_conv_weight_grad(xpad.ctypes.data, gh.ctypes.data, dwt.ctypes.data,
+                                     _geometry(p, hp, wp).ctypes.data) != 0:
+        raise MemoryError(f"conv2d weight gradient: no memory for {p.C * p.kh * p.kw} tap offsets")
+    return np.ascontiguousarray(dwt.transpose(3, 0, 1, 2))

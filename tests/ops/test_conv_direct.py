@@ -1,0 +1,163 @@
+"""The native direct convolution kernels (divenet/_native.c): taken where they apply, equal to the
+im2col path and to PyTorch on every geometry and batch tail, and checked by finite differences
+in float32 (a convolution is linear in its input and in its weight, so central differences
+with a unit step are exact up to rounding)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch.nn.functional as TF
+
+import divenet as dn
+import divenet.functional as F
+from divenet import _native
+from divenet.ops import conv as C
+from tests.helpers import check_against_torch
+
+needs_native = pytest.mark.skipif(_native.library() is None,
+                                  reason="native kernels not built (no C compiler at install)")
+
+
+def test_ci_builds_the_native_kernels():
+    """CI installs on a machine with a C compiler, so the kernels below must have run there."""
+    if os.environ.get("CI") != "true":
+        pytest.skip("checked where CI=true")
+    assert _native.library() is not None, "pip install did not build divenet/_native.c"
+
+
+def test_disabled_by_environment_variable():
+    code = ("import numpy as np, divenet as dn, divenet.functional as F\n"
+            "from divenet import _native\n"
+            "assert _native.library() is None\n"
+            "y = F.conv2d(dn.ones(2, 1, 6, 6), dn.ones(3, 1, 3, 3))\n"
+            "assert float(y.numpy()[0, 0, 0, 0]) == 9.0\n")
+    env = dict(os.environ, DIVENET_NO_NATIVE="1")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# (C, H, W, O, kh, kw, stride, padding, dilation)
+GEOMETRIES = [
+    (1, 12, 12, 6, 5, 5, 1, 2, 1),            # LeNet's first layer, smaller map
+    (6, 10, 10, 16, 5, 5, 1, 0, 1),           # LeNet's second layer
+    (9, 7, 6, 9, 3, 3, 1, 1, 1),              # channels one past a tile of 8, both ways
+    (3, 9, 8, 10, 3, 2, 1, "same", 1),        # even kernel: asymmetric padding
+    (3, 9, 8, 4, 3, 3, (2, 1), (1, 2), (1, 2)),  # strided and dilated
+    (2, 6, 7, 3, 5, 5, 3, (3, 2), 1),         # padding wider than needed
+    (3, 5, 5, 4, 1, 1, 2, 0, 1),              # strided pointwise
+    (2, 7, 5, 3, 2, 2, (3, 2), 0, 1),         # the stride skips the last rows
+]
+BATCHES = [1, 7, 16, 50]  # single images; tails of 32 + 16 + 2 images
+
+
+def _ids(cases):
+    return ["-".join(str(v).replace(" ", "") for v in c) for c in cases]
+
+
+def _inputs(geometry, n, seed=0):
+    c, h, w, o, kh, kw = geometry[:6]
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(np.float32) for s in ((n, c, h, w), (o, c, kh, kw), (o,))]
+
+
+def _options(geometry):
+    stride, padding, dilation = geometry[6:]
+    return dict(stride=stride, padding=padding, dilation=dilation)
+
+
+def _run(inputs, options, gy):
+    ts = [dn.tensor(a, requires_grad=True) for a in inputs]
+    y = F.conv2d(*ts, **options)
+    y.backward(dn.tensor(gy))
+    return [y.numpy()] + [np.asarray(t.grad) for t in ts]
+
+
+def _count_direct_calls(monkeypatch):
+    calls = []
+    real = _native.conv_forward
+    monkeypatch.setattr(_native, "conv_forward", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+@needs_native
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=_ids(GEOMETRIES))
+def test_direct_matches_torch_and_im2col(geometry, n, monkeypatch):
+    inputs, options = _inputs(geometry, n), _options(geometry)
+    calls = _count_direct_calls(monkeypatch)
+    # against PyTorch in float64: its float32 weight gradient of LeNet's first layer at 50
+    # images strays 3e-4 from the truth, ours 3e-5
+    check_against_torch(lambda *a: F.conv2d(*a, **options), lambda *a: TF.conv2d(*a, **options), inputs,
+                        torch_in_float64=True)
+    assert calls, "the direct kernels were not taken"
+
+    gy = np.random.default_rng(1).standard_normal(F.conv2d(*map(dn.tensor, inputs), **options).shape)
+    gy = gy.astype(np.float32)
+    direct = _run(inputs, options, gy)
+    monkeypatch.setattr(C, "_direct", lambda *a: False)
+    im2col = _run(inputs, options, gy)
+    for name, a, b in zip(("output", "input grad", "weight grad", "bias grad"), direct, im2col):
+        # two float32 reductions in different orders: entries that cancel down to a small value
+        # keep the rounding of their large terms, so the absolute slack scales with the largest
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(np.abs(b).max()), err_msg=name)
+
+
+@needs_native
+@pytest.mark.parametrize("geometry", GEOMETRIES[:5], ids=_ids(GEOMETRIES[:5]))
+def test_direct_gradients_by_finite_differences(geometry, monkeypatch):
+    """d/dt sum(r * conv(x + t v, w + t u)) at t = 0 equals <dx, v> + <dw, u>; the function is
+    quadratic in t only through the v-u cross term, which central differences cancel."""
+    x, w, b = _inputs(geometry, 20, seed=2)
+    options = _options(geometry)
+    calls = _count_direct_calls(monkeypatch)
+    rng = np.random.default_rng(3)
+    tx, tw = dn.tensor(x, requires_grad=True), dn.tensor(w, requires_grad=True)
+    y = F.conv2d(tx, tw, dn.tensor(b), **options)
+    r = rng.standard_normal(y.shape).astype(np.float32)
+    (y * dn.tensor(r)).sum().backward()
+    assert calls
+    v, u = (rng.standard_normal(a.shape).astype(np.float32) for a in (x, w))
+
+    def loss(t):
+        out = F.conv2d(dn.tensor(x + t * v), dn.tensor(w + t * u), dn.tensor(b), **options)
+        terms = out.numpy().astype(np.float64) * r
+        return float(terms.sum()), float(np.abs(terms).sum())
+
+    (plus, plus_size), (minus, minus_size) = loss(1.0), loss(-1.0)
+    numeric = (plus - minus) / 2
+    exact = float((np.asarray(tx.grad, np.float64) * v).sum() + (np.asarray(tw.grad, np.float64) * u).sum())
+    # float32 rounding of the outputs, relative to the size of what was summed
+    assert abs(numeric - exact) <= 1e-7 * (plus_size + minus_size), f"numerical {numeric} != analytic {exact}"
+
+
+@needs_native
+@pytest.mark.parametrize("need", [(0,), (1,), (1, 2), (0, 2)])
+def test_direct_computes_only_the_gradients_asked_for(need, monkeypatch):
+    inputs = _inputs(GEOMETRIES[1], 16, seed=4)
+    calls = _count_direct_calls(monkeypatch)
+    check_against_torch(lambda *a: F.conv2d(*a), lambda *a: TF.conv2d(*a), inputs, grad_inputs=list(need))
+    assert calls
+
+
+@needs_native
+@pytest.mark.parametrize("case", ["float64", "groups", "many taps", "pointwise"])
+def test_direct_is_not_taken_where_it_does_not_apply(case, monkeypatch):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 6, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 6, 3, 3)).astype(np.float32)
+    options = {}
+    if case == "float64":
+        x, w = x.astype(np.float64), w.astype(np.float64)
+    elif case == "groups":
+        w, options = w[:, :3], dict(groups=2)
+    elif case == "many taps":
+        x = rng.standard_normal((4, 30, 6, 6)).astype(np.float32)
+        w = rng.standard_normal((4, 30, 3, 3)).astype(np.float32)
+        assert 30 * 9 > C._DIRECT_MAX_TAPS
+    else:
+        w = w[:, :, :1, :1]
+    calls = _count_direct_calls(monkeypatch)
+    check_against_torch(lambda *a: F.conv2d(*a, **options), lambda *a: TF.conv2d(*a, **options), [x, w])
+    assert not calls
