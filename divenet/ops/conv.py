@@ -26,7 +26,8 @@ holds each kernel tap at the (output pixel, input pixel) pairs it connects: 1/9 
 a 1x1 map, 4/9 on a 2x2 map, and no patch matrix.
 
 Direct kernels. Where the optional native kernels are built (divenet/_native.py) and a
-float32 CPU convolution has few taps per output (C*kh*kw <= ``_DIRECT_MAX_TAPS``, as in LeNet),
+float32 CPU convolution is small (C*kh*kw and O within ``_DIRECT_MAX_TAPS`` and ``_DIRECT_MAX_OUT``,
+as in LeNet),
 forward, input gradient and weight gradient are computed directly from their definitions in the
 same layout, vectorized over the batch, with no patch matrix; forward then saves the input
 instead of ``cols``.
@@ -252,13 +253,18 @@ def _forward(ctx, x, w, b, stride, padding, dilation, groups):
     return out.reshape(O, OH, OW, N).transpose(3, 0, 1, 2)
 
 
-_DIRECT_MAX_TAPS = 256
+# Where the one-thread direct kernels beat im2col + a two-thread GEMM, forward + backward
+# (measured): LeNet's layers 0.32-0.44x, 4-10 -> 16-32 channels at 28x28 0.48-0.81x; but a
+# 64-channel ResNet stem 0.69-1.05x, 16 -> 64 channels 3x3 1.03x, AlexNet's 11x11 first
+# layer (96 channels) 1.4-1.6x: wide outputs keep the GEMM busy, small ones starve it.
+_DIRECT_MAX_TAPS = 256  # C * kh * kw
+_DIRECT_MAX_OUT = 32  # output channels
 
 
 def _direct(p, xh, w, b):
     """Whether the native direct kernels take this convolution (see the module docstring)."""
     return (p.G == 1 and not p.pointwise and p.C * p.kh * p.kw <= _DIRECT_MAX_TAPS
-            and _native.usable(xh, w, *(() if b is None else (b,))))
+            and p.O <= _DIRECT_MAX_OUT and _native.usable(xh, w, *(() if b is None else (b,))))
 
 
 def _direct_backward(ctx, g):

@@ -142,7 +142,7 @@ def test_direct_computes_only_the_gradients_asked_for(need, monkeypatch):
 
 
 @needs_native
-@pytest.mark.parametrize("case", ["float64", "groups", "many taps", "pointwise"])
+@pytest.mark.parametrize("case", ["float64", "groups", "many taps", "many outputs", "pointwise"])
 def test_direct_is_not_taken_where_it_does_not_apply(case, monkeypatch):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((4, 6, 6, 6)).astype(np.float32)
@@ -156,6 +156,9 @@ def test_direct_is_not_taken_where_it_does_not_apply(case, monkeypatch):
         x = rng.standard_normal((4, 30, 6, 6)).astype(np.float32)
         w = rng.standard_normal((4, 30, 3, 3)).astype(np.float32)
         assert 30 * 9 > C._DIRECT_MAX_TAPS
+    elif case == "many outputs":
+        w = rng.standard_normal((40, 6, 3, 3)).astype(np.float32)
+        assert 40 > C._DIRECT_MAX_OUT
     else:
         w = w[:, :, :1, :1]
     calls = _count_direct_calls(monkeypatch)
