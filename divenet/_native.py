@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import glob
 import os
 
 import numpy as np
@@ -29,6 +28,8 @@ def library():
     """The loaded kernel library, or None."""
     if os.environ.get("DIVENET_NO_NATIVE") == "1":
         return None
+    import glob
+
     here = os.path.dirname(os.path.abspath(__file__))
     for path in sorted(glob.glob(os.path.join(here, "_native_lib*"))):
         try:
