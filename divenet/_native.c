@@ -4,7 +4,7 @@
  * contiguous images and the compiler vectorizes it; weights come pre-arranged by the caller so
  * that the values a loop broadcasts are contiguous too. Each kernel is the plain loop nest of
  * its definition, blocked so that the accumulators stay in registers. They run on one thread:
- * on the project's 2-core machine a second thread competes with OpenBLAS's spinning workers
+ * on the project's 2-core machine a helper thread per call made training steps slower
  * (docs/performance.md).
  *
  * Convolution geometry is passed as an int64 array
@@ -29,6 +29,10 @@ typedef float v16 __attribute__((vector_size(64))); /* 16 images: one AVX-512 re
 /* unaligned loads and stores (macros: a v16 never crosses a function call) */
 #define LOAD16(dst, p) memcpy(&(dst), (p), sizeof(v16))
 #define STORE16(p, src) memcpy((p), &(src), sizeof(v16))
+
+/* Bumped with every change of a signature or layout; divenet/_native.py ignores a library
+ * built from other sources (an editable install not rebuilt after a change). */
+int dn_version(void) { return 1; }
 
 enum { C_, H_, W_, N_, O_, KH, KW, OH_, OW_, SH, SW, PH, PW, DH, DW };
 #define CB 8  /* channels per register tile */

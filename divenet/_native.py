@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-_GEOMETRY_FIELDS = 15
+_VERSION = 1  # dn_version() of the sources this file expects
 _BLOCK = 8  # channels per register tile in the kernels (CB in _native.c)
 
 
@@ -36,6 +36,9 @@ def library():
             lib = ctypes.CDLL(path)
         except OSError:
             continue
+        version = getattr(lib, "dn_version", None)
+        if version is None or version() != _VERSION:
+            continue  # built from older sources: pip install again to rebuild
         ptr = ctypes.c_void_p
         for name, nargs, restype in (("dn_conv_forward", 5, None), ("dn_conv_input_grad", 4, None),
                                      ("dn_conv_weight_grad", 4, ctypes.c_int)):

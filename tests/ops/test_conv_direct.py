@@ -38,6 +38,18 @@ def test_disabled_by_environment_variable():
     assert result.returncode == 0, result.stderr
 
 
+@needs_native
+def test_a_library_built_from_other_sources_is_ignored(monkeypatch):
+    monkeypatch.setattr(_native, "_VERSION", _native._VERSION + 1)
+    _native.library.cache_clear()
+    try:
+        assert _native.library() is None
+    finally:
+        monkeypatch.undo()
+        _native.library.cache_clear()
+    assert _native.library() is not None
+
+
 # (C, H, W, O, kh, kw, stride, padding, dilation)
 GEOMETRIES = [
     (1, 12, 12, 6, 5, 5, 1, 2, 1),            # LeNet's first layer, smaller map
