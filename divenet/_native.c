@@ -53,6 +53,29 @@ INLINE i64 tap_hi(i64 o, i64 s, i64 p, i64 d, i64 k, i64 n)
     return t < k ? t : k;
 }
 
+/* acc[q] += w[q] * src for the CB channels of a tile: nv vectors of 16 images, or the single
+ * image at src into one[q] when nv == 0 */
+INLINE void tile_fma(v16 acc[CB][NV], float one[CB], const float *w, const float *src, int nv)
+{
+    if (nv == 0) {
+        for (int q = 0; q < CB; q++) one[q] += w[q] * src[0];
+        return;
+    }
+    v16 sv[NV];
+    for (int v = 0; v < nv; v++) LOAD16(sv[v], src + 16 * v);
+    for (int q = 0; q < CB; q++)
+        for (int v = 0; v < nv; v++) acc[q][v] += w[q] * sv[v];
+}
+
+/* The first `rows` channels of a tile to dst, channel planes `plane` floats apart. */
+INLINE void tile_store(float *dst, i64 plane, i64 rows, v16 acc[CB][NV], const float one[CB], int nv)
+{
+    for (i64 q = 0; q < rows; q++) {
+        if (nv == 0) dst[q * plane] = one[q];
+        for (int v = 0; v < nv; v++) STORE16(dst + q * plane + 16 * v, acc[q][v]);
+    }
+}
+
 /* ---- convolution forward: out[o, oh, ow, n] = b[o] + sum w[o, c, i, j] x[c, h, w, n] ----
  * A register tile is CB output channels by 16 * nv images (nv vectors), or one image when
  * nv == 0 (the batch's tail). */
@@ -74,24 +97,11 @@ INLINE void conv_forward_tile(const float *x, const float *wt, const float *bias
         for (i64 i = ilo; i < ihi; i++) {
             const float *xr = x + ((c * H + oh * g[SH] - g[PH] + i * g[DH]) * W) * N + n0;
             const float *wr = wt + (c * kh + i) * kw * opad + o0;
-            for (i64 j = jlo; j < jhi; j++) {
-                const float *xs = xr + (ow * g[SW] - g[PW] + j * g[DW]) * N, *ws = wr + j * opad;
-                if (nv == 0) {
-                    for (int q = 0; q < CB; q++) one[q] += ws[q] * xs[0];
-                    continue;
-                }
-                v16 xv[NV];
-                for (int v = 0; v < nv; v++) LOAD16(xv[v], xs + 16 * v);
-                for (int q = 0; q < CB; q++)
-                    for (int v = 0; v < nv; v++) acc[q][v] += ws[q] * xv[v];
-            }
+            for (i64 j = jlo; j < jhi; j++)
+                tile_fma(acc, one, wr + j * opad, xr + (ow * g[SW] - g[PW] + j * g[DW]) * N, nv);
         }
-    i64 plane = g[OH_] * g[OW_] * N;
-    float *dst = out + ((o0 * g[OH_] + oh) * g[OW_] + ow) * N + n0;
-    for (i64 q = 0; q < CB && o0 + q < O; q++) {
-        if (nv == 0) dst[q * plane] = one[q];
-        for (int v = 0; v < nv; v++) STORE16(dst + q * plane + 16 * v, acc[q][v]);
-    }
+    tile_store(out + ((o0 * g[OH_] + oh) * g[OW_] + ow) * N + n0, g[OH_] * g[OW_] * N,
+               O - o0 < CB ? O - o0 : CB, acc, one, nv);
 }
 
 /* Runs tile(..., n0, nv) over a batch of N images: 32 at a time, then 16, then one by one. */
@@ -139,30 +149,17 @@ INLINE void conv_input_grad_tile(const float *dy, const float *wd, float *dx, co
             float part_one[CB] = {0};
             for (int q = 0; q < CB; q++)
                 for (int v = 0; v < nv; v++) part[q][v] = (v16){0};
-            for (i64 o = 0; o < O; o++) {
-                const float *ds = dy + ((o * OH + oh) * OW + ow) * N + n0;
-                const float *ws = wd + ((o * kh + i) * kw + j) * cpad + c0;
-                if (nv == 0) {
-                    for (int q = 0; q < CB; q++) part_one[q] += ws[q] * ds[0];
-                    continue;
-                }
-                v16 dv[NV];
-                for (int v = 0; v < nv; v++) LOAD16(dv[v], ds + 16 * v);
-                for (int q = 0; q < CB; q++)
-                    for (int v = 0; v < nv; v++) part[q][v] += ws[q] * dv[v];
-            }
+            for (i64 o = 0; o < O; o++)
+                tile_fma(part, part_one, wd + ((o * kh + i) * kw + j) * cpad + c0,
+                         dy + ((o * OH + oh) * OW + ow) * N + n0, nv);
             for (int q = 0; q < CB; q++) {
                 one[q] += part_one[q];
                 for (int v = 0; v < nv; v++) acc[q][v] += part[q][v];
             }
         }
     }
-    i64 plane = g[H_] * g[W_] * N;
-    float *dst = dx + ((c0 * g[H_] + h) * g[W_] + w) * N + n0;
-    for (i64 q = 0; q < CB && c0 + q < C; q++) {
-        if (nv == 0) dst[q * plane] = one[q];
-        for (int v = 0; v < nv; v++) STORE16(dst + q * plane + 16 * v, acc[q][v]);
-    }
+    tile_store(dx + ((c0 * g[H_] + h) * g[W_] + w) * N + n0, g[H_] * g[W_] * N,
+               C - c0 < CB ? C - c0 : CB, acc, one, nv);
 }
 
 /* dy (O, OH, OW, N); wd (O, kh, kw, Cpad) with Cpad the multiple of CB above C, zero beyond C;
