@@ -26,11 +26,10 @@ holds each kernel tap at the (output pixel, input pixel) pairs it connects: 1/9 
 a 1x1 map, 4/9 on a 2x2 map, and no patch matrix.
 
 Direct kernels. Where the optional native kernels are built (divenet/_native.py) and a
-float32 CPU convolution is small (C*kh*kw and O within ``_DIRECT_MAX_TAPS`` and ``_DIRECT_MAX_OUT``,
-as in LeNet),
-forward, input gradient and weight gradient are computed directly from their definitions in the
-same layout, vectorized over the batch, with no patch matrix; forward then saves the input
-instead of ``cols``.
+float32 CPU convolution is small (C*kh*kw and O within ``_DIRECT_MAX_TAPS`` and
+``_DIRECT_MAX_OUT``, as in LeNet), forward, input gradient and weight gradient are computed
+directly from their definitions in the same layout, vectorized over the batch, with no patch
+matrix; forward then saves the input instead of ``cols``.
 
 Padding is a pair (before, after) per axis, so the asymmetric 'same' padding of even kernels
 is exact. Groups split C and O into G blocks and run one GEMM per group.
