@@ -6,6 +6,11 @@ code, which stays the reference the tests compare the kernels with. They take fl
 arrays laid out (C, H, W, N), batch innermost, as convolutions keep their activations
 (divenet/ops/conv.py); callers check :func:`usable` first.
 
+Memory safety: ctypes releases the GIL for the call, so every array whose pointer goes to C is
+held in a named local until the call returns (``f(tmp().ctypes.data)`` would free ``tmp()``
+before C reads it, and another thread could reuse the memory). The kernels keep no state
+between calls, so any number of threads may call them at once.
+
 Why they exist: LeNet's small convolutions (1 -> 6 and 6 -> 16 channels, 5x5) run at
 20-150 GFLOP/s as im2col + GEMM, memory-bound on the patch matrix; the same sums computed
 directly, vectorized over the images, run at 140-180 GFLOP/s on one core without building it
@@ -77,8 +82,9 @@ def conv_forward(xh, w, b, p):
     wt = _padded_to_block(w.transpose(1, 2, 3, 0), 3)
     bias = _padded_to_block(b if b is not None else np.zeros(p.O, np.float32), 0)
     out = np.empty((p.O, p.OH, p.OW, p.N), dtype=np.float32)
+    geometry = _geometry(p)  # a named local: a temporary would be freed before C reads it
     library().dn_conv_forward(xh.ctypes.data, wt.ctypes.data, bias.ctypes.data, out.ctypes.data,
-                              _geometry(p).ctypes.data)
+                              geometry.ctypes.data)
     return out
 
 
@@ -86,8 +92,8 @@ def conv_input_grad(gh, w, p):
     """gh (O, OH, OW, N) contiguous, w (O, C, kh, kw) -> dx (C, H, W, N)."""
     wd = _padded_to_block(w.transpose(0, 2, 3, 1), 3)
     dx = np.empty((p.C, p.H, p.W, p.N), dtype=np.float32)
-    library().dn_conv_input_grad(gh.ctypes.data, wd.ctypes.data, dx.ctypes.data,
-                                 _geometry(p).ctypes.data)
+    geometry = _geometry(p)
+    library().dn_conv_input_grad(gh.ctypes.data, wd.ctypes.data, dx.ctypes.data, geometry.ctypes.data)
     return dx
 
 
@@ -104,7 +110,8 @@ def conv_weight_grad(xh, gh, p):
         xpad = np.zeros((p.C, hp, wp, p.N), dtype=np.float32)
         xpad[:, p.ph0:p.ph0 + p.H, p.pw0:p.pw0 + p.W] = xh
     dwt = np.empty((p.C, p.kh, p.kw, p.O), dtype=np.float32)
+    geometry = _geometry(p, hp, wp)
     if library().dn_conv_weight_grad(xpad.ctypes.data, gh.ctypes.data, dwt.ctypes.data,
-                                     _geometry(p, hp, wp).ctypes.data) != 0:
+                                     geometry.ctypes.data) != 0:
         raise MemoryError(f"conv2d weight gradient: no memory for {p.C * p.kh * p.kw} tap offsets")
     return np.ascontiguousarray(dwt.transpose(3, 0, 1, 2))

@@ -107,7 +107,7 @@ class Function:
                         f"{cls.__name__.lower()}: inputs live on different devices "
                         f"({device} and {t.device}); move them with .to(device) first"
                     )
-                arrays.append(t.data)
+                arrays.append(t.array)
                 needs.append(t.requires_grad)
             else:
                 arrays.append(t)

@@ -440,7 +440,7 @@ def summary(model, input_shape, name=None, dtype=np.float32):
         if id(m) in counted:
             return 0
         counted.add(id(m))
-        return sum(int(p.data.size) for p in _own_params(m))
+        return sum(int(p.array.size) for p in _own_params(m))
 
     def shape_forward(m, rule):
         def forward(x, *args, **kwargs):
@@ -489,6 +489,6 @@ def summary(model, input_shape, name=None, dtype=np.float32):
         n = count_params(m)
         if n:
             rows.append(LayerRow(path or type(m).__name__, type(m).__name__, None, n, 0))
-    buffers = sum(int(b.data.size) for b in model.buffers())
+    buffers = sum(int(b.array.size) for b in model.buffers())
     out_shape = tuple(out.shape[1:]) if isinstance(out, Tensor) else None
     return Summary(name or type(model).__name__, input_shape, out_shape, rows, buffers)

@@ -55,14 +55,14 @@ def _normalize_axes(dim, ndim):
 
 
 class Tensor:
-    __slots__ = ("data", "device", "requires_grad", "grad", "_node", "_slot", "__weakref__")
+    __slots__ = ("array", "device", "requires_grad", "grad", "_node", "_slot", "__weakref__")
     __array_priority__ = 1000  # numpy scalars on the left defer to Tensor's operators
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
         dev = as_device(device) if device is not None else None
         dtype = as_dtype(dtype)
         if isinstance(data, Tensor):
-            data = data.data
+            data = data.array
         src_dev = device_of(data) if not isinstance(data, (list, tuple, numbers.Number)) else CPU
         if dev is None:
             dev = src_dev
@@ -75,7 +75,7 @@ class Tensor:
             arr = arr.astype(dtype)
         if requires_grad and arr.dtype.kind != "f":
             raise TypeError(f"tensor: only floating-point tensors can require gradients, got {arr.dtype}")
-        self.data = arr
+        self.array = arr
         self.device = dev
         self.requires_grad = bool(requires_grad)
         self.grad = None
@@ -87,7 +87,7 @@ class Tensor:
         if isinstance(array, np.generic):  # NumPy reductions return scalars, not 0-d arrays
             array = np.asarray(array)
         t = cls.__new__(cls)
-        t.data = array
+        t.array = array
         t.device = device if device is not None else device_of(array)
         t.requires_grad = node is not None and array.dtype.kind == "f"
         t.grad = None
@@ -98,28 +98,39 @@ class Tensor:
     # ---- properties -------------------------------------------------------------------------
     @property
     def shape(self):
-        return self.data.shape
+        return self.array.shape
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self.array.dtype
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self.array.ndim
 
     @property
     def size(self):
-        return self.data.size
+        return self.array.size
 
     def numel(self):
-        return int(self.data.size)
+        return int(self.array.size)
 
     def dim(self):
-        return self.data.ndim
+        return self.array.ndim
 
     def __len__(self):
-        return len(self.data)
+        return len(self.array)
+
+    @property
+    def data(self):
+        """This tensor's values outside the graph, sharing its storage (PyTorch's ``.data``);
+        the raw NumPy/CuPy array is ``.array``."""
+        return Tensor._make(self.array, self.device, None)
+
+    @data.setter
+    def data(self, value):
+        array = value.array if isinstance(value, Tensor) else value
+        self.array = array if device_of(array) == self.device else transfer(array, self.device)
 
     @property
     def is_leaf(self):
@@ -132,12 +143,18 @@ class Tensor:
     # ---- conversion ---------------------------------------------------------------------------
     def numpy(self):
         """The values as a NumPy array (like PyTorch's .detach().cpu().numpy())."""
-        return transfer(self.data, CPU)
+        return transfer(self.array, CPU)
+
+    def __array__(self, dtype=None, copy=None):
+        """NumPy and matplotlib take CPU tensors; a GPU tensor must be moved first, as in PyTorch."""
+        if self.device != CPU:
+            raise TypeError(f"can't convert a {self.device} tensor to a NumPy array; use .cpu() or .numpy() first")
+        return self.array if dtype is None else self.array.astype(dtype, copy=False)
 
     def item(self):
-        if self.data.size != 1:
+        if self.array.size != 1:
             raise ValueError(f"item: only a tensor with one element converts to a number, got shape {self.shape}")
-        return self.data.reshape(-1)[0].item()
+        return self.array.reshape(-1)[0].item()
 
     def tolist(self):
         return self.numpy().tolist()
@@ -170,7 +187,7 @@ class Tensor:
         return self.astype(int64)
 
     def detach(self):
-        return Tensor._make(self.data, self.device, None)
+        return Tensor._make(self.array, self.device, None)
 
     def requires_grad_(self, flag=True):
         if flag and self.dtype.kind != "f":
@@ -190,9 +207,9 @@ class Tensor:
         return f"tensor({body}{extra})"
 
     def __bool__(self):
-        if self.data.size != 1:
+        if self.array.size != 1:
             raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous")
-        return bool(self.data.reshape(-1)[0])
+        return bool(self.array.reshape(-1)[0])
 
     def __float__(self):
         return float(self.item())
@@ -208,13 +225,13 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require a gradient and has no graph")
         if grad is None:
-            if self.data.size != 1:
+            if self.array.size != 1:
                 raise RuntimeError(
                     f"backward: grad can be implied only for a scalar, got shape {self.shape}; "
                     "pass grad= explicitly")
-            g = array_module(self.data).ones_like(self.data)
+            g = array_module(self.array).ones_like(self.array)
         else:
-            g = grad.data if isinstance(grad, Tensor) else array_module(self.data).asarray(grad)
+            g = grad.array if isinstance(grad, Tensor) else array_module(self.array).asarray(grad)
             if g.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {g.shape} but the tensor has shape {self.shape}")
             g = g.astype(self.dtype, copy=False)
@@ -234,7 +251,7 @@ class Tensor:
     def _lift(self, other):
         if isinstance(other, Tensor):
             return other
-        xp = array_module(self.data)
+        xp = array_module(self.array)
         if isinstance(other, (bool, numbers.Number)):
             dtype = self.dtype if self.dtype.kind == "f" or isinstance(other, numbers.Integral) else float32
             return Tensor._make(xp.asarray(other, dtype=dtype), self.device, None)
@@ -296,8 +313,8 @@ class Tensor:
         return matmul(self._lift(o), self)
 
     def _compare(self, o, op):
-        other = o.data if isinstance(o, Tensor) else o
-        return Tensor._make(op(self.data, other), self.device, None)
+        other = o.array if isinstance(o, Tensor) else o
+        return Tensor._make(op(self.array, other), self.device, None)
 
     def __eq__(self, o):
         return self._compare(o, lambda a, b: a == b)
@@ -393,9 +410,9 @@ class Tensor:
             raise TypeError(f"max/min: dim must be an int (use amax/amin for several), got {dim!r}")
         dim = _normalize_axes(dim, self.shape)[0]
         idx = getattr(self, arg)(dim, keepdim=True)
-        xp = array_module(self.data)
+        xp = array_module(self.array)
         where = list(xp.ogrid[tuple(slice(n) for n in idx.shape)])
-        where[dim] = idx.data
+        where[dim] = idx.array
         values = self[tuple(where)]
         if not keepdim:
             values, idx = values.squeeze(dim), idx.squeeze(dim)
@@ -406,12 +423,12 @@ class Tensor:
                            correction=1 if unbiased else 0)
 
     def argmax(self, dim=None, keepdim=False, _fn="argmax"):
-        xp = array_module(self.data)
+        xp = array_module(self.array)
         if dim is None:
-            out = xp.asarray(getattr(xp, _fn)(self.data), dtype=np.int64)
+            out = xp.asarray(getattr(xp, _fn)(self.array), dtype=np.int64)
             return Tensor._make(out.reshape((1,) * self.ndim) if keepdim else out, self.device, None)
         dim = _normalize_axes(dim, self.shape)[0]
-        out = getattr(xp, _fn)(self.data, axis=dim)
+        out = getattr(xp, _fn)(self.array, axis=dim)
         if keepdim:
             out = xp.expand_dims(out, dim)
         return Tensor._make(out.astype(np.int64), self.device, None)
@@ -423,10 +440,10 @@ class Tensor:
     def reshape(self, *shape):
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         try:
-            target = _resolve_shape(shape, self.data.size)
+            target = _resolve_shape(shape, self.array.size)
         except ValueError:
             raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} "
-                             f"({self.data.size} elements) into {shape}") from None
+                             f"({self.array.size} elements) into {shape}") from None
         if target == self.shape:
             return self
         return S.Reshape.apply(self, shape=target)
@@ -502,9 +519,9 @@ def _resolve_shape(shape, size):
 
 def _unwrap_index(index):
     if isinstance(index, Tensor):
-        return index.data
+        return index.array
     if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        return tuple(i.array if isinstance(i, Tensor) else i for i in index)
     if isinstance(index, list):
         return np.asarray(index)
     return index
@@ -525,7 +542,7 @@ class _ToDevice(autograd.Function):
         # the output lives on the target device, so bypass apply's same-device bookkeeping
         record = autograd.is_grad_enabled() and t.requires_grad
         ctx = autograd.Context((t.requires_grad,))
-        out = cls.forward(ctx, t.data, device=device)
+        out = cls.forward(ctx, t.array, device=device)
         node = autograd.Node(cls, ctx, [t], [(out.shape, out.dtype)]) if record else None
         return Tensor._make(out, device, node)
 
@@ -590,7 +607,7 @@ def _like(t, value, dtype, device, requires_grad):
     dev = as_device(device) if device is not None else t.device
     if dev != t.device:
         return full(t.shape, value, dtype=dtype or t.dtype, device=dev, requires_grad=requires_grad)
-    out = dev.xp.full_like(t.data, value, dtype=as_dtype(dtype) or t.dtype)
+    out = dev.xp.full_like(t.array, value, dtype=as_dtype(dtype) or t.dtype)
     return Tensor._make(out, dev, None).requires_grad_(requires_grad)
 
 
@@ -688,7 +705,7 @@ def pad(t, pad, value=0.0):
 
 
 def where(cond, a, b):
-    cond = cond.data if isinstance(cond, Tensor) else cond
+    cond = cond.array if isinstance(cond, Tensor) else cond
     ref = a if isinstance(a, Tensor) else b
     return E.Where.apply(cond, ref._lift(a), ref._lift(b))
 

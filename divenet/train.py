@@ -35,7 +35,7 @@ def evaluate(model, loader, task="classification"):
                 out, y = _flatten_lm(out, y)
             n = y.shape[0]
             total_loss += float(F.cross_entropy(out, y).item()) * n
-            total_correct += int((out.data.argmax(axis=1) == y.data).sum())
+            total_correct += int((out.array.argmax(axis=1) == y.array).sum())
             total += n
     model.train(was_training)
     if total == 0:
@@ -114,7 +114,7 @@ class Trainer:
                 opt.step()
                 n = y.shape[0]
                 total_loss += value * n
-                correct += int((out.data.argmax(axis=1) == y.data).sum())
+                correct += int((out.array.argmax(axis=1) == y.array).sum())
                 seen += n
                 bar.update(total_loss / seen, correct / seen)
         finally:

@@ -16,8 +16,8 @@ def test_cpu_device():
     assert hash(dn.cpu()) == hash(dn.device("cpu"))
     assert dn.cpu() != "cpu"
     t = dn.zeros(2, device="cpu")
-    assert t.device == dn.cpu() and isinstance(t.data, np.ndarray)
-    assert backend.array_module(t.data) is np and backend.device_of(t.data) == dn.cpu()
+    assert t.device == dn.cpu() and isinstance(t.array, np.ndarray)
+    assert backend.array_module(t.array) is np and backend.device_of(t.array) == dn.cpu()
 
 
 @pytest.mark.skipif(dn.gpu_available(), reason="a GPU is present")
@@ -53,7 +53,7 @@ def test_gpu_tensors_and_transfers():
     assert g == dn.gpu(0) and str(g) == "gpu:0" and g.xp is cupy
     x = dn.tensor([1.0, 2.0], requires_grad=True)
     y = x.to("gpu:0")
-    assert y.device == g and isinstance(y.data, cupy.ndarray) and backend.device_of(y.data) == g
+    assert y.device == g and isinstance(y.array, cupy.ndarray) and backend.device_of(y.array) == g
     (y * y).sum().backward()
     assert isinstance(x.grad, np.ndarray)
     np.testing.assert_allclose(x.grad, [2.0, 4.0])

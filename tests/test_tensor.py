@@ -100,8 +100,8 @@ def test_like_keeps_the_memory_layout(device):
     """As PyTorch's preserve_format: a batch-last convolution output gives batch-last ones."""
     base = dn.tensor(np.zeros((3, 4, 5, 2), np.float32), device=device).permute(3, 0, 1, 2)
     for t in (dn.ones_like(base), dn.zeros_like(base), dn.full_like(base, 7, dtype="float64")):
-        assert t.shape == (2, 3, 4, 5) and not t.data.flags.c_contiguous
-        assert t.data.transpose(1, 2, 3, 0).flags.c_contiguous
+        assert t.shape == (2, 3, 4, 5) and not t.array.flags.c_contiguous
+        assert t.array.transpose(1, 2, 3, 0).flags.c_contiguous
     np.testing.assert_array_equal(dn.full_like(base, 7).numpy(), np.full((2, 3, 4, 5), 7, np.float32))
     assert not dn.ones_like(base).requires_grad and dn.ones_like(base, requires_grad=True).requires_grad
 

@@ -45,7 +45,7 @@ class Transform:
         from ..tensor import Tensor
 
         wrap = isinstance(x, Tensor)
-        arr = x.data if wrap else x
+        arr = x.array if wrap else x
         if not hasattr(arr, "ndim") or not hasattr(arr, "dtype"):
             raise TypeError(f"{type(self).__name__}: expected an array, got {type(x).__name__}")
         if arr.ndim not in (3, 4):

@@ -77,7 +77,7 @@ def embedding(input, weight, padding_idx=None):
                              f"[{-num}, {num}) for weight {tuple(weight.shape)}")
         padding_idx = int(padding_idx) % num
     if input.size:
-        lo, hi = int(input.data.min()), int(input.data.max())
+        lo, hi = int(input.array.min()), int(input.array.max())
         if lo < 0 or hi >= num:
             raise ValueError(f"embedding: indices must be in [0, {num}) for weight {tuple(weight.shape)}, "
                              f"got values from {lo} to {hi} in input {tuple(input.shape)}")

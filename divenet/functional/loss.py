@@ -56,7 +56,7 @@ def _check_class_targets(op, input, target, ignore_index):
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
         raise TypeError(f"{op}: ignore_index must be an int, got {ignore_index!r}")
     n_cls = input.shape[0] if input.ndim == 1 else input.shape[1]
-    y = target.data
+    y = target.array
     if y.size and (int(y.min()) < 0 or int(y.max()) >= n_cls):  # the usual case costs two reductions
         bad = (y < 0) | (y >= n_cls)
         bad &= y != ignore_index

@@ -53,8 +53,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                          f"(input of shape {tuple(input.shape)})")
     return N.BatchNorm.apply(
         input, weight, bias,
-        running_mean=None if running_mean is None else running_mean.data,
-        running_var=None if running_var is None else running_var.data,
+        running_mean=None if running_mean is None else running_mean.array,
+        running_var=None if running_var is None else running_var.array,
         training=bool(training), momentum=float(momentum), eps=float(eps))
 
 

@@ -32,7 +32,7 @@ def calculate_gain(nonlinearity, param=None):
 
 
 def _set(t, values):
-    t.data = transfer(values.astype(t.dtype, copy=False), t.device)
+    t.array = transfer(values.astype(t.dtype, copy=False), t.device)
     return t
 
 

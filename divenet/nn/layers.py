@@ -1,6 +1,8 @@
 """Layers: thin Modules over divenet.functional, with PyTorch's names and argument order."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .. import functional as F
@@ -17,6 +19,11 @@ def _empty(*shape):
     return Parameter(np.empty(shape, dtype=np.float32))
 
 
+# One lock for every lazy layer's first forward: threads running inference on a new model at
+# once must all see the same weights, made once (a first forward is rare, so one lock is enough).
+_materialize_lock = threading.Lock()
+
+
 class _Lazy(Module):
     """A layer whose input size may be None: weights are made on the first forward."""
 
@@ -25,10 +32,11 @@ class _Lazy(Module):
 
     def _ensure(self, x):
         if self._lazy:
-            self._materialize(x)
-            self._lazy = False
-            if x.device != self.weight.device:
-                self.to(x.device)
+            with _materialize_lock:
+                if self._lazy:  # another thread may have made them while this one waited
+                    self._materialize(x)
+                    self.to(x.device)
+                    self._lazy = False  # last: other threads read the weights once this is False
 
 
 class Linear(_Lazy):
@@ -192,12 +200,6 @@ class _BatchNorm(_Lazy):
             self.running_var = Tensor(np.ones(c, dtype=np.float32))
             self.num_batches_tracked = Tensor(np.zeros((), dtype=np.int64))
 
-    def _ensure(self, x):  # a BatchNorm without affine has no weight to compare devices with
-        if self._lazy:
-            self._materialize(x)
-            self._lazy = False
-            self.to(x.device)
-
     def _materialize(self, x):
         self.num_features = x.shape[1]
         self._build()
@@ -209,7 +211,7 @@ class _BatchNorm(_Lazy):
         self._ensure(x)
         use_batch = self.training or not self.track_running_stats
         if self.training and self.track_running_stats:
-            self.num_batches_tracked.data += 1  # in place: stays a 0-d array
+            self.num_batches_tracked.array += 1  # in place: stays a 0-d array
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             training=use_batch, momentum=self.momentum, eps=self.eps)
 
@@ -324,7 +326,7 @@ class Embedding(Module):
         self.weight = _empty(num_embeddings, embedding_dim)
         init.normal_(self.weight)
         if padding_idx is not None:
-            self.weight.data[padding_idx] = 0
+            self.weight.array[padding_idx] = 0
 
     def forward(self, idx):
         return F.embedding(idx, self.weight, self.padding_idx)

@@ -18,7 +18,7 @@ class Parameter(Tensor):
     __slots__ = ()
 
     def __init__(self, data, requires_grad=True):
-        super().__init__(data.data if isinstance(data, Tensor) else data,
+        super().__init__(data.array if isinstance(data, Tensor) else data,
                          device=data.device if isinstance(data, Tensor) else None,
                          requires_grad=requires_grad)
 
@@ -160,7 +160,7 @@ class Module:
         for m in self.modules():
             for _, t in m._entries():
                 if isinstance(t, Tensor) and t.device != dev:
-                    t.data = transfer(t.data, dev)
+                    t.array = transfer(t.array, dev)
                     t.device = dev
                     if t.grad is not None:
                         t.grad = transfer(t.grad, dev)
@@ -178,7 +178,7 @@ class Module:
             p[1].grad = None
 
     def num_parameters(self):
-        return sum(int(p.data.size) for p in self.parameters())
+        return sum(int(p.array.size) for p in self.parameters())
 
     # ---- state ----------------------------------------------------------------------------------
     def state_dict(self):
@@ -186,9 +186,9 @@ class Module:
         self._check_initialized()
         out = OrderedDict()
         for name, t in self._named_tensors(True):
-            out[name] = transfer(t.data, as_device("cpu")).copy()
+            out[name] = transfer(t.array, as_device("cpu")).copy()
         for name, t in self._named_tensors(False):
-            out[name] = transfer(t.data, as_device("cpu")).copy()
+            out[name] = transfer(t.array, as_device("cpu")).copy()
         return out
 
     def load_state_dict(self, state, strict=True):
@@ -207,7 +207,7 @@ class Module:
                 continue
             value = state[name]
             if isinstance(value, Tensor):
-                value = value.data
+                value = value.array
             elif hasattr(value, "detach") and hasattr(value, "numpy"):  # e.g. a torch tensor
                 value = value.detach().cpu().numpy()
             if tuple(value.shape) != tuple(t.shape):
@@ -215,7 +215,7 @@ class Module:
                                  f"but {tuple(value.shape)} in the state dict")
             arr = transfer(np.asarray(value) if array_module(value) is np and not isinstance(value, np.ndarray)
                            else value, t.device)
-            t.data = arr.astype(t.dtype, copy=True)
+            t.array = arr.astype(t.dtype, copy=True)
         return self
 
     # ---- printing -------------------------------------------------------------------------------

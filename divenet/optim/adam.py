@@ -17,15 +17,15 @@ class Adam(Optimizer):
 
     def update(self, p, grad, state, group):
         lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        t = p.data.dtype.type
+        t = p.array.dtype.type
         if wd and self.decoupled:
-            p.data *= t(1 - lr * wd)
+            p.array *= t(1 - lr * wd)
         elif wd:
-            grad = grad + t(wd) * p.data
+            grad = grad + t(wd) * p.array
         if "step" not in state:
             state["step"] = 0
-            state["exp_avg"] = zeros_like(p.data)
-            state["exp_avg_sq"] = zeros_like(p.data)
+            state["exp_avg"] = zeros_like(p.array)
+            state["exp_avg_sq"] = zeros_like(p.array)
         state["step"] += 1
         step = state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
@@ -37,7 +37,7 @@ class Adam(Optimizer):
         bias2 = 1 - b2 ** step
         denom = (v ** t(0.5)) / t(math.sqrt(bias2))
         denom += t(eps)
-        p.data -= t(lr / bias1) * m / denom
+        p.array -= t(lr / bias1) * m / denom
 
 
 class AdamW(Adam):

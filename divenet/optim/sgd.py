@@ -18,9 +18,9 @@ class SGD(Optimizer):
 
     def update(self, p, grad, state, group):
         lr, mom, wd = group["lr"], group["momentum"], group["weight_decay"]
-        t = p.data.dtype.type
+        t = p.array.dtype.type
         if wd:
-            grad = grad + t(wd) * p.data
+            grad = grad + t(wd) * p.array
         if mom:
             buf = state.get("momentum_buffer")
             if buf is None:
@@ -29,4 +29,4 @@ class SGD(Optimizer):
                 buf *= t(mom)
                 axpy(1 - group["dampening"], grad, buf)
             grad = grad + t(mom) * buf if group["nesterov"] else buf
-        axpy(-lr, grad, p.data)  # one pass (BLAS) instead of a temporary and two
+        axpy(-lr, grad, p.array)  # one pass (BLAS) instead of a temporary and two

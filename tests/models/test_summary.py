@@ -442,7 +442,7 @@ def test_recurrent_zoo_summaries_are_complete_and_quiet(no_random_init, name, sh
         warnings.simplefilter("error")
         s = summary(model, shape, dtype=dtype)
     assert [r.name for r in s.rows if r.output_shape is None] == []
-    assert s.total_params == model.num_parameters() == sum(int(p.data.size) for p in model.parameters())
+    assert s.total_params == model.num_parameters() == sum(int(p.array.size) for p in model.parameters())
     H = 128 if name != "charlm" else 256
     T = shape[-1] if name != "charlm" else shape[0]
     I = 28 if name != "charlm" else 64

@@ -104,7 +104,7 @@ def test_forward_summary_and_one_sgd_step(name, device):
 
     # the summary's totals are what the model holds, and its shapes are what the kernels produce
     s = summary(model, (cin, side, side))
-    held = sum(int(p.data.size) for p in model.parameters())
+    held = sum(int(p.array.size) for p in model.parameters())
     assert s.total_params == held
     assert s.output_shape == (classes,)
 
@@ -211,7 +211,7 @@ def test_squeeze_excite_scales_channels():
     # one gate per (example, channel), the same at every pixel, inside (0, 1)
     np.testing.assert_allclose(gate, gate[:, :, :1, :1] * np.ones((1, 1, 4, 4)), rtol=1e-4)
     assert (gate > 0).all() and (gate < 1).all()
-    assert sum(p.data.size for p in se.parameters()) == 32 * 2 + 2 + 32 * 2 + 32
+    assert sum(p.array.size for p in se.parameters()) == 32 * 2 + 2 + 32 * 2 + 32
 
 
 @pytest.mark.parametrize("name", ZOO)

@@ -100,12 +100,12 @@ def test_initializers_have_pytorchs_spread(init, std):
     t = nn.Parameter(np.zeros((200, 300), np.float32))
     init(t)
     assert t.dtype == np.float32
-    assert abs(float(t.data.std()) - std) < 0.03 * std
-    assert abs(float(t.data.mean())) < 0.05 * std
+    assert abs(float(t.array.std()) - std) < 0.03 * std
+    assert abs(float(t.array.mean())) < 0.05 * std
 
 
 def test_constant_initializers():
     t = nn.Parameter(np.zeros((2, 3), np.float32))
-    np.testing.assert_array_equal(nn.init.ones_(t).data, 1)
-    np.testing.assert_array_equal(nn.init.zeros_(t).data, 0)
-    np.testing.assert_array_equal(nn.init.constant_(t, 0.5).data, 0.5)
+    np.testing.assert_array_equal(nn.init.ones_(t).array, 1)
+    np.testing.assert_array_equal(nn.init.zeros_(t).array, 0)
+    np.testing.assert_array_equal(nn.init.constant_(t, 0.5).array, 0.5)

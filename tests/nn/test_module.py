@@ -41,13 +41,13 @@ def test_parameters_found_in_lists_dicts_and_sequential_with_torch_names():
 def test_state_dict_round_trip_and_errors():
     a, b = Net(), Net()
     for p in a.parameters():
-        p.data = np.random.default_rng(0).standard_normal(p.shape).astype(np.float32)
+        p.array = np.random.default_rng(0).standard_normal(p.shape).astype(np.float32)
     sd = a.state_dict()
     assert all(isinstance(v, np.ndarray) for v in sd.values())
     assert "blocks.0.count" in sd
     b.load_state_dict(sd)
     for (n1, p1), (n2, p2) in zip(a.named_parameters(), b.named_parameters()):
-        np.testing.assert_array_equal(p1.data, p2.data)
+        np.testing.assert_array_equal(p1.array, p2.array)
     bad = dict(sd)
     bad["seq.0.w"] = np.zeros(4, np.float32)
     with pytest.raises(ValueError, match=r"seq\.0\.w.*\(3,\).*\(4,\)"):
@@ -64,7 +64,7 @@ def test_state_dict_is_a_copy():
     m = Affine(2)
     sd = m.state_dict()
     sd["w"][0] = 5
-    assert m.w.data[0] == 1
+    assert m.w.array[0] == 1
 
 
 def test_train_eval_propagate():
@@ -113,18 +113,18 @@ def test_default_init_matches_pytorch_bounds():
     dn.manual_seed(0)
     lin = nn.Linear(300, 50)
     bound = 1 / np.sqrt(300)
-    assert np.abs(lin.weight.data).max() <= bound
-    assert np.abs(lin.weight.data).max() > 0.9 * bound  # actually spans the range
+    assert np.abs(lin.weight.array).max() <= bound
+    assert np.abs(lin.weight.array).max() > 0.9 * bound  # actually spans the range
     conv = nn.Conv2d(4, 8, 3)
-    assert np.abs(conv.weight.data).max() <= 1 / np.sqrt(36)
+    assert np.abs(conv.weight.array).max() <= 1 / np.sqrt(36)
     assert conv.weight.dtype == np.float32
 
 
 def test_manual_seed_makes_init_reproducible():
     dn.manual_seed(3)
-    a = nn.Linear(5, 5).weight.data.copy()
+    a = nn.Linear(5, 5).weight.array.copy()
     dn.manual_seed(3)
-    np.testing.assert_array_equal(a, nn.Linear(5, 5).weight.data)
+    np.testing.assert_array_equal(a, nn.Linear(5, 5).weight.array)
 
 
 def test_num_parameters_and_devices():

@@ -58,7 +58,7 @@ def test_elementwise_non_contiguous_input_keeps_layout(name, device):
     ours, theirs, _ = ELEMENTWISE[name]
     x = _cnhw_view((3, 4, 5, 2))
     out = check_against_torch(ours, theirs, [x], device=device)[0]
-    strides = np.asarray(out.data.strides)
+    strides = np.asarray(out.array.strides)
     assert list(np.argsort(-strides)) == [1, 0, 2, 3], f"{name}: output strides {tuple(strides)} lost the CNHW layout"
 
 

@@ -168,8 +168,8 @@ def test_output_is_a_batch_last_view(side, device):
     rng = np.random.default_rng(5)
     y = F.conv2d(_t(_rand(rng, 3, 2, side, side), device), _t(_rand(rng, 4, 2, 3, 3), device), padding=1)
     assert y.shape == (3, 4, side, side)
-    assert y.data.transpose(1, 2, 3, 0).flags.c_contiguous
-    assert not y.data.flags.c_contiguous
+    assert y.array.transpose(1, 2, 3, 0).flags.c_contiguous
+    assert not y.array.flags.c_contiguous
 
 
 @pytest.mark.parametrize("perm", [(1, 0, 2, 3), (3, 0, 1, 2), (0, 2, 3, 1)],

@@ -108,7 +108,7 @@ def test_dropout_float64_and_layout():
     x = _randn(6, 4, 5, 3).astype(np.float64).transpose(1, 0, 2, 3)  # NCHW stored as CNHW
     out = F.dropout(dn.tensor(x), 0.5)
     assert out.dtype == np.float64
-    assert list(np.argsort(-np.asarray(out.data.strides))) == [1, 0, 2, 3]
+    assert list(np.argsort(-np.asarray(out.array.strides))) == [1, 0, 2, 3]
     keep = out.numpy() != 0
     np.testing.assert_allclose(out.numpy()[keep], 2 * x[keep])
 
@@ -177,7 +177,7 @@ def test_channel_shuffle_non_contiguous_keeps_layout(groups, device):
     x = _randn(6, 2, 3, 3).transpose(1, 0, 2, 3)  # (2, 6, 3, 3) stored as CNHW
     out = check_against_torch(lambda t: F.channel_shuffle(t, groups), _torch_shuffle(groups), [x], device=device,
                               rtol=0, atol=0)[0]
-    assert list(np.argsort(-np.asarray(out.data.strides))) == [1, 0, 2, 3]
+    assert list(np.argsort(-np.asarray(out.array.strides))) == [1, 0, 2, 3]
 
 
 def test_channel_shuffle_order():

@@ -87,7 +87,7 @@ def test_batch_norm_channel_major_view_keeps_its_layout(device, training, perm):
         [x, _rand((3,), 1), _rand((3,), 2)], device=device)
     np.testing.assert_allclose(rm.numpy(), trm.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rv.numpy(), trv.numpy(), rtol=1e-5, atol=1e-6)
-    y = ours[0].data
+    y = ours[0].array
     assert not y.flags.c_contiguous and y.transpose(stored).flags.c_contiguous
 
 
@@ -220,7 +220,7 @@ def test_local_response_norm_cnhw_view_keeps_its_layout(device):
     ours = check_against_torch(lambda t: F.local_response_norm(t.permute(1, 0, 2, 3), 5, 1e-1, 0.75, 1.0),
                                lambda t: TF.local_response_norm(t.permute(1, 0, 2, 3), 5, 1e-1, 0.75, 1.0),
                                [_cnhw(_rand((3, 6, 4, 4)))], device=device)
-    assert ours[0].data.transpose(1, 0, 2, 3).flags.c_contiguous
+    assert ours[0].array.transpose(1, 0, 2, 3).flags.c_contiguous
 
 
 @pytest.mark.parametrize("size", [2, 3, 5])

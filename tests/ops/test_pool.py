@@ -37,7 +37,7 @@ def _batch_last_case(ours, theirs, x, device, path):
     its output: batch-last on that path, (C, N, H, W) on the small-batch one."""
     out = check_against_torch(lambda t: ours(t.permute(3, 0, 1, 2)), lambda t: theirs(t.permute(3, 0, 1, 2)),
                               [_chwn(x)], device=device)
-    y = out[0].data
+    y = out[0].array
     if path == "batch-last":
         assert y.transpose(1, 2, 3, 0).flags.c_contiguous  # (for N == 1 so is NCHW)
     else:
@@ -105,7 +105,7 @@ def test_pool2d_cnhw_view_keeps_its_layout(device, kind, k, s, p):
     x = _cnhw(_rand((4, 3, 8, 8)))
     ours = check_against_torch(lambda t: ours_fn(t.permute(1, 0, 2, 3), k, s, p),
                                lambda t: torch_fn(t.permute(1, 0, 2, 3), k, s, p), [x], device=device)
-    y = ours[0].data
+    y = ours[0].array
     assert not y.flags.c_contiguous and y.transpose(1, 0, 2, 3).flags.c_contiguous
 
 
@@ -311,7 +311,7 @@ def test_adaptive_pool2d_cnhw_view_keeps_its_layout(device, out):
                               (F.adaptive_max_pool2d, TF.adaptive_max_pool2d)):
         ours = check_against_torch(lambda t: ours_fn(t.permute(1, 0, 2, 3), out),
                                    lambda t: torch_fn(t.permute(1, 0, 2, 3), out), [x], device=device)
-        assert ours[0].data.transpose(1, 0, 2, 3).flags.c_contiguous
+        assert ours[0].array.transpose(1, 0, 2, 3).flags.c_contiguous
 
 
 @pytest.mark.parametrize("n,o", [(10, 1), (10, 3), (4, 6), (12, 12)])

@@ -135,7 +135,7 @@ def test_channel_cat_of_batch_last_views_keeps_the_layout(device, mixed):
         views = [x.permute(3, 0, 1, 2) if x.ndim == 4 and x.shape[-1] == 3 else x for x in xs]
         return torch.cat(views, 1)
 
-    y = check_against_torch(ours, theirs, arrays, device=device)[0].data
+    y = check_against_torch(ours, theirs, arrays, device=device)[0].array
     assert y.shape == (3, 7 if mixed else 6, 4, 5)
     assert y.transpose(1, 2, 3, 0).flags.c_contiguous != mixed
 

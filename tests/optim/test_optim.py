@@ -32,8 +32,8 @@ def _run_both(make_dn, make_torch, steps=5, shapes=((3, 4), (4,)), seed=0, sched
             t_s.step()
             assert o_opt.param_groups[0]["lr"] == pytest.approx(t_opt.param_groups[0]["lr"], rel=1e-6)
         for p, q in zip(ours, theirs):
-            np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-5, atol=1e-6)
-            assert p.data.dtype == np.float32
+            np.testing.assert_allclose(p.array, q.detach().numpy(), rtol=1e-5, atol=1e-6)
+            assert p.array.dtype == np.float32
     return ours
 
 
@@ -75,12 +75,12 @@ def test_optimizer_state_round_trip_continues_identically():
         for i, g in enumerate(grads):
             if i == split:
                 sd = opt.state_dict()
-                p2 = Parameter(p.data.copy())
+                p2 = Parameter(p.array.copy())
                 opt = optim.Adam([p2], lr=0.01).load_state_dict(sd)
                 p = p2
             p.grad = g.copy()
             opt.step()
-        return p.data
+        return p.array
 
     np.testing.assert_array_equal(run(3), run(99))
 
@@ -128,4 +128,4 @@ def test_training_a_quadratic_converges():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    np.testing.assert_allclose(p.data, target.numpy(), atol=1e-4)
+    np.testing.assert_allclose(p.array, target.numpy(), atol=1e-4)
