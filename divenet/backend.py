@@ -1,7 +1,9 @@
-"""Devices and array modules: NumPy on the CPU, CuPy on a GPU.
+"""Devices and array modules: NumPy on the CPU, CuPy on a GPU, and ``sim`` for tests.
 
 Every kernel is written once against ``xp = array_module(array)``; this module is the only
-place that knows which library backs which device.
+place that knows which library backs which device. ``sim`` (divenet/sim.py) is a strict
+simulated GPU that the test suite runs on, so that NumPy-only code in a GPU path fails on any
+machine; it is not meant for users' work.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ class Device:
     __slots__ = ("kind", "index")
 
     def __init__(self, kind: str, index: int = 0):
-        if kind not in ("cpu", "gpu"):
+        if kind not in ("cpu", "gpu", "sim"):
             raise ValueError(f"device: unknown kind {kind!r}; expected 'cpu' or 'gpu'")
         if kind == "gpu" and (not isinstance(index, int) or index < 0):
             raise ValueError(f"device: GPU index must be a non-negative int, got {index!r}")
@@ -47,6 +49,10 @@ class Device:
     def xp(self):
         if self.kind == "cpu":
             return np
+        if self.kind == "sim":
+            from . import sim
+
+            return sim.xp
         cp = _load_cupy()
         if cp is None:
             raise RuntimeError(
@@ -67,12 +73,13 @@ class Device:
         return hash((self.kind, self.index))
 
     def __repr__(self):
-        return "cpu" if self.kind == "cpu" else f"gpu:{self.index}"
+        return f"gpu:{self.index}" if self.kind == "gpu" else self.kind
 
     __str__ = __repr__
 
 
 CPU = Device("cpu")
+SIM = Device("sim")
 
 
 def cpu() -> Device:
@@ -98,6 +105,8 @@ def device(spec) -> Device:
         name = "gpu"
     if name == "cpu":
         return CPU
+    if name == "sim" and not idx:
+        return SIM
     if name == "gpu":
         try:
             return gpu(int(idx) if idx else 0)
@@ -106,18 +115,36 @@ def device(spec) -> Device:
     raise ValueError(f"device: unknown device {spec!r}; expected 'cpu' or 'gpu:N'")
 
 
+def _is_cupy(array) -> bool:
+    # by the type's module, not isinstance: the array may come from a CuPy that divenet has not
+    # loaded yet (``dn.tensor(cupy_array)`` before any ``dn.gpu()``)
+    return type(array).__module__.split(".", 1)[0] == "cupy" and _load_cupy() is not None
+
+
+def _is_sim(array) -> bool:
+    return type(array).__name__ == "SimArray" and type(array).__module__ == "divenet.sim"
+
+
 def device_of(array) -> Device:
-    if isinstance(array, np.ndarray) or np.isscalar(array):
+    if isinstance(array, (np.ndarray, np.generic)) or np.isscalar(array):
         return CPU
-    dev = getattr(array, "device", None)
-    return Device("gpu", getattr(dev, "id", 0))
+    if _is_sim(array):
+        return SIM
+    if _is_cupy(array):
+        return Device("gpu", array.device.id)
+    raise TypeError(f"device: {type(array).__name__} is not an array divenet knows "
+                    "(expected a NumPy or CuPy array)")
 
 
 def array_module(array):
-    """numpy for a NumPy array, cupy for a CuPy array."""
+    """numpy for a NumPy array, cupy for a CuPy array, the sim namespace for a sim array."""
     if isinstance(array, np.ndarray):
         return np
-    if _cupy is not None and isinstance(array, _cupy.ndarray):
+    if _is_sim(array):
+        from . import sim
+
+        return sim.xp
+    if _is_cupy(array):
         return _cupy
     return np
 
@@ -130,6 +157,16 @@ def transfer(array, dev: Device):
         if isinstance(array, np.generic):  # a NumPy scalar, e.g. a 0-d array + 1
             return np.asarray(array)
         return array.get()
+    if dev.kind == "sim":
+        from . import sim
+
+        if _is_sim(array):
+            return array
+        return sim.upload(array if isinstance(array, (np.ndarray, np.generic)) else transfer(array, CPU))
     cp = dev.xp
+    if _is_sim(array):
+        array = array.get()
     with cp.cuda.Device(dev.index):
+        if _is_cupy(array) and array.device.id != dev.index:
+            return cp.array(array, copy=True)  # asarray would keep it on its own GPU
         return cp.asarray(array)

@@ -1,11 +1,17 @@
 """Shared test checks: compare an op with PyTorch, and check gradients numerically."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 import divenet as dn
 
-DEVICES = ["cpu"] + (["gpu:0"] if dn.gpu_available() else [])
+# Device-parametrized tests run on each of these: the CPU, the strict simulated GPU "sim"
+# (divenet/sim.py) and a real GPU where CuPy finds one. ``--device NAME`` (tests/conftest.py)
+# or DIVENET_TEST_DEVICES=cpu,sim chooses.
+ALL_DEVICES = ["cpu", "sim"] + (["gpu:0"] if dn.gpu_available() else [])
+DEVICES = [d for d in os.environ.get("DIVENET_TEST_DEVICES", "cpu").split(",") if d]  # sim joins soon
 
 
 def _as_tuple(x):
