@@ -11,8 +11,10 @@ first directory wins, in
 
 where ``<name>`` is ``fashion-mnist`` or ``mnist``. Files lying directly in ``$DIVENET_DATA``
 are not used: MNIST and Fashion-MNIST share their file names, so such a directory cannot say
-which dataset it holds. When nothing is found, DatasetNotFoundError lists every directory
-searched and what each one lacks.
+which dataset it holds. A directory is all or nothing: one that holds some of the four files
+but not all is an error naming what it lacks, not a reason to look further (a half-copied
+``$DIVENET_DATA`` must not be silently replaced by the system's copy). When nothing is found,
+DatasetNotFoundError lists every directory searched.
 
 Decoded arrays are cached per process (keyed by path, size and modification time), so a second
 ``FashionMNIST()`` costs nothing; the cached arrays are read-only and shared.
@@ -188,51 +190,69 @@ def _missing(directory: str, stems) -> list[str]:
     return [s for s in stems if _file_in(directory, s) is None]
 
 
-def _split_stems(train):
-    if train is None:
-        return _ALL_FILES
-    return DATASET_FILES["train" if train else "test"]
-
-
-def find_dataset(name: str, root=None, train=None):
-    """The first searched directory that holds the files of dataset ``name`` (all four, or
-    only those of the train / test split when ``train`` is True / False), or None."""
-    stems = _split_stems(train)
-    for d, _ in search_dirs(name, root):
-        if os.path.isdir(d) and not _missing(d, stems):
-            return d
+def _locate(name: str, root=None):
+    """``(directory, where it came from, the files it lacks)`` for the first searched directory
+    that holds any file of dataset ``name``, or None."""
+    for d, why in search_dirs(name, root):
+        if os.path.isdir(d):
+            missing = _missing(d, _ALL_FILES)
+            if len(missing) < len(_ALL_FILES):
+                return d, why, missing
     return None
 
 
+def _incomplete(name: str, directory: str, why: str, missing) -> DatasetNotFoundError:
+    return DatasetNotFoundError(
+        f"{_DATASETS[name]['title']}: {directory} ({why}) holds only part of the dataset: it lacks "
+        f"{', '.join(missing)}. A dataset directory must hold all four files ({', '.join(_ALL_FILES)}), "
+        f"each raw or .gz; complete it or remove it (divenet does not fall back to the next directory)")
+
+
+def find_dataset(name: str, root=None):
+    """The first searched directory that holds the four files of dataset ``name``, or None when
+    none holds any of them. The first directory that holds some raises DatasetNotFoundError
+    naming the files it lacks."""
+    hit = _locate(name, root)
+    if hit is None:
+        return None
+    d, why, missing = hit
+    if missing:
+        raise _incomplete(name, d, why, missing)
+    return d
+
+
 def dataset_locations() -> dict:
-    """``{name: directory or None}`` for every known dataset (for ``divenet datasets``)."""
-    return {name: find_dataset(name) for name in _DATASETS}
+    """``{name: directory or None}`` for every known dataset (for ``divenet datasets``); an
+    incomplete directory is None (it cannot be used)."""
+    out = {}
+    for name in _DATASETS:
+        hit = _locate(name)
+        out[name] = hit[0] if hit and not hit[2] else None
+    return out
 
 
 def describe_datasets() -> str:
     """A human-readable report of where each dataset was found (``divenet datasets``)."""
     lines = []
     for name, info in _DATASETS.items():
-        d = find_dataset(name)
-        lines.append(f"{info['title']:<14} {d if d else 'not found'}")
-        if d is None:
+        hit = _locate(name)
+        if hit and hit[2]:
+            lines.append(f"{info['title']:<14} incomplete: {hit[0]} ({hit[1]}) lacks {', '.join(hit[2])}")
+            continue
+        lines.append(f"{info['title']:<14} {hit[0] if hit else 'not found'}")
+        if hit is None:
             lines.append("  searched: " + ", ".join(p for p, _ in search_dirs(name)))
             if info["install"]:
                 lines.append(f"  install:  {info['install']}")
     return "\n".join(lines)
 
 
-def _not_found(name: str, root, stems) -> DatasetNotFoundError:
+def _not_found(name: str, root, split: str) -> DatasetNotFoundError:
     info = _DATASETS[name]
-    split = "train" if stems == DATASET_FILES["train"] else "test"
     lines = [f"{info['title']} ({split} split) not found. It is four files, each raw or .gz, "
-             f"in one directory: {', '.join(_ALL_FILES)}; the {split} split needs "
-             f"{' and '.join(stems)}. Searched:"]
+             f"in one directory: {', '.join(_ALL_FILES)}. Searched:"]
     for d, why in search_dirs(name, root):
-        if not os.path.isdir(d):
-            state = "does not exist"
-        else:
-            state = "lacks " + ", ".join(_missing(d, stems))
+        state = "holds none of them" if os.path.isdir(d) else "does not exist"
         lines.append(f"  {d}  ({why}; {state})")
     if not os.environ.get(ENV_VAR):
         lines.append(f"  (${ENV_VAR} is not set; set it to a directory holding {name}/)")
@@ -268,6 +288,12 @@ def _load_pair(images_path: str, labels_path: str, num_classes: int):
                        f"{images.shape}")
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise IDXError(f"{lname}: expected integer labels (N,), got {labels.dtype} {labels.shape}")
+    if len(images) == 0:
+        raise IDXError(f"{iname}: has 0 images (its header says {images.shape}); a dataset split "
+                       f"needs at least one")
+    if images.size == 0:
+        raise IDXError(f"{iname}: holds images of {images.shape[1]}x{images.shape[2]} pixels; "
+                       f"expected images with at least one pixel")
     if len(labels) != len(images):
         raise IDXError(f"{lname}: holds {len(labels)} labels but {iname} holds "
                        f"{len(images)} images")
@@ -294,10 +320,11 @@ class _IDXDataset(ArrayDataset):
 
     def __init__(self, root=None, train=True, transform=None):
         info = _DATASETS[self.name]
-        stems = DATASET_FILES["train" if train else "test"]
-        directory = find_dataset(self.name, root, train=bool(train))
+        split = "train" if train else "test"
+        directory = find_dataset(self.name, root)
         if directory is None:
-            raise _not_found(self.name, root, stems)
+            raise _not_found(self.name, root, split)
+        stems = DATASET_FILES[split]
         paths = [_file_in(directory, s) for s in stems]
         self._key, images, labels = _load_pair(paths[0], paths[1], len(info["classes"]))
         super().__init__(images, labels, transform=transform)

@@ -14,7 +14,9 @@ Compression is detected by the gzip magic bytes ``1f 8b``, not by the file name.
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import struct
 import zlib
 
 import numpy as np
@@ -42,49 +44,138 @@ def _name(path) -> str:
     return os.path.basename(os.fspath(path))
 
 
-def _gunzip(raw: bytes, path) -> bytes:
-    """Decompress every gzip member of ``raw``; a broken or cut-off stream is an IDXError."""
-    parts = []
-    data = raw
-    while True:
-        d = zlib.decompressobj(wbits=31)
-        try:
-            parts.append(d.decompress(data))
-            parts.append(d.flush())
-        except zlib.error as exc:
-            raise IDXError(f"{_name(path)}: corrupt gzip stream ({exc})") from None
-        if not d.eof:
-            raise IDXError(f"{_name(path)}: corrupt gzip stream (it ends before the end of the "
-                           f"compressed data; the file was probably cut off)")
-        data = d.unused_data
-        if not data.strip(b"\x00"):  # trailing zero padding is allowed, as gzip(1) allows it
+class _GzipStream:
+    """The inflated bytes of a gzip file (all its members), read on demand: nothing is inflated
+    beyond what the caller asks for, so a small file that inflates to gigabytes (a gzip bomb)
+    costs no memory. A broken or cut-off stream is an IDXError."""
+
+    _CHUNK = 1 << 16  # compressed bytes read from the file at a time
+
+    def __init__(self, f, name, size):
+        self.f, self.name, self.size = f, name, size
+        self.d = zlib.decompressobj(wbits=31)
+        self.pending = b""  # compressed bytes read but not yet given to the decompressor
+        self.ended = False
+
+    def _error(self, why):
+        self.ended = True
+        return IDXError(f"{self.name}: corrupt gzip stream ({why})")
+
+    def drain(self):
+        """Inflate (and drop) the rest, so that a corrupt stream is reported as such rather than
+        as the garbled header it inflated to."""
+        for _ in range(256):  # at most 256 MB: more than any real IDX file, a bounded time
+            if not self.read(1 << 20):
+                return
+
+    def _next_member(self) -> bool:
+        """After a member's end: start the next one; False at the end of the file."""
+        rest = self.d.unused_data + self.f.read(2)
+        if len(rest) < 2 and not rest.strip(b"\x00"):
+            return False
+        if rest[:2] != _GZIP_MAGIC:
+            tail_start = self.f.tell() - len(rest)
+            # trailing zero padding is allowed, as gzip(1) allows it
+            while True:
+                if rest.strip(b"\x00"):
+                    raise self._error(f"{self.size - tail_start} bytes of garbage after the "
+                                      f"compressed data")
+                rest = self.f.read(self._CHUNK)
+                if not rest:
+                    return False
+        self.d = zlib.decompressobj(wbits=31)
+        self.pending = rest
+        return True
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` inflated bytes (fewer only at the end of the stream)."""
+        parts, want = [], n
+        while want > 0 and not self.ended:
+            if self.d.eof:
+                if not self._next_member():
+                    self.ended = True
+                    break
+            if not self.pending:
+                self.pending = self.f.read(self._CHUNK)
+            try:
+                out = self.d.decompress(self.pending, want)
+            except zlib.error as exc:
+                raise self._error(exc) from None
+            self.pending = self.d.unconsumed_tail
+            if not out and not self.pending and not self.d.eof and self.f.tell() >= self.size:
+                raise self._error("it ends before the end of the compressed data; the file was "
+                                  "probably cut off")
+            parts.append(out)
+            want -= len(out)
+        return b"".join(parts)
+
+
+def _read_payload(src, nbytes: int, gz: bool):
+    """``nbytes`` from ``src`` into one writable buffer, in bounded chunks; a short result means
+    the file ended first."""
+    if not gz:  # the size was checked against the file's: one allocation of the exact size
+        buf = np.empty(nbytes, np.uint8)
+        got = 0
+        while got < nbytes:
+            k = src.readinto(memoryview(buf)[got:])
+            if not k:
+                return buf[:got]
+            got += k
+        return buf
+    buf = bytearray()  # grows only as far as the stream really inflates
+    while len(buf) < nbytes:
+        chunk = src.read(min(nbytes - len(buf), 1 << 18))
+        if not chunk:
             break
-        if data[:2] != _GZIP_MAGIC:
-            raise IDXError(f"{_name(path)}: corrupt gzip stream ({len(data)} bytes of garbage "
-                           f"after the compressed data)")
-    return b"".join(parts) if len(parts) != 2 or parts[1] else parts[0]
+        buf += chunk
+    return buf
 
 
 def _dims_text(dims) -> str:
     return "x".join(str(d) for d in dims) if dims else "(scalar)"
 
 
+#: deflate inflates at most 1032 bytes per compressed byte (a 258-byte match in 2 bits)
+_MAX_INFLATION = 1032
+
+
 def read_idx(path) -> np.ndarray:
     """Read an IDX file (raw or gzip-compressed) into a native-byte-order NumPy array.
 
     Raises IDXError (a ValueError) naming the file when the magic number, the type code, the
-    header or the payload length is wrong, or when the gzip stream is corrupt.
+    header or the payload length is wrong, or when the gzip stream is corrupt. The payload's
+    size is computed from the header and checked against the file's size before anything is
+    allocated, and a gzip stream is never inflated beyond the size the header declares.
     """
-    with open(path, "rb") as f:
-        raw = f.read()
     name = _name(path)
-    data = _gunzip(raw, path) if raw[:2] == _GZIP_MAGIC else raw
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        gz = f.read(2) == _GZIP_MAGIC
+        f.seek(0)
+        if not gz:
+            return _parse(f, name, size, gz)
+        src = _GzipStream(f, name, size)
+        try:
+            return _parse(src, name, size, gz)
+        except IDXError as exc:
+            if not str(exc).startswith(f"{name}: too long"):
+                try:  # a corrupt stream is the real error, not the header it garbled
+                    src.drain()
+                except IDXError as corrupt:
+                    raise corrupt from None
+            raise
+
+
+def _parse(src, name: str, size: int, gz: bool) -> np.ndarray:
+    """The array of an IDX stream ``src`` (a raw file or a _GzipStream) of ``size`` bytes."""
+    what = "the decompressed file" if gz else "the file"
+    data = src.read(4)
     if len(data) < 4:
         raise IDXError(f"{name}: not an IDX file: {len(data)} bytes is shorter than the 4-byte "
                        f"magic number")
     if data[0] != 0 or data[1] != 0:
-        raise IDXError(f"{name}: not an IDX file: bad magic number {data[:4].hex(' ')} (an IDX file "
-                       f"starts with two zero bytes, a type code and the number of dimensions)")
+        raise IDXError(f"{name}: not an IDX file: bad magic number {data[:4].hex(' ')} (an IDX "
+                       f"file starts with two zero bytes, a type code and the number of dimensions)")
     code, ndim = data[2], data[3]
     if code not in IDX_TYPES:
         known = ", ".join(f"0x{c:02X} {dt.newbyteorder('=').name}" for c, dt in IDX_TYPES.items())
@@ -92,20 +183,31 @@ def read_idx(path) -> np.ndarray:
     if ndim == 0:
         raise IDXError(f"{name}: bad IDX header: 0 dimensions")
     header = 4 + 4 * ndim
+    data += src.read(header - 4)
     if len(data) < header:
         raise IDXError(f"{name}: truncated: the header declares {ndim} dimensions ({header} header "
-                       f"bytes) but the file holds {len(data)} bytes")
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+                       f"bytes) but {what} holds {len(data)} bytes")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
     dtype = IDX_TYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    held = len(data) - header
-    if held != expected:
-        what = "truncated" if held < expected else "too long"
-        raise IDXError(f"{name}: {what}: header says {_dims_text(dims)} = {expected} bytes of data "
-                       f"but the file holds {held}")
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
-    # one copy: native byte order, writable, independent of the bytes object
-    return arr.astype(dtype.newbyteorder("="), copy=True)
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: a huge header cannot wrap to 0
+    declared = f"{name}: %s: header says {_dims_text(dims)} = {expected} bytes of data but %s " \
+               f"(file size {size} bytes)"
+    # checked against what the file can hold before anything is allocated
+    if not gz and expected != size - header:
+        state = "truncated" if expected > size - header else "too long"
+        raise IDXError(declared % (state, f"the file holds {size - header}"))
+    if gz and expected > _MAX_INFLATION * size - header:
+        raise IDXError(declared % ("truncated", f"a gzip file of {size} bytes inflates to at most "
+                                                f"{_MAX_INFLATION * size - header}"))
+    buf = _read_payload(src, expected, gz)
+    if len(buf) < expected:
+        raise IDXError(declared % ("truncated", f"{what} holds {len(buf)}"))
+    if gz and src.read(1):  # reads on to the stream's end, where its checksums are checked
+        raise IDXError(declared % ("too long", "the gzip stream inflates to more"))
+    arr = np.frombuffer(buf, dtype=dtype).reshape(dims)
+    if dtype.itemsize > 1 and not dtype.isnative:  # in place: the buffer is ours and writable
+        arr = arr.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return arr
 
 
 def write_idx(path, array, compress=None) -> None:

@@ -120,18 +120,59 @@ def test_not_found_lists_every_directory(isolated):
     assert msg.startswith("Fashion-MNIST (train split) not found")
 
 
-def test_not_found_names_env_dir_and_what_is_missing(isolated, monkeypatch):
+def test_not_found_says_which_directories_exist(isolated, monkeypatch):
     env = isolated / "env"
-    make_dataset(env / "mnist", 1, splits=("train",))
+    (env / "mnist").mkdir(parents=True)
     monkeypatch.setenv("DIVENET_DATA", str(env))
     with pytest.raises(DatasetNotFoundError) as e:
         MNIST(train=False)
     msg = str(e.value)
     assert msg.startswith("MNIST (test split) not found")
-    assert f"  {env / 'mnist'}  ($DIVENET_DATA; lacks t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)" in msg
+    assert f"  {env / 'mnist'}  ($DIVENET_DATA; holds none of them)" in msg
+    assert f"  {isolated / 'system' / 'mnist'}  (system; does not exist)" in msg
     assert "apt-get" not in msg and "DIVENET_DATA is not set" not in msg
-    # the train split is there
-    assert len(MNIST(train=True)) == 6
+
+
+def _incomplete_message(title, directory, why, missing):
+    return (f"{title}: {directory} ({why}) holds only part of the dataset: it lacks {', '.join(missing)}. "
+            f"A dataset directory must hold all four files ({', '.join(FILES)}), each raw or .gz; "
+            f"complete it or remove it (divenet does not fall back to the next directory)")
+
+
+def test_env_dir_missing_one_file_is_an_error_not_a_fallback(isolated, monkeypatch):
+    # a half-copied $DIVENET_DATA used to be skipped silently in favour of the system's copy
+    env = isolated / "env" / "fashion-mnist"
+    make_dataset(env, 1)
+    os.remove(env / "t10k-labels-idx1-ubyte.gz")
+    make_dataset(isolated / "system" / "fashion-mnist", 3)
+    monkeypatch.setenv("DIVENET_DATA", str(isolated / "env"))
+    expected = _incomplete_message("Fashion-MNIST", env, "$DIVENET_DATA", ["t10k-labels-idx1-ubyte"])
+    for train in (True, False):
+        with pytest.raises(DatasetNotFoundError) as e:
+            FashionMNIST(train=train)
+        assert str(e.value) == expected
+    with pytest.raises(DatasetNotFoundError):
+        find_dataset("fashion-mnist")
+
+
+def test_partial_root_is_an_error_even_when_another_copy_exists(isolated):
+    root = make_dataset(isolated / "root", 4, splits=("train",))
+    make_dataset(isolated / "system" / "fashion-mnist", 3)
+    with pytest.raises(DatasetNotFoundError) as e:
+        FashionMNIST(root=root, train=True)
+    assert str(e.value) == _incomplete_message("Fashion-MNIST", root, "root",
+                                               ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
+
+
+def test_describe_reports_an_incomplete_directory(isolated, monkeypatch):
+    env = isolated / "env" / "mnist"
+    make_dataset(env, 1, splits=("test",))
+    make_dataset(isolated / "system" / "mnist", 3)
+    monkeypatch.setenv("DIVENET_DATA", str(isolated / "env"))
+    assert dataset_locations() == {"fashion-mnist": None, "mnist": None}
+    text = describe_datasets()
+    assert (f"MNIST          incomplete: {env} ($DIVENET_DATA) lacks train-images-idx3-ubyte, "
+            f"train-labels-idx1-ubyte") in text.splitlines()
 
 
 def test_search_order(isolated, monkeypatch):
@@ -170,16 +211,6 @@ def test_files_directly_in_env_dir_are_ignored(isolated, monkeypatch):
     make_dataset(isolated / "flat", 1)
     monkeypatch.setenv("DIVENET_DATA", str(isolated / "flat"))
     assert find_dataset("fashion-mnist") is None and find_dataset("mnist") is None
-
-
-def test_partial_directory_is_skipped_per_split(isolated, monkeypatch):
-    make_dataset(isolated / "env" / "fashion-mnist", 1, splits=("train",))
-    make_dataset(isolated / "system" / "fashion-mnist", 3)
-    monkeypatch.setenv("DIVENET_DATA", str(isolated / "env"))
-    assert FashionMNIST(train=True).images[0, 0, 0] == 1
-    assert FashionMNIST(train=False).images[0, 0, 0] == 3
-    assert find_dataset("fashion-mnist") == str(isolated / "system" / "fashion-mnist")
-    assert find_dataset("fashion-mnist", train=True) == str(isolated / "env" / "fashion-mnist")
 
 
 def test_raw_files_preferred_over_gz(isolated):
@@ -242,7 +273,63 @@ def test_truncated_real_style_file_names_file(isolated):
     with open(path, "r+b") as f:
         f.truncate(16 + 100)
     with pytest.raises(IDXError, match=r"^train-images-idx3-ubyte: truncated: header says 6x28x28 = "
-                                       r"4704 bytes of data but the file holds 100$"):
+                                       r"4704 bytes of data but the file holds 100 \(file size 116 bytes\)$"):
+        FashionMNIST(root=root)
+
+
+def test_train_split_with_no_images_is_refused(isolated):
+    # a valid IDX file of 0 images used to load, and training then died of a ZeroDivisionError
+    root = make_dataset(isolated / "empty", 1, n_train=0)
+    with pytest.raises(IDXError, match=r"^train-images-idx3-ubyte\.gz: has 0 images \(its header says "
+                                       r"\(0, 28, 28\)\); a dataset split needs at least one$"):
+        FashionMNIST(root=root)
+
+
+def test_divenet_train_on_an_empty_split_is_one_line(isolated, monkeypatch, capsys):
+    from divenet.cli import main
+
+    make_dataset(isolated / "env" / "fashion-mnist", 1, n_train=0)
+    monkeypatch.setenv("DIVENET_DATA", str(isolated / "env"))
+    assert main(["train", "lenet", "--epochs", "1", "--quiet", "--out", str(isolated / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("divenet train: error: train-images-idx3-ubyte.gz: has 0 images")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_images_without_pixels(isolated):
+    root = make_dataset(isolated / "bad", 1)
+    write_idx(os.path.join(root, "t10k-images-idx3-ubyte.gz"), np.zeros((4, 0, 28), np.uint8))
+    with pytest.raises(IDXError, match=r"^t10k-images-idx3-ubyte\.gz: holds images of 0x28 pixels"):
+        FashionMNIST(root=root, train=False)
+
+
+def test_labels_wrong_rank_and_type(isolated):
+    root = make_dataset(isolated / "bad", 1, n_test=4)
+    path = os.path.join(root, "t10k-labels-idx1-ubyte.gz")
+    write_idx(path, np.zeros((4, 1), np.uint8))
+    with pytest.raises(IDXError, match=r"^t10k-labels-idx1-ubyte\.gz: expected integer labels \(N,\), "
+                                       r"got uint8 \(4, 1\)$"):
+        FashionMNIST(root=root, train=False)
+    write_idx(path, np.zeros(4, np.float32))
+    with pytest.raises(IDXError, match=r"^t10k-labels-idx1-ubyte\.gz: expected integer labels \(N,\), "
+                                       r"got float32 \(4,\)$"):
+        FashionMNIST(root=root, train=False)
+
+
+def test_images_of_another_type(isolated):
+    root = make_dataset(isolated / "bad", 1)
+    write_idx(os.path.join(root, "train-images-idx3-ubyte.gz"), np.zeros((6, 28, 28), np.int16))
+    with pytest.raises(IDXError, match=r"^train-images-idx3-ubyte\.gz: expected uint8 images \(N, H, W\), "
+                                       r"got int16 \(6, 28, 28\)$"):
+        FashionMNIST(root=root)
+
+
+def test_labels_file_that_is_not_idx(isolated):
+    root = make_dataset(isolated / "bad", 1)
+    with open(os.path.join(root, "train-labels-idx1-ubyte.gz"), "wb") as f:
+        f.write(b"<html>404 Not Found</html>")
+    with pytest.raises(IDXError, match=r"^train-labels-idx1-ubyte\.gz: not an IDX file: bad magic number "
+                                       r"3c 68 74 6d"):
         FashionMNIST(root=root)
 
 

@@ -1,5 +1,7 @@
 import gzip
 import os
+import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
@@ -77,8 +79,9 @@ def test_truncated(tmp_path, gz):
     path.write_bytes(gzip.compress(data) if gz else data)
     with pytest.raises(IDXError) as e:
         read_idx(path)
-    assert str(e.value) == (f"{name}: truncated: header says 5x4x3 = 60 bytes of data "
-                            f"but the file holds 53")
+    held = (f"the decompressed file holds 53 (file size {path.stat().st_size} bytes)" if gz
+            else "the file holds 53 (file size 69 bytes)")
+    assert str(e.value) == f"{name}: truncated: header says 5x4x3 = 60 bytes of data but {held}"
 
 
 def test_truncated_header(tmp_path):
@@ -102,7 +105,7 @@ def test_over_long(tmp_path):
     with pytest.raises(IDXError) as e:
         read_idx(path)
     assert str(e.value) == ("labels-too-long: too long: header says 6 = 24 bytes of data "
-                            "but the file holds 26")
+                            "but the file holds 26 (file size 34 bytes)")
 
 
 def test_bad_magic(tmp_path):
@@ -175,3 +178,119 @@ def test_write_rejects_unsupported_dtype(tmp_path):
 
 def test_type_table_complete():
     assert sorted(IDX_TYPES) == [0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E]
+
+
+# ---- hostile headers and streams: sizes are checked before anything is allocated ---------------
+
+def _peak_bytes(fn):
+    """Run ``fn()`` and return (its exception or None, the peak of traced allocations)."""
+    tracemalloc.start()
+    try:
+        fn()
+        exc = None
+    except Exception as e:  # noqa: BLE001 - returned for the caller to check
+        exc = e
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return exc, peak
+
+
+HUGE = bytes([0, 0, 8, 3]) + np.array([2 ** 22, 2 ** 21, 2 ** 21], ">u4").tobytes()
+
+
+@pytest.mark.parametrize("payload", [0, 100])
+def test_huge_header_does_not_wrap_to_zero(tmp_path, payload):
+    # 2^22 * 2^21 * 2^21 = 2^64 wrapped to 0 in int64 and then failed in NumPy's reshape
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(HUGE + bytes(payload))
+    exc, peak = _peak_bytes(lambda: read_idx(path))
+    assert isinstance(exc, IDXError)
+    assert str(exc) == (f"train-images-idx3-ubyte: truncated: header says 4194304x2097152x2097152 = "
+                        f"18446744073709551616 bytes of data but the file holds {payload} "
+                        f"(file size {16 + payload} bytes)")
+    assert peak < 1 << 20
+
+
+def test_huge_header_in_gzip_is_refused_before_inflating(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(HUGE + bytes(1000)))
+    size = path.stat().st_size
+    exc, peak = _peak_bytes(lambda: read_idx(path))
+    assert isinstance(exc, IDXError)
+    assert str(exc) == (f"train-images-idx3-ubyte.gz: truncated: header says 4194304x2097152x2097152 = "
+                        f"18446744073709551616 bytes of data but a gzip file of {size} bytes inflates "
+                        f"to at most {1032 * size - 16} (file size {size} bytes)")
+    assert peak < 1 << 20
+
+
+def test_gzip_bomb_is_not_inflated(tmp_path):
+    # a 1 MB file: the header declares 10 images (7840 bytes), the stream inflates to 200 MB
+    z = zlib.compressobj(1, zlib.DEFLATED, 31)
+    parts = [z.compress(bytes([0, 0, 8, 3]) + np.array([10, 28, 28], ">u4").tobytes())]
+    zeros = bytes(1 << 20)
+    parts += [z.compress(zeros) for _ in range(200)]
+    parts.append(z.flush())
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(b"".join(parts))
+    size = path.stat().st_size
+    assert size < 1 << 20
+    exc, peak = _peak_bytes(lambda: read_idx(path))
+    assert isinstance(exc, IDXError)
+    assert str(exc) == (f"train-images-idx3-ubyte.gz: too long: header says 10x28x28 = 7840 bytes of "
+                        f"data but the gzip stream inflates to more (file size {size} bytes)")
+    assert peak < 50 << 20
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_reading_holds_one_copy_of_the_payload(tmp_path, gz):
+    arr = _sample(np.int32, (1000, 1000))  # 4 MB, big-endian on disk
+    path = tmp_path / "big"
+    write_idx(path, arr, compress=gz)
+    out = None
+
+    def read():
+        nonlocal out
+        out = read_idx(path)
+    exc, peak = _peak_bytes(read)
+    assert exc is None
+    np.testing.assert_array_equal(out, arr)
+    assert out.flags.writeable and out.dtype.isnative
+    assert peak < 1.5 * arr.nbytes  # one copy (the old reader held three)
+
+
+def test_zero_sized_dimension_reads_as_empty_array(tmp_path):
+    path = tmp_path / "empty"
+    write_idx(path, np.zeros((0, 28, 28), np.uint8))
+    out = read_idx(path)
+    assert out.shape == (0, 28, 28) and out.dtype == np.uint8
+
+
+def test_gzip_checksum_is_checked(tmp_path):
+    arr = _sample(np.uint8, (20, 20))
+    path = tmp_path / "crc.gz"
+    write_idx(path, arr, compress=True)
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0x01  # the CRC-32 of the inflated data, in the gzip trailer
+    path.write_bytes(bytes(data))
+    with pytest.raises(IDXError, match=r"^crc\.gz: corrupt gzip stream \(.*incorrect data check\)$"):
+        read_idx(path)
+
+
+def test_gzip_zero_padding_allowed_but_not_garbage_after_it(tmp_path):
+    arr = _sample(np.uint8, (6, 5))
+    path = tmp_path / "padded.gz"
+    write_idx(path, arr, compress=True)
+    good = path.read_bytes()
+    path.write_bytes(good + bytes(100))
+    np.testing.assert_array_equal(read_idx(path), arr)
+    path.write_bytes(good + bytes(100) + b"x" + bytes(9))
+    with pytest.raises(IDXError, match=r"^padded\.gz: corrupt gzip stream \(110 bytes of garbage "):
+        read_idx(path)
+
+
+def test_gzip_member_cut_inside_the_header_bytes(tmp_path):
+    path = tmp_path / "cut-header.gz"
+    path.write_bytes(gzip.compress(bytes([0, 0, 8, 3, 0, 0])))
+    with pytest.raises(IDXError, match=r"^cut-header\.gz: truncated: the header declares 3 dimensions "
+                                       r"\(16 header bytes\) but the decompressed file holds 6 bytes$"):
+        read_idx(path)
