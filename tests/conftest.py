@@ -8,6 +8,11 @@ def device(request):
     return request.param
 
 
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-cases", type=int, default=None, metavar="N",
+                     help="cases per fuzz target in tests/fuzz (default: a CI-sized few hundred in all)")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end runs (training to an accuracy); select with -m slow")
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU with CuPy")
