@@ -1,15 +1,16 @@
-"""Basic layers with PyTorch's names and signatures: linear, dropout, embedding,
+"""Basic layers with PyTorch's names and signatures: linear, dropout, embedding, one_hot,
 channel_shuffle. (``flatten`` is ``Tensor.flatten``.)"""
 from __future__ import annotations
 
 import numbers
 
 from .. import random as _random
+from ..backend import array_module
 from ..ops import layers as L
 from ..tensor import Tensor
 from ._checks import require_float, require_tensor
 
-__all__ = ["linear", "dropout", "embedding", "channel_shuffle"]
+__all__ = ["linear", "dropout", "embedding", "one_hot", "channel_shuffle"]
 
 
 def linear(input, weight, bias=None):
@@ -82,6 +83,34 @@ def embedding(input, weight, padding_idx=None):
             raise ValueError(f"embedding: indices must be in [0, {num}) for weight {tuple(weight.shape)}, "
                              f"got values from {lo} to {hi} in input {tuple(input.shape)}")
     return L.Embedding.apply(input, weight, padding_idx=padding_idx)
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64 one-hot encoding of integer class indices: shape tensor.shape + (num_classes,);
+    ``num_classes=-1`` takes max(tensor) + 1. Not differentiable (as in PyTorch)."""
+    op = "one_hot"
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{op}: tensor must be a Tensor of integer class indices, got {type(tensor).__name__}")
+    if tensor.dtype.kind not in "iu":
+        raise TypeError(f"{op}: tensor must hold integer class indices (int64), got {tensor.dtype} "
+                        f"with shape {tuple(tensor.shape)}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or \
+            (num_classes < 1 and num_classes != -1):
+        raise ValueError(f"{op}: num_classes must be a positive int or -1 (inferred), got {num_classes!r}")
+    y = tensor.array
+    xp = array_module(y)
+    lo, hi = (int(y.min()), int(y.max())) if y.size else (0, -1)
+    if lo < 0:
+        raise ValueError(f"{op}: class values must be non-negative, got {lo} in tensor {tuple(tensor.shape)}")
+    if num_classes == -1:
+        if not y.size:
+            raise ValueError(f"{op}: cannot infer num_classes from an empty tensor; pass num_classes")
+        num_classes = hi + 1
+    elif hi >= num_classes:
+        raise ValueError(f"{op}: class values must be smaller than num_classes={num_classes}, "
+                         f"got {hi} in tensor {tuple(tensor.shape)}")
+    out = (y[..., None] == xp.arange(int(num_classes))).astype(xp.int64)
+    return Tensor._make(out, tensor.device, None)
 
 
 def channel_shuffle(input, groups):

@@ -1,4 +1,5 @@
-"""Losses with PyTorch's names and signatures: cross_entropy, nll_loss, mse_loss.
+"""Losses with PyTorch's names and signatures: cross_entropy, nll_loss, mse_loss, l1_loss,
+huber_loss, smooth_l1_loss, binary_cross_entropy, binary_cross_entropy_with_logits.
 
 ``size_average`` and ``reduce`` (deprecated in PyTorch) are accepted only as None; use
 ``reduction``.
@@ -12,7 +13,8 @@ from ..ops import loss as L
 from ..tensor import Tensor
 from ._checks import require_float, require_tensor
 
-__all__ = ["cross_entropy", "nll_loss", "mse_loss"]
+__all__ = ["cross_entropy", "nll_loss", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
+           "binary_cross_entropy", "binary_cross_entropy_with_logits"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -113,15 +115,13 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     return L.NLLLoss.apply(input, target, weight, reduction=reduction, ignore_index=int(ignore_index))
 
 
-def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
-    """Mean squared error (input - target)^2, reduced by ``reduction``. Shapes that differ but
-    broadcast are accepted with a warning, as in PyTorch."""
-    op = "mse_loss"
+def _check_pair(op, input, target):
+    """input and target: float Tensors of one dtype; shapes that differ but broadcast are
+    accepted with a warning, as in PyTorch."""
     require_tensor(op, "input", input)
     require_tensor(op, "target", target)
     require_float(op, "input", input)
     require_float(op, "target", target)
-    _check_common(op, reduction, size_average, reduce)
     if input.dtype != target.dtype:
         raise TypeError(f"{op}: input dtype {input.dtype} and target dtype {target.dtype} differ "
                         f"(input {tuple(input.shape)}, target {tuple(target.shape)})")
@@ -133,8 +133,113 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
                              f"have different shapes that do not broadcast") from None
         warnings.warn(f"{op}: target size {tuple(target.shape)} differs from input size "
                       f"{tuple(input.shape)}; they will be broadcast, which is likely not intended",
-                      UserWarning, stacklevel=2)
+                      UserWarning, stacklevel=3)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """Mean squared error (input - target)^2, reduced by ``reduction``."""
+    op = "mse_loss"
+    _check_pair(op, input, target)
+    _check_common(op, reduction, size_average, reduce)
     return L.MSELoss.apply(input, target, reduction=reduction)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """Mean absolute error |input - target|, reduced by ``reduction``."""
+    op = "l1_loss"
+    _check_pair(op, input, target)
+    _check_common(op, reduction, size_average, reduce)
+    return L.L1Loss.apply(input, target, reduction=reduction)
+
+
+def _positive(op, name, value, allow_zero=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+            not (value >= 0 if allow_zero else value > 0):
+        raise ValueError(f"{op}: {name} must be a {'non-negative' if allow_zero else 'positive'} "
+                         f"number, got {value!r}")
+    return float(value)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    """0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta), for d = input - target."""
+    op = "huber_loss"
+    _check_pair(op, input, target)
+    _check_common(op, reduction, None, None)
+    delta = _positive(op, "delta", delta)
+    return L.HuberLoss.apply(input, target, reduction=reduction, delta=delta)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (l1_loss for beta = 0)."""
+    op = "smooth_l1_loss"
+    _check_pair(op, input, target)
+    _check_common(op, reduction, size_average, reduce)
+    beta = _positive(op, "beta", beta, allow_zero=True)
+    if beta == 0:
+        return L.L1Loss.apply(input, target, reduction=reduction)
+    return L.HuberLoss.apply(input, target, reduction=reduction, delta=beta, scale=1.0 / beta)
+
+
+def _check_binary(op, input, target, weights, same_size_text):
+    """Float input and target of one shape, dtype and device; each (name, tensor) in
+    ``weights`` (or None) broadcasts to the input's shape. Returns their arrays."""
+    require_tensor(op, "input", input)
+    require_float(op, "input", input)
+    require_tensor(op, "target", target)
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(same_size_text.format(t=tuple(target.shape), i=tuple(input.shape)))
+    out = []
+    for name, t in (("target", target),) + weights:
+        if t is None:
+            out.append(None)
+            continue
+        require_tensor(op, name, t)
+        if t.dtype != input.dtype:
+            raise TypeError(f"{op}: {name} dtype {t.dtype} differs from input dtype {input.dtype} "
+                            f"(shape {tuple(input.shape)})")
+        if t.device != input.device:
+            raise ValueError(f"{op}: {name} lives on {t.device} but input on {input.device}")
+        if name != "target":
+            try:
+                ok = _broadcast_shape(input.shape, t.shape) == tuple(input.shape)
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{op}: {name} of shape {tuple(t.shape)} does not broadcast to "
+                                 f"input {tuple(input.shape)}")
+            out.append(t.array)
+    return out
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
+                         reduction="mean"):
+    """-w (y log x + (1 - y) log(1 - x)) for probabilities ``input`` in [0, 1] and targets of
+    its shape; the logs are clamped at -100 as in PyTorch. ``weight`` broadcasts to the
+    input (a constant: no gradient)."""
+    op = "binary_cross_entropy"
+    _check_common(op, reduction, size_average, reduce)
+    (w,) = _check_binary(op, input, target, (("weight", weight),),
+                         f"{op}: target size {{t}} differs from input size {{i}}; they must be the same")
+    x = input.array
+    if x.size:
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{op}: all elements of input should be between 0 and 1 (probabilities; "
+                             f"use binary_cross_entropy_with_logits for logits), got values from "
+                             f"{lo:g} to {hi:g} in input {tuple(input.shape)}")
+    return L.BCE.apply(input, target, weight=w, reduction=reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction="mean", pos_weight=None):
+    """binary_cross_entropy(sigmoid(input), target), fused and stable for any logit.
+    ``pos_weight`` multiplies the positive term (one per class: it broadcasts along the last
+    axis); ``weight`` the whole loss. Both are constants (no gradient)."""
+    op = "binary_cross_entropy_with_logits"
+    _check_common(op, reduction, size_average, reduce)
+    w, pw = _check_binary(op, input, target, (("weight", weight), ("pos_weight", pos_weight)),
+                          f"{op}: target size {{t}} must be the same as input size {{i}}")
+    return L.BCEWithLogits.apply(input, target, weight=w, pos_weight=pw, reduction=reduction)
 
 
 def _broadcast_shape(a, b):

@@ -1,9 +1,16 @@
 """Layers and models: ``Module`` and PyTorch-named layers built on ``divenet.functional``."""
 from . import init
 from .layers import (
-    AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, ChannelShuffle, Conv1d,
-    Conv2d, Dropout, Embedding, Flatten, GELU, Identity, LayerNorm, LeakyReLU, Linear,
-    LocalResponseNorm, MaxPool2d, ReLU, Sigmoid, Softmax, Tanh,
+    AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, AvgPool1d,
+    AvgPool2d, BatchNorm1d, BatchNorm2d, ChannelShuffle, Conv1d, Conv2d, Dropout, Embedding,
+    Flatten, GELU, Hardtanh, Identity, LayerNorm, LazyBatchNorm1d, LazyBatchNorm2d, LazyConv1d,
+    LazyConv2d, LazyLinear, LeakyReLU, Linear, LocalResponseNorm, LogSoftmax, MaxPool1d, MaxPool2d,
+    ReLU, ReLU6, Sigmoid, SiLU, Softmax, Tanh, Unflatten,
 )
-from .module import Module, ModuleList, Parameter, Sequential
+from .loss import (
+    BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss,
+)
+from .module import (
+    Module, ModuleDict, ModuleList, Parameter, ParameterDict, ParameterList, Sequential,
+)
 from .rnn import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNCell

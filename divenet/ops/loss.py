@@ -1,10 +1,13 @@
 """Loss kernels: fused cross-entropy (log-softmax + NLL + label smoothing in one node), NLL on
-log-probabilities, mean squared error.
+log-probabilities, mean squared error, L1, Huber / smooth L1, binary cross-entropy on
+probabilities and on logits.
 
 Class-index losses take logits or log-probabilities of shape (N, C, *rest) and int targets of
 shape (N, *rest); ``(C,)`` with a 0-d target is handled as a batch of one. The class axis is 1.
 """
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
@@ -290,3 +293,147 @@ class MSELoss(Function):
         ga = unbroadcast(gd, sa) if need[0] else None
         gb = unbroadcast(-gd, sb) if need[1] else None
         return ga, gb
+
+
+def _pair_grads(ctx, gd):
+    """Gradients of an elementwise loss of (a - b) for d(loss)/d(a) = gd, unbroadcast."""
+    sa, sb = ctx.shapes
+    need = ctx.needs_input_grad
+    return (unbroadcast(gd, sa) if need[0] else None,
+            unbroadcast(-gd, sb) if need[1] else None)
+
+
+class L1Loss(Function):
+    """|input - target|, reduced; gradient sign(input - target) (0 at 0, as in PyTorch)."""
+
+    @staticmethod
+    def forward(ctx, a, b, reduction="mean"):
+        xp = array_module(a)
+        d = a - b
+        ctx.shapes, ctx.reduction, ctx.denom = (a.shape, b.shape), reduction, d.size
+        ctx.save_for_backward(d)
+        return _reduce(xp, xp.abs(d), reduction, d.size)
+
+    @staticmethod
+    def backward(ctx, g):
+        (d,) = ctx.saved
+        gd = array_module(d).sign(d)
+        gd *= _grad_scale(ctx, g)
+        return _pair_grads(ctx, gd)
+
+
+class HuberLoss(Function):
+    """scale * (0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta)), d = input - target;
+    gradient scale * clip(d, -delta, delta). huber_loss is scale 1; smooth_l1_loss(beta) is
+    delta = beta, scale = 1 / beta."""
+
+    @staticmethod
+    def forward(ctx, a, b, reduction="mean", delta=1.0, scale=1.0):
+        xp = array_module(a)
+        dt = a.dtype.type
+        d = a - b
+        ctx.shapes, ctx.reduction, ctx.denom = (a.shape, b.shape), reduction, d.size
+        ctx.delta, ctx.scale = delta, scale
+        ctx.save_for_backward(d)
+        ad = xp.abs(d)
+        loss = xp.where(ad < dt(delta), dt(0.5) * d * d, dt(delta) * (ad - dt(0.5 * delta)))
+        if scale != 1.0:
+            loss *= dt(scale)
+        return _reduce(xp, loss, reduction, d.size)
+
+    @staticmethod
+    def backward(ctx, g):
+        (d,) = ctx.saved
+        dt = d.dtype.type
+        gd = array_module(d).clip(d, dt(-ctx.delta), dt(ctx.delta))
+        gd *= _grad_scale(ctx, g) * dt(ctx.scale) if ctx.scale != 1.0 else _grad_scale(ctx, g)
+        return _pair_grads(ctx, gd)
+
+
+def _weighted(loss, weight):
+    return loss if weight is None else loss * weight
+
+
+class BCEWithLogits(Function):
+    """Binary cross-entropy on logits x with targets y in [0, 1], computed stably:
+        loss = (1 - y) x + (1 + (p - 1) y) softplus(-x),  softplus(-x) = log1p(exp(-|x|)) + max(-x, 0)
+    for ``pos_weight`` p (1 without), times ``weight`` (both broadcast against x; constants).
+    d/dx = (1 - y) - (1 + (p - 1) y) (1 - sigmoid(x));  d/dy = -x + (p - 1) softplus(-x)."""
+
+    @staticmethod
+    def forward(ctx, x, y, weight=None, pos_weight=None, reduction="mean"):
+        xp = array_module(x)
+        dt = x.dtype.type
+        sp = xp.log1p(xp.exp(-xp.abs(x)))
+        sp += xp.maximum(-x, dt(0))
+        loss = (dt(1) - y) * x
+        if pos_weight is None:
+            loss += sp
+        else:
+            loss += (dt(1) + (pos_weight - dt(1)) * y) * sp
+        loss = _weighted(loss, weight)
+        ctx.reduction, ctx.denom, ctx.weight, ctx.pos_weight = reduction, loss.size, weight, pos_weight
+        ctx.save_for_backward(x, y)
+        return _reduce(xp, loss, reduction, loss.size)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved
+        xp = array_module(x)
+        dt = x.dtype.type
+        s = _grad_scale(ctx, g)
+        if ctx.weight is not None:
+            s = s * ctx.weight
+        pw = ctx.pos_weight
+        gx = gy = None
+        if ctx.needs_input_grad[0]:
+            one_minus_sig = dt(0.5) - dt(0.5) * xp.tanh(x * dt(0.5))  # 1 - sigmoid(x), stable
+            if pw is None:
+                gx = dt(1) - y - one_minus_sig
+            else:
+                gx = dt(1) - y - (dt(1) + (pw - dt(1)) * y) * one_minus_sig
+            gx *= s
+        if ctx.needs_input_grad[1]:
+            gy = -x
+            if pw is not None:
+                sp = xp.log1p(xp.exp(-xp.abs(x)))
+                sp += xp.maximum(-x, dt(0))
+                gy = gy + (pw - dt(1)) * sp
+            gy = gy * s
+        return gx, gy, None, None
+
+
+class BCE(Function):
+    """Binary cross-entropy on probabilities x in [0, 1]:
+        loss = -w (y log x + (1 - y) log(1 - x)), each log clamped to >= -100 (PyTorch's);
+    d/dx = w (x - y) / max(x (1 - x), 1e-12);  d/dy = w (log(1 - x) - log x)."""
+
+    @staticmethod
+    def forward(ctx, x, y, weight=None, reduction="mean"):
+        xp = array_module(x)
+        dt = x.dtype.type
+        with np.errstate(divide="ignore") if xp is np else contextlib.nullcontext():
+            log_x = xp.maximum(xp.log(x), dt(-100))
+            log_1mx = xp.maximum(xp.log(dt(1) - x), dt(-100))
+        loss = y * log_x
+        loss += (dt(1) - y) * log_1mx
+        loss = -_weighted(loss, weight)
+        ctx.reduction, ctx.denom, ctx.weight = reduction, loss.size, weight
+        ctx.save_for_backward(x, y, log_x, log_1mx)
+        return _reduce(xp, loss, reduction, loss.size)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y, log_x, log_1mx = ctx.saved
+        xp = array_module(x)
+        dt = x.dtype.type
+        s = _grad_scale(ctx, g)
+        if ctx.weight is not None:
+            s = s * ctx.weight
+        gx = gy = None
+        if ctx.needs_input_grad[0]:
+            gx = (x - y) / xp.maximum(x * (dt(1) - x), dt(1e-12))
+            gx *= s
+        if ctx.needs_input_grad[1]:
+            gy = (log_1mx - log_x) * s
+        return gx, gy, None
