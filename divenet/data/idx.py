@@ -10,6 +10,13 @@ items in row-major (C) order, big-endian::
 ``read_idx`` checks every part of that and names the file in every error, so that a truncated
 download or a wrong file says what is wrong instead of surfacing later as a reshape error.
 Compression is detected by the gzip magic bytes ``1f 8b``, not by the file name.
+
+A damaged or hostile header costs nothing: the payload's size is computed in Python integers
+(no int64 wrap-around) and checked against the file's size before anything is allocated, and a
+gzip stream is inflated in bounded chunks, never beyond the size its header declares (a small
+file that inflates to gigabytes is refused after the first few kilobytes). The one damage that
+cannot be seen is a flipped bit in a raw file's payload: IDX has no checksum (gzip's CRC-32
+catches it in a compressed file).
 """
 from __future__ import annotations
 
@@ -95,14 +102,16 @@ class _GzipStream:
                 if not self._next_member():
                     self.ended = True
                     break
+            at_end = False
             if not self.pending:
                 self.pending = self.f.read(self._CHUNK)
+                at_end = not self.pending
             try:
                 out = self.d.decompress(self.pending, want)
             except zlib.error as exc:
                 raise self._error(exc) from None
             self.pending = self.d.unconsumed_tail
-            if not out and not self.pending and not self.d.eof and self.f.tell() >= self.size:
+            if not out and at_end and not self.d.eof:
                 raise self._error("it ends before the end of the compressed data; the file was "
                                   "probably cut off")
             parts.append(out)
