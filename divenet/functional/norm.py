@@ -43,6 +43,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     bias = _check_param(op, "bias", bias, (c,), input)
     if not isinstance(momentum, numbers.Real):
         raise TypeError(f"{op}: momentum must be a number, got {momentum!r}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"{op}: eps must be a number, got {eps!r}")
+    if eps <= 0 if training else eps < 0:  # PyTorch's rule: eps = 0 may divide by 0 in training
+        raise ValueError(f"{op}: eps must be {'positive during training' if training else 'non-negative'}, "
+                         f"got {eps!r} (input of shape {tuple(input.shape)})")
     if training:
         per_channel = input.size // c if c else 0
         if per_channel <= 1:

@@ -425,18 +425,24 @@ class Module:
     # ---- state ----------------------------------------------------------------------------------
     def _state_tensors(self):
         """(key, tensor) of what ``state_dict`` saves, in PyTorch's order: per module (depth
-        first) its parameters, then its persistent buffers."""
-        seen = set()
-        for mod_name, mod in self.named_modules():
+        first) its parameters, then its persistent buffers. As in PyTorch, a module or tensor
+        reachable by two paths (tied weights) is saved under both keys, so checkpoints of
+        either framework load strictly into the other."""
+        stack = [("", self, frozenset())]
+        while stack:
+            mod_name, mod, ancestors = stack.pop()
             entries = [(n, v) for n, v in mod._entries() if isinstance(v, Tensor)]
             for want_params in (True, False):
                 for name, t in entries:
-                    if isinstance(t, Parameter) != want_params or id(t) in seen:
+                    if isinstance(t, Parameter) != want_params:
                         continue
                     if not want_params and not mod._persistent(name):
                         continue
-                    seen.add(id(t))
                     yield (f"{mod_name}.{name}" if mod_name else name), t
+            inside = ancestors | {id(mod)}  # a module holding its own ancestor is not a tree
+            kids = [(n, c) for n, c in mod.named_children() if id(c) not in inside]
+            for name, child in reversed(kids):
+                stack.append((f"{mod_name}.{name}" if mod_name else name, child, inside))
 
     def state_dict(self, destination=None, prefix="", keep_vars=False):
         """Parameters and persistent buffers under PyTorch's key names: NumPy copies, or the
