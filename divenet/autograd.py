@@ -9,10 +9,40 @@ CuPy), never on Tensors:
 ``Op.apply(*tensors, **options)`` unwraps the tensors, runs ``forward`` and, when grad mode is
 on and an input requires a gradient, records a ``Node`` so that ``Tensor.backward`` can walk
 the graph. The walk is iterative, so graphs of any depth are fine.
+
+In-place ops and version counters (PyTorch's rules, kept simple):
+
+* Every tensor's storage carries a version counter, ``tensor._version = [version, stale]``,
+  bumped by every in-place op (``+=``, ``x[i] = v``, ``add_``, ``zero_``, an optimizer step).
+  A view made by an op (``reshape``, ``x[0]``, ``permute``, ``split``) and ``detach()`` share
+  their input's counter; ``.data`` does not (that is its point: changes through it are not
+  tracked), nor does a copy.
+* A recorded node remembers ``(counter, version)`` for each input or output whose storage its
+  ``ctx.save_for_backward`` kept (found by storage, so a saved reshape of an input counts;
+  found only for recorded nodes, so unrecorded ops pay nothing). ``backward`` raises a
+  RuntimeError naming the op if such a version changed: never a wrong gradient.
+* An in-place op (``apply_inplace``) writes into the target's array. With grad mode on and a
+  gradient involved it also records a node and *rebases* the target: the tensor object keeps
+  its identity but gets the new node; a stand-in tensor takes over its old history (the
+  node's ``prior``). Nodes are numbered (``seq``) in creation order, so a node recorded
+  before the rebase that consumed the target still reaches the old history (``_edge``), as
+  PyTorch's edges point to the old grad_fn.
+* A recorded in-place op on a view ``base[index]`` runs on a copy that is then written into
+  the base (``_inplace_on_view``), so ``y[0] *= 3`` works as in PyTorch.
+* Not supported, with a clear RuntimeError instead of a wrong gradient: a recorded in-place
+  op on another kind of view (reshape, permute, split), and, after a recorded in-place op on
+  a tensor, using in the graph (or changing in place) a view of it taken before (``stale``;
+  PyTorch regenerates such a view's history): take the view again.
+* An in-place op on a leaf that requires grad, with grad mode on, raises (PyTorch's "a leaf
+  Variable that requires grad is being used in an in-place operation"); under ``no_grad()``
+  it is a plain update, as in ``param -= lr * param.grad``.
 """
 from __future__ import annotations
 
+import itertools
 import threading
+
+import numpy as np
 
 from .backend import array_module
 
@@ -55,6 +85,46 @@ class enable_grad(no_grad):
         _state.enabled = True
 
 
+class inference_mode(no_grad):
+    """PyTorch's ``inference_mode``: here the same as ``no_grad`` (``mode=False``: no change)."""
+
+    def __new__(cls, mode=True):
+        self = object.__new__(cls)
+        self._mode = mode
+        return self if isinstance(mode, bool) else self(mode)  # bare @inference_mode
+
+    def __enter__(self):
+        self._prev = is_grad_enabled()
+        if self._mode is not False:
+            _state.enabled = False
+
+    def __call__(self, fn):
+        mode = self._mode is not False
+
+        def wrapped(*args, **kwargs):
+            with inference_mode(mode):
+                return fn(*args, **kwargs)
+
+        wrapped.__name__ = getattr(fn, "__name__", "wrapped")
+        wrapped.__doc__ = getattr(fn, "__doc__", None)
+        return wrapped
+
+
+class set_grad_enabled:
+    """Sets grad mode now (``dn.set_grad_enabled(False)``); as a context manager it restores
+    the previous mode on exit, as PyTorch's does."""
+
+    def __init__(self, mode):
+        self._prev = is_grad_enabled()
+        _state.enabled = bool(mode)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _state.enabled = self._prev
+
+
 class Context:
     """What forward hands to backward. ``needs_input_grad[i]`` tells backward whether it has
     to compute the gradient of positional input ``i`` at all."""
@@ -69,10 +139,13 @@ class Context:
         self.saved = arrays
 
 
+_seq = itertools.count()
+
+
 class Node:
     """One recorded op application in the graph."""
 
-    __slots__ = ("fn", "ctx", "inputs", "out_meta", "freed")
+    __slots__ = ("fn", "ctx", "inputs", "out_meta", "freed", "seq", "checks", "prior")
 
     def __init__(self, fn, ctx, inputs, out_meta):
         self.fn = fn
@@ -80,6 +153,65 @@ class Node:
         self.inputs = inputs  # Tensors (or None) in positional order
         self.out_meta = out_meta  # (shape, dtype) per output, to zero-fill unused outputs
         self.freed = False
+        self.seq = next(_seq)  # creation order: see _edge
+        self.checks = ()  # (counter, version, "input"/"output", index, shape) of saved storage
+        self.prior = None  # for an in-place node: the stand-in holding the target's old history
+
+
+def _new_version():
+    return [0, False]
+
+
+def _same_storage(x, y):
+    """Whether arrays ``x`` and ``y`` may share memory: NumPy by the owner of the memory (its
+    ``base`` collapses to it), other array libraries by their ``may_share_memory``."""
+    if x is y:
+        return True
+    if isinstance(x, np.ndarray):
+        if not isinstance(y, np.ndarray):
+            return False
+        bx, by = x.base, y.base
+        if (x if bx is None else bx) is (y if by is None else by):
+            return True
+        # a base that is not an ndarray (a stride-tricks window): ask NumPy
+        return bx is not None and type(bx) is not np.ndarray and bool(np.may_share_memory(x, y))
+    if getattr(x, "base", None) is None and getattr(y, "base", None) is None:
+        return False
+    return bool(array_module(x).may_share_memory(x, y))
+
+
+def _saved_checks(saved, inputs, outputs):
+    from .tensor import Tensor
+
+    arrays = [s for s in saved if s is not None and hasattr(s, "shape")]
+    checks = []
+    if arrays:
+        for kind, tensors in (("input", inputs), ("output", outputs)):
+            for i, t in enumerate(tensors):
+                if isinstance(t, Tensor) and any(_same_storage(s, t.array) for s in arrays):
+                    v = t._version
+                    checks.append((v, v[0], kind, i, t.shape))
+    return tuple(checks)
+
+
+def _share_views(outputs, inputs):
+    """An output that is a view of an input shares the input's version counter."""
+    from .tensor import Tensor
+
+    for r in outputs:
+        a = r.array
+        view = getattr(a, "base", None) is not None
+        for t in inputs:
+            if isinstance(t, Tensor) and (t.array is a or view and _same_storage(a, t.array)):
+                r._version = t._version
+                r._base = t
+                break
+
+
+def _stale_error(op):
+    return RuntimeError(
+        f"{op}: this tensor is a view of a tensor that an in-place operation recorded in the "
+        "graph changed after the view was taken; take the view again after the in-place op")
 
 
 class Function:
@@ -98,6 +230,7 @@ class Function:
         arrays = []
         device = None
         needs = []
+        stale = False
         for t in inputs:
             if isinstance(t, Tensor):
                 if device is None:
@@ -109,6 +242,8 @@ class Function:
                     )
                 arrays.append(t.array)
                 needs.append(t.requires_grad)
+                if t._version[1]:
+                    stale = True
             else:
                 arrays.append(t)
                 needs.append(False)
@@ -119,9 +254,110 @@ class Function:
         outs = out if multi else (out,)
         node = None
         if record:
+            if stale:
+                raise _stale_error(cls.__name__.lower())
             node = Node(cls, ctx, list(inputs), [(o.shape, o.dtype) for o in outs])
         results = tuple(Tensor._make(o, device, node, i) for i, o in enumerate(outs))
+        _share_views(results, inputs)
+        if record and ctx.saved:
+            node.checks = _saved_checks(ctx.saved, inputs, results)
         return results if multi else results[0]
+
+
+def apply_inplace(fn, target, *others, name, **kwargs):
+    """Run ``fn.forward(ctx, target.array, *other_arrays, **kwargs)``, which writes its result
+    into ``target.array`` (an in-place op: ``add_``, ``x[i] = v``); bump the version; with grad
+    mode on and a gradient involved, record a node and rebase ``target`` onto it (see the
+    module docstring). Returns ``target``."""
+    from .tensor import Tensor
+
+    version = target._version
+    if version[1]:
+        raise _stale_error(name)
+    arrays, needs = [], [target.requires_grad]
+    for t in others:
+        if isinstance(t, Tensor):
+            if t.device != target.device:
+                raise ValueError(f"{name}: the tensor lives on {target.device} but the other operand "
+                                 f"on {t.device}; move it with .to(device) first")
+            arrays.append(t.array)
+            needs.append(t.requires_grad)
+        else:
+            arrays.append(t)
+            needs.append(False)
+    record = is_grad_enabled() and any(needs)
+    if record:
+        if target.requires_grad and target._node is None:
+            raise RuntimeError(f"{name}: a leaf Variable that requires grad is being used in an in-place "
+                               "operation; do it under dn.no_grad() (or on .data), or out of place")
+        base = getattr(target, "_base", None)
+        if base is not None:
+            return _inplace_on_view(fn, target, base, others, name, kwargs)
+    ctx = Context(tuple(needs) if record else (False,) * len(needs))
+    fn.forward(ctx, target.array, *arrays, **kwargs)
+    version[0] += 1
+    if record:
+        prior = _stand_in(target)
+        version[1] = True  # views taken before now show values the graph does not describe
+        target._version = [version[0], False]
+        node = Node(fn, ctx, [prior, *others], [(target.shape, target.dtype)])
+        node.prior = prior
+        target._node, target._slot = node, 0
+        target.requires_grad = target.dtype.kind == "f"
+        if ctx.saved:
+            node.checks = _saved_checks(ctx.saved, others, (target,))
+    return target
+
+
+def _inplace_on_view(fn, view, base, others, name, kwargs):
+    """A recorded in-place op on ``view = base[index]``: the op runs on a copy, the copy is
+    written into ``base[index]`` (recorded on the base), and the view is taken again, so both
+    tensors describe their new values (``y[0] *= 3`` and ``y[0].mul_(3)`` work as in PyTorch).
+    Other views (reshape, permute, split) are refused rather than given a wrong gradient."""
+    index = getattr(view, "_view_index", None)
+    if index is None:
+        raise RuntimeError(
+            f"{name}: a differentiable in-place operation on this view (not of the form x[index]) "
+            "is not supported; apply it to the tensor it views, or clone() the view first")
+    new = view.clone()
+    apply_inplace(fn, new, *others, name=name, **kwargs)
+    base._set(index, new, name)
+    fresh = base[index]
+    if fresh._node is not None:  # nodes that consumed the view before reach its old history
+        fresh._node.prior = _stand_in(view)
+    view._node, view._slot, view._version = fresh._node, fresh._slot, fresh._version
+    view.requires_grad = fresh.requires_grad
+    return view
+
+
+def _stand_in(t):
+    """A tensor holding ``t``'s current graph identity, for a node's ``prior``."""
+    from .tensor import Tensor
+
+    prior = Tensor._make(t.array, t.device, t._node, t._slot)
+    prior.requires_grad = t.requires_grad
+    prior._version = t._version
+    return prior
+
+
+def _edge(t, seq):
+    """The graph identity that input ``t`` had when the node numbered ``seq`` recorded it: an
+    in-place op since then rebased ``t`` onto a newer node, whose ``prior`` holds the old one."""
+    node = getattr(t, "_node", None)
+    while node is not None and node.seq > seq:
+        t = node.prior
+        node = t._node
+    return t, node
+
+
+def _check_versions(node):
+    for counter, version, kind, i, shape in node.checks:
+        if counter[0] != version:
+            raise RuntimeError(
+                f"backward: {kind} {i} of {node.fn.__name__} (shape {tuple(shape)}), which it saved "
+                f"for the gradient, was changed by an in-place operation (now at version "
+                f"{counter[0]}, saved at version {version}); make that change out of place "
+                "(x = x + y) or on a clone()")
 
 
 def _topological_order(root_node):
@@ -134,7 +370,7 @@ def _topological_order(root_node):
         node, it = stack[-1]
         advanced = False
         for t in it:
-            child = getattr(t, "_node", None)
+            child = _edge(t, node.seq)[1]
             if child is not None and id(child) not in visited:
                 visited.add(id(child))
                 stack.append((child, iter(child.inputs)))
@@ -167,6 +403,8 @@ def backward(tensor, grad, retain_graph=False):
             )
         if all(g is None for g in grads):
             continue
+        if node.checks:
+            _check_versions(node)
         xp = array_module(next(g for g in grads if g is not None))
         grads = [
             g if g is not None else xp.zeros(shape, dtype=dtype)
@@ -181,7 +419,10 @@ def backward(tensor, grad, retain_graph=False):
             node.freed = True
             node.inputs = ()  # drop the references to the inputs (and their arrays) too
         for t, g in zip(inputs, in_grads):
-            if g is None or t is None or not getattr(t, "requires_grad", False):
+            if g is None or t is None:
+                continue
+            t, child = _edge(t, node.seq)
+            if not getattr(t, "requires_grad", False):
                 continue
             if g.shape != t.shape:
                 raise RuntimeError(
@@ -190,7 +431,6 @@ def backward(tensor, grad, retain_graph=False):
                 )
             if g.dtype != t.dtype:
                 g = g.astype(t.dtype)
-            child = t._node
             if child is None:
                 t._accumulate(g)
             else:

@@ -1,6 +1,12 @@
-"""Tensor: an array, the device it lives on, its gradient and the graph node that made it."""
+"""Tensor: an array, the device it lives on, its gradient and the graph node that made it.
+
+PyTorch's API: ``.grad`` is a Tensor without a graph, accumulated by ``backward``; in-place
+ops (``+=``, ``x[i] = v``, ``add_``, ``zero_``, ...) write into the array and bump its version
+counter (rules in autograd.py's docstring); ``size()`` is the shape and ``numel()`` the number
+of elements."""
 from __future__ import annotations
 
+import builtins  # this module defines sum, max, min, abs and pow as torch does
 import numbers
 
 import numpy as np
@@ -11,10 +17,13 @@ from .ops import elementwise as E, linalg, reduce as R, shape as S
 
 _DTYPES = {
     "float32": np.float32, "float64": np.float64, "float16": np.float16,
-    "int64": np.int64, "int32": np.int32, "bool": np.bool_, "uint8": np.uint8,
+    "int64": np.int64, "int32": np.int32, "int16": np.int16, "int8": np.int8, "bool": np.bool_,
+    "uint8": np.uint8,
 }
 float32, float64, float16 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)
 int64, int32, uint8, bool_ = np.dtype(np.int64), np.dtype(np.int32), np.dtype(np.uint8), np.dtype(np.bool_)
+int16, int8 = np.dtype(np.int16), np.dtype(np.int8)
+half, double, long = float16, float64, int64  # PyTorch's aliases
 
 
 class ValuesIndices(tuple):
@@ -48,14 +57,17 @@ def _normalize_axes(dim, ndim):
     dims = dim if isinstance(dim, (tuple, list)) else (dim,)
     out = []
     for d in dims:
-        if not -ndim <= d < max(ndim, 1):
+        if not -ndim <= d < builtins.max(ndim, 1):
             raise ValueError(f"dim {d} is out of range for a tensor{shape} with {ndim} dimensions")
-        out.append(d % max(ndim, 1))
+        out.append(d % builtins.max(ndim, 1))
     return tuple(out)
 
 
 class Tensor:
-    __slots__ = ("array", "device", "requires_grad", "grad", "_node", "_slot", "__weakref__")
+    # _version: [version, stale], shared with views (autograd.py); _base: the tensor a view was
+    # made from, and _view_index its index for x[index]: set only on views (read with getattr)
+    __slots__ = ("array", "device", "requires_grad", "_grad", "_node", "_slot", "_version", "_base",
+                 "_view_index", "__weakref__")
     __array_priority__ = 1000  # numpy scalars on the left defer to Tensor's operators
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
@@ -70,6 +82,9 @@ class Tensor:
             data = np.asarray(data)
             if dtype is None and data.dtype == np.float64:
                 dtype = float32  # Python floats become float32, as in PyTorch
+        if getattr(data, "dtype", None) is not None and data.dtype.kind in "OUSVMm":
+            raise TypeError(f"tensor: can't make a tensor from strings or objects (NumPy dtype "
+                            f"{data.dtype}); expected numbers, nested lists of numbers or a numeric array")
         arr = transfer(data, dev) if src_dev != dev else data
         if dtype is not None and arr.dtype != dtype:
             arr = arr.astype(dtype)
@@ -78,9 +93,10 @@ class Tensor:
         self.array = arr
         self.device = dev
         self.requires_grad = bool(requires_grad)
-        self.grad = None
+        self._grad = None
         self._node = None
         self._slot = 0
+        self._version = [0, False]
 
     @classmethod
     def _make(cls, array, device, node, slot=0):
@@ -90,9 +106,10 @@ class Tensor:
         t.array = array
         t.device = device if device is not None else device_of(array)
         t.requires_grad = node is not None and array.dtype.kind == "f"
-        t.grad = None
+        t._grad = None
         t._node = node
         t._slot = slot
+        t._version = [0, False]
         return t
 
     # ---- properties -------------------------------------------------------------------------
@@ -108,18 +125,51 @@ class Tensor:
     def ndim(self):
         return self.array.ndim
 
-    @property
-    def size(self):
-        return self.array.size
+    def size(self, dim=None):
+        """The shape (PyTorch's ``size()``), or its length along ``dim``; ``numel()`` counts."""
+        if dim is None:
+            return self.array.shape
+        return self.array.shape[_normalize_axes(dim, self.shape)[0]]
 
     def numel(self):
         return int(self.array.size)
+
+    nelement = numel
 
     def dim(self):
         return self.array.ndim
 
     def __len__(self):
-        return len(self.array)
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.array.shape[0]
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.array.shape[0]))
+
+    def __contains__(self, value):
+        return bool((self == value).any())
+
+    @property
+    def grad(self):
+        """The accumulated gradient: a Tensor without a graph, or None."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"grad: expected a Tensor or None, got {type(value).__name__}; "
+                                "wrap an array with dn.tensor(...)")
+            if value.shape != self.shape:
+                raise ValueError(f"grad: a gradient of shape {value.shape} for a tensor of shape {self.shape}")
+            if value.dtype != self.dtype:
+                raise TypeError(f"grad: a gradient of dtype {value.dtype} for a tensor of dtype {self.dtype}")
+            if value.device != self.device:
+                raise ValueError(f"grad: a gradient on {value.device} for a tensor on {self.device}")
+        self._grad = value
 
     @property
     def data(self):
@@ -137,6 +187,15 @@ class Tensor:
         return self._node is None
 
     @property
+    def grad_fn(self):
+        """The recorded node that made this tensor (None for a leaf)."""
+        return self._node
+
+    @property
+    def is_cuda(self):
+        return self.device.kind == "gpu"
+
+    @property
     def T(self):
         return self.permute(*reversed(range(self.ndim)))
 
@@ -149,7 +208,20 @@ class Tensor:
         """NumPy and matplotlib take CPU tensors; a GPU tensor must be moved first, as in PyTorch."""
         if self.device != CPU:
             raise TypeError(f"can't convert a {self.device} tensor to a NumPy array; use .cpu() or .numpy() first")
-        return self.array if dtype is None else self.array.astype(dtype, copy=False)
+        a = self.array
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError(f"__array__: converting {a.dtype} to {np.dtype(dtype)} needs a copy")
+            return a.astype(dtype)
+        return a.copy() if copy else a
+
+    def __format__(self, spec):
+        if self.ndim == 0:  # f"{loss:.3f}", as PyTorch's
+            return format(self.item(), spec)
+        if spec:
+            raise TypeError(f"unsupported format string {spec!r} for a tensor of shape {self.shape}; "
+                            "only 0-d tensors format as numbers")
+        return str(self)
 
     def item(self):
         if self.array.size != 1:
@@ -183,16 +255,55 @@ class Tensor:
     def double(self):
         return self.astype(float64)
 
+    def half(self):
+        return self.astype(float16)
+
     def long(self):
         return self.astype(int64)
 
-    def detach(self):
-        return Tensor._make(self.array, self.device, None)
+    def int(self):
+        return self.astype(int32)
 
-    def requires_grad_(self, flag=True):
-        if flag and self.dtype.kind != "f":
+    def bool(self):
+        return self.astype(bool_)
+
+    def type(self, dtype=None):
+        """Without ``dtype``, the type name (``'divenet.FloatTensor'``); with one, a cast to it
+        (a dtype or such a name)."""
+        if dtype is None:
+            name = _TYPE_NAMES.get(self.dtype.name, self.dtype.name)
+            return f"divenet.{'' if self.device == CPU else self.device.kind + '.'}{name}"
+        if isinstance(dtype, str) and dtype.rsplit(".", 1)[-1] in _TYPE_DTYPES:
+            dtype = _TYPE_DTYPES[dtype.rsplit(".", 1)[-1]]
+        return self.astype(dtype)
+
+    def type_as(self, other):
+        return self.astype(other.dtype)
+
+    def detach(self):
+        """A graph-free tensor sharing the storage and its version counter (PyTorch's)."""
+        t = Tensor._make(self.array, self.device, None)
+        t._version = self._version
+        return t
+
+    def detach_(self):
+        if getattr(self, "_base", None) is not None:
+            raise RuntimeError("detach_: can't detach a view in place; use detach() instead")
+        self._node = None
+        self.requires_grad = False
+        return self
+
+    def clone(self):
+        """A copy (same memory layout) that stays in the graph."""
+        return E.Clone.apply(self)
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and self.dtype.kind != "f":
             raise TypeError(f"requires_grad_: only floating-point tensors can require gradients, got {self.dtype}")
-        self.requires_grad = flag
+        if not requires_grad and self._node is not None:
+            raise RuntimeError("requires_grad_: only a leaf's flag can be changed; use detach() "
+                               "for a tensor computed in the graph")
+        self.requires_grad = bool(requires_grad)
         return self
 
     def __repr__(self):
@@ -221,28 +332,38 @@ class Tensor:
         return id(self)
 
     # ---- autograd -----------------------------------------------------------------------------
-    def backward(self, grad=None, retain_graph=False):
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
+        """Accumulate the gradient of this tensor into the ``.grad`` of the leaves; ``gradient``
+        (its own gradient) may be left out for a one-element tensor. The graph is freed unless
+        ``retain_graph``."""
+        if create_graph:
+            raise NotImplementedError("backward: create_graph=True (higher-order gradients) is not supported")
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require a gradient and has no graph")
-        if grad is None:
+        if gradient is None:
             if self.array.size != 1:
                 raise RuntimeError(
                     f"backward: grad can be implied only for a scalar, got shape {self.shape}; "
-                    "pass grad= explicitly")
+                    "pass gradient= explicitly")
             g = array_module(self.array).ones_like(self.array)
         else:
-            g = grad.array if isinstance(grad, Tensor) else array_module(self.array).asarray(grad)
+            g = gradient.array if isinstance(gradient, Tensor) else array_module(self.array).asarray(gradient)
             if g.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {g.shape} but the tensor has shape {self.shape}")
             g = g.astype(self.dtype, copy=False)
-        autograd.backward(self, g, retain_graph=retain_graph)
+        autograd.backward(self, g, retain_graph=bool(retain_graph))
 
     def _accumulate(self, g):
-        # always own .grad: g may be a broadcast view, or the very array that backward also
-        # handed to another leaf (Add) or that the caller passed in; in-place edits of one
-        # .grad must never change another
-        xp = array_module(g)
-        self.grad = xp.array(g, copy=True) if self.grad is None else xp.asarray(self.grad + g)  # 0-d stays an array
+        # the first gradient is copied, so that .grad is owned: g may be a broadcast view, or
+        # the very array that backward also handed to another leaf (Add) or that the caller
+        # passed in; later ones add in place, as PyTorch's AccumulateGrad (x.grad stays the
+        # same tensor)
+        grad = self._grad
+        if grad is None:
+            self._grad = Tensor._make(array_module(g).array(g, copy=True), self.device, None)
+        else:
+            grad.array += g
+            grad._version[0] += 1
 
     def zero_grad(self):
         self.grad = None
@@ -334,12 +455,133 @@ class Tensor:
     def __ge__(self, o):
         return self._compare(o, lambda a, b: a >= b)
 
+    def __and__(self, o):
+        return self._compare(o, lambda a, b: a & b)
+
+    __rand__ = __and__
+
+    def __or__(self, o):
+        return self._compare(o, lambda a, b: a | b)
+
+    __ror__ = __or__
+
+    def __xor__(self, o):
+        return self._compare(o, lambda a, b: a ^ b)
+
+    __rxor__ = __xor__
+
+    def __invert__(self):
+        return Tensor._make(~self.array, self.device, None)
+
+    def __floordiv__(self, o):
+        return self._compare(o, lambda a, b: a // b)
+
+    def __mod__(self, o):
+        return self._compare(o, lambda a, b: a % b)
+
+    def __abs__(self):
+        return self.abs()
+
+    # ---- in-place ops (autograd.apply_inplace: versions, the leaf rule, rebasing) ------------------
+    def _arith_(self, fn, name, other, true_div=False, **options):
+        o = self._lift(other)
+        kinds = self.dtype.kind == "f", o.dtype.kind == "f"
+        if kinds[0] != kinds[1]:  # PyTorch's promotion: the floating operand's dtype
+            result = self.dtype if kinds[0] else o.dtype
+        else:
+            result = float32 if true_div and not kinds[0] else np.result_type(self.dtype, o.dtype)
+        if not np.can_cast(result, self.dtype, "same_kind"):
+            raise TypeError(f"{name}: the result type {result} can't be cast to this tensor's dtype "
+                            f"{self.dtype} in place")
+        if o.shape != self.shape and np.broadcast_shapes(o.shape, self.shape) != self.shape:
+            raise ValueError(f"{name}: an operand of shape {o.shape} does not broadcast to the "
+                             f"tensor's shape {self.shape}")
+        if o.dtype != self.dtype and o.dtype.kind == self.dtype.kind == "f":
+            o = o.astype(self.dtype)  # the gradient then flows back through the cast
+        return autograd.apply_inplace(fn, self, o, name=name, **options)
+
+    def add_(self, other, *, alpha=1):
+        return self._arith_(E.AddInplace, "add_", other, alpha=alpha)
+
+    def sub_(self, other, *, alpha=1):
+        return self._arith_(E.AddInplace, "sub_", other, alpha=-alpha)
+
+    def mul_(self, other):
+        return self._arith_(E.MulInplace, "mul_", other)
+
+    def div_(self, other):
+        return self._arith_(E.DivInplace, "div_", other, true_div=True)
+
+    def __iadd__(self, other):
+        return self._arith_(E.AddInplace, "+=", other)
+
+    def __isub__(self, other):
+        return self._arith_(E.AddInplace, "-=", other, alpha=-1)
+
+    def __imul__(self, other):
+        return self._arith_(E.MulInplace, "*=", other)
+
+    def __itruediv__(self, other):
+        return self._arith_(E.DivInplace, "/=", other, true_div=True)
+
+    def clamp_(self, min=None, max=None):  # noqa: A002 (PyTorch's names)
+        if min is None and max is None:
+            raise ValueError("clamp_: at least one of min and max must be given")
+        return autograd.apply_inplace(E.ClipInplace, self, name="clamp_", lo=min, hi=max)
+
+    clip_ = clamp_
+
+    def __setitem__(self, index, value):
+        self._set(_unwrap_index(index), value, "__setitem__")
+
+    def _set(self, index, value, name):
+        if isinstance(value, Tensor) and value.device != self.device:
+            value = value.to(self.device)
+        value = self._lift(value)
+        try:
+            return autograd.apply_inplace(S.SetItem, self, value, name=name, index=index)
+        except ValueError as exc:
+            if "could not broadcast" not in str(exc):
+                raise
+            raise ValueError(f"{name}: {exc} (tensor of shape {self.shape})") from None
+
+    def copy_(self, src):
+        """Copy ``src`` (broadcast, cast, moved to this device) into this tensor."""
+        return self._set(Ellipsis, src, "copy_")
+
+    def fill_(self, value):
+        return self._set(Ellipsis, value, "fill_")
+
+    def zero_(self):
+        return self._set(Ellipsis, 0, "zero_")
+
+    def normal_(self, mean=0.0, std=1.0):
+        from .random import randn
+
+        z = randn(self.shape, dtype=self.dtype, device=self.device)
+        return self._set(Ellipsis, z.array * self.dtype.type(std) + self.dtype.type(mean), "normal_")
+
+    def uniform_(self, a=0.0, b=1.0):
+        from .random import rand
+
+        u = rand(self.shape, dtype=self.dtype, device=self.device)
+        return self._set(Ellipsis, u.array * self.dtype.type(b - a) + self.dtype.type(a), "uniform_")
+
     # ---- math ---------------------------------------------------------------------------------
     def exp(self):
         return E.Exp.apply(self)
 
     def log(self):
         return E.Log.apply(self)
+
+    def pow(self, exponent):
+        return self ** exponent
+
+    def neg(self):
+        return -self
+
+    def square(self):
+        return self * self
 
     def sqrt(self):
         return E.Sqrt.apply(self)
@@ -383,26 +625,46 @@ class Tensor:
 
         return F.log_softmax(self, dim)
 
-    # ---- reductions ---------------------------------------------------------------------------
-    def sum(self, dim=None, keepdim=False):
-        return R.Sum.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim)
+    # ---- reductions: PyTorch's dim/keepdim, NumPy's axis/keepdims also taken ----------------------
+    def sum(self, dim=None, keepdim=False, dtype=None, *, axis=None, keepdims=None):
+        dim, keepdim = _dim_args("sum", dim, keepdim, axis, keepdims)
+        t = self if dtype is None else self.astype(dtype)
+        return R.Sum.apply(t, axis=_normalize_axes(dim, self.shape), keepdims=keepdim)
 
-    def mean(self, dim=None, keepdim=False):
-        return R.Mean.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim)
+    def mean(self, dim=None, keepdim=False, dtype=None, *, axis=None, keepdims=None):
+        dim, keepdim = _dim_args("mean", dim, keepdim, axis, keepdims)
+        t = self if dtype is None else self.astype(dtype)
+        if t.dtype.kind != "f":
+            raise TypeError(f"mean: expected a floating-point tensor, got {t.dtype}; use .float() or dtype=")
+        return R.Mean.apply(t, axis=_normalize_axes(dim, self.shape), keepdims=keepdim)
 
-    def amax(self, dim=None, keepdim=False):
+    def prod(self, dim=None, keepdim=False, dtype=None, *, axis=None, keepdims=None):
+        dim, keepdim = _dim_args("prod", dim, keepdim, axis, keepdims)
+        t = self if dtype is None else self.astype(dtype)
+        return R.Prod.apply(t, axis=_normalize_axes(dim, self.shape), keepdims=keepdim)
+
+    def amax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         """Largest values over ``dim``; ties share the gradient evenly (torch.amax)."""
+        dim, keepdim = _dim_args("amax", dim, keepdim, axis, keepdims)
         return R.Max.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim)
 
-    def amin(self, dim=None, keepdim=False):
+    def amin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        dim, keepdim = _dim_args("amin", dim, keepdim, axis, keepdims)
         return R.Max.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim, smallest=True)
 
-    def max(self, dim=None, keepdim=False):
+    def max(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         """As in PyTorch: the largest value without ``dim``; with an int ``dim``, the named pair
-        ``(values, indices)``, the gradient going to the first largest entry only."""
+        ``(values, indices)``, the gradient going to the first largest entry only; with a
+        tensor, the elementwise maximum."""
+        if isinstance(dim, Tensor):
+            return self.maximum(dim)
+        dim, keepdim = _dim_args("max", dim, keepdim, axis, keepdims)
         return self.amax() if dim is None else self._extreme_along(dim, keepdim, "argmax")
 
-    def min(self, dim=None, keepdim=False):
+    def min(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        if isinstance(dim, Tensor):
+            return self.minimum(dim)
+        dim, keepdim = _dim_args("min", dim, keepdim, axis, keepdims)
         return self.amin() if dim is None else self._extreme_along(dim, keepdim, "argmin")
 
     def _extreme_along(self, dim, keepdim, arg):
@@ -418,11 +680,48 @@ class Tensor:
             values, idx = values.squeeze(dim), idx.squeeze(dim)
         return ValuesIndices(values, idx)
 
-    def var(self, dim=None, keepdim=False, unbiased=True):
-        return R.Var.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim,
-                           correction=1 if unbiased else 0)
+    def var(self, dim=None, unbiased=True, keepdim=False, *, correction=None, axis=None, keepdims=None):
+        """PyTorch's ``var(dim, unbiased, keepdim)`` or ``var(dim, correction=, keepdim=)``."""
+        dim, keepdim = _dim_args("var", dim, keepdim, axis, keepdims)
+        if correction is None:
+            correction = 1 if unbiased else 0
+        return R.Var.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim, correction=correction)
 
-    def argmax(self, dim=None, keepdim=False, _fn="argmax"):
+    def std(self, dim=None, unbiased=True, keepdim=False, *, correction=None, axis=None, keepdims=None):
+        return self.var(dim, unbiased, keepdim, correction=correction, axis=axis, keepdims=keepdims).sqrt()
+
+    def norm(self, p="fro", dim=None, keepdim=False):
+        """The ``p``-norm over ``dim`` (all elements by default): 2 / 'fro', 1, inf, -inf, 0 or
+        any other number; its gradient is 0 where a 2-norm is 0, as PyTorch's."""
+        if self.dtype.kind != "f":
+            raise TypeError(f"norm: expected a floating-point tensor, got {self.dtype}")
+        if p in ("fro", 2, 2.0):
+            return R.Norm.apply(self, axis=_normalize_axes(dim, self.shape), keepdims=keepdim)
+        if p == float("inf"):
+            return self.abs().amax(dim, keepdim)
+        if p == float("-inf"):
+            return self.abs().amin(dim, keepdim)
+        if p == 0:
+            return (self != 0).astype(self.dtype).sum(dim, keepdim)
+        if p == 1:
+            return self.abs().sum(dim, keepdim)
+        if not isinstance(p, numbers.Real):
+            raise ValueError(f"norm: p must be a number or 'fro', got {p!r}")
+        return (self.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
+
+    def any(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return self._logical("any", dim, keepdim, axis, keepdims)
+
+    def all(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return self._logical("all", dim, keepdim, axis, keepdims)
+
+    def _logical(self, fn, dim, keepdim, axis, keepdims):
+        dim, keepdim = _dim_args(fn, dim, keepdim, axis, keepdims)
+        out = getattr(self.array, fn)(axis=_normalize_axes(dim, self.shape), keepdims=keepdim)
+        return Tensor._make(out, self.device, None)
+
+    def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=None, _fn="argmax"):
+        dim, keepdim = _dim_args(_fn, dim, keepdim, axis, keepdims)
         xp = array_module(self.array)
         if dim is None:
             out = xp.asarray(getattr(xp, _fn)(self.array), dtype=np.int64)
@@ -433,8 +732,8 @@ class Tensor:
             out = xp.expand_dims(out, dim)
         return Tensor._make(out.astype(np.int64), self.device, None)
 
-    def argmin(self, dim=None, keepdim=False):
-        return self.argmax(dim, keepdim, _fn="argmin")  # not argmax(-x): wrong for uint8
+    def argmin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return self.argmax(dim, keepdim, axis=axis, keepdims=keepdims, _fn="argmin")  # not argmax(-x): wrong for uint8
 
     # ---- shape --------------------------------------------------------------------------------
     def reshape(self, *shape):
@@ -448,7 +747,36 @@ class Tensor:
             return self
         return S.Reshape.apply(self, shape=target)
 
-    view = reshape
+    def view(self, *shape):
+        if len(shape) == 1 and not isinstance(shape[0], (tuple, list, numbers.Integral)):
+            raise TypeError(f"view: expected a shape, got {shape[0]!r} (a view as another dtype is not supported)")
+        return self.reshape(*shape)
+
+    def view_as(self, other):
+        return self.reshape(other.shape)
+
+    def reshape_as(self, other):
+        return self.reshape(other.shape)
+
+    def t(self):
+        """The transpose of a matrix (a tensor of at most 2 dims, as PyTorch's)."""
+        if self.ndim > 2:
+            raise ValueError(f"t: expects a tensor of at most 2 dims, got shape {self.shape}; use transpose(dim0, dim1)")
+        return self if self.ndim < 2 else self.transpose(0, 1)
+
+    def repeat(self, *sizes):
+        """Tile the tensor ``sizes[i]`` times along dim ``i`` (PyTorch's repeat; np.tile)."""
+        sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
+        if len(sizes) < self.ndim:
+            raise ValueError(f"repeat: {len(sizes)} repeats for a tensor of shape {self.shape}; expected "
+                             f"at least {self.ndim}")
+        shape = (1,) * (len(sizes) - self.ndim) + self.shape
+        spread = self.reshape(tuple(n for d in shape for n in (1, d)))
+        tiled = spread.expand(tuple(n for r, d in zip(sizes, shape) for n in (r, d)))
+        return tiled.reshape(tuple(r * d for r, d in zip(sizes, shape)))
+
+    def expand_as(self, other):
+        return self.expand(other.shape)
 
     def flatten(self, start_dim=0, end_dim=-1):
         nd = self.ndim
@@ -491,7 +819,10 @@ class Tensor:
 
     def __getitem__(self, index):
         index = _unwrap_index(index)
-        return S.GetItem.apply(self, index=index)
+        out = S.GetItem.apply(self, index=index)
+        if getattr(out, "_base", None) is not None:
+            out._view_index = index  # a recorded in-place op on the view writes base[index]
+        return out
 
     def contiguous(self):
         return self
@@ -501,6 +832,21 @@ class Tensor:
 
     def chunk(self, chunks, dim=0):
         return chunk(self, chunks, dim)
+
+
+def _dim_args(op, dim, keepdim, axis, keepdims):
+    """PyTorch's ``dim``/``keepdim``, or NumPy's ``axis``/``keepdims``."""
+    if axis is not None:
+        if dim is not None:
+            raise TypeError(f"{op}: got both dim={dim!r} and axis={axis!r}; pass one")
+        dim = axis
+    return dim, bool(keepdim if keepdims is None else keepdims)
+
+
+_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
+               "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor", "int8": "CharTensor",
+               "uint8": "ByteTensor", "bool": "BoolTensor"}
+_TYPE_DTYPES = {v: k for k, v in _TYPE_NAMES.items()}
 
 
 def _resolve_shape(shape, size):
@@ -560,22 +906,52 @@ class _Cast(autograd.Function):
 
 # ---- creation ---------------------------------------------------------------------------------
 def tensor(data, dtype=None, device=None, requires_grad=False):
-    return Tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+    """A new tensor holding a copy of ``data``, as torch.tensor (``as_tensor`` and
+    ``from_numpy`` share the memory instead)."""
+    t = Tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+    if t.array is (data.array if isinstance(data, Tensor) else data):
+        t.array = t.array.copy(order="K")  # keeps a memory layout (batch-last) that the data has
+    return t
+
+
+def as_tensor(data, dtype=None, device=None):
+    """A tensor sharing ``data``'s memory where it can (same device and dtype)."""
+    if isinstance(data, Tensor) and (dtype is None or as_dtype(dtype) == data.dtype) and \
+            (device is None or as_device(device) == data.device):
+        return data
+    return Tensor(data, dtype=dtype, device=device)
+
+
+def from_numpy(array):
+    """A CPU tensor sharing ``array``'s memory, in its dtype (float64 stays float64)."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
+    return Tensor(array)
+
+
+def _shape_arg(op, shape, size):
+    if size is not None:
+        if shape:
+            raise TypeError(f"{op}: got both a shape {shape} and size={size}; pass one")
+        shape = (size,)
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
 
 
 def _create(fill, shape, dtype, device, requires_grad):
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+    shape = _shape_arg("tensor", shape, None)
     dev = as_device(device)
     dtype = as_dtype(dtype) or float32
     arr = fill(dev.xp, shape, dtype)
     return Tensor._make(arr, dev, None).requires_grad_(requires_grad)
 
 
-def zeros(*shape, dtype=None, device=None, requires_grad=False):
+def zeros(*shape, size=None, dtype=None, device=None, requires_grad=False):
+    shape = _shape_arg("zeros", shape, size)
     return _create(lambda xp, s, d: xp.zeros(s, dtype=d), shape, dtype, device, requires_grad)
 
 
-def ones(*shape, dtype=None, device=None, requires_grad=False):
+def ones(*shape, size=None, dtype=None, device=None, requires_grad=False):
+    shape = _shape_arg("ones", shape, size)
     return _create(lambda xp, s, d: xp.ones(s, dtype=d), shape, dtype, device, requires_grad)
 
 
@@ -587,8 +963,17 @@ def full(shape, value, dtype=None, device=None, requires_grad=False):
     return _create(lambda xp, s, d: xp.full(s, value, dtype=d), (shape,), dtype, device, requires_grad)
 
 
-def empty(*shape, dtype=None, device=None):
-    return _create(lambda xp, s, d: xp.empty(s, dtype=d), shape, dtype, device, False)
+def empty(*shape, size=None, dtype=None, device=None, requires_grad=False):
+    shape = _shape_arg("empty", shape, size)
+    return _create(lambda xp, s, d: xp.empty(s, dtype=d), shape, dtype, device, requires_grad)
+
+
+def eye(n, m=None, dtype=None, device=None, requires_grad=False):
+    return _create(lambda xp, s, d: xp.eye(n, m, dtype=d), (), dtype, device, requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
+    return _create(lambda xp, s, d: xp.linspace(start, end, steps, dtype=d), (), dtype, device, requires_grad)
 
 
 def arange(start, end=None, step=1, dtype=None, device=None):
@@ -677,7 +1062,7 @@ def split(t, split_size_or_sections, dim=0):
         sizes = [step] * (n // step) + ([n % step] if n % step else [])
     else:
         sizes = list(split_size_or_sections)
-        if sum(sizes) != n:
+        if builtins.sum(sizes) != n:
             raise ValueError(f"split: sections {sizes} do not add up to dim {dim} of shape {t.shape}")
     bounds = list(np.cumsum(sizes)[:-1])
     out = S.Split.apply(t, bounds=bounds, axis=dim)
@@ -708,6 +1093,119 @@ def where(cond, a, b):
     cond = cond.array if isinstance(cond, Tensor) else cond
     ref = a if isinstance(a, Tensor) else b
     return E.Where.apply(cond, ref._lift(a), ref._lift(b))
+
+
+def mm(a, b):
+    """The product of two matrices (2-d only, as torch.mm; ``matmul`` broadcasts)."""
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"mm: expects two matrices, got shapes {a.shape} and {b.shape}")
+    return matmul(a, b)
+
+
+def sum(t, dim=None, keepdim=False, dtype=None):  # noqa: A001 (mirrors torch.sum)
+    return t.sum(dim, keepdim, dtype)
+
+
+def mean(t, dim=None, keepdim=False, dtype=None):
+    return t.mean(dim, keepdim, dtype)
+
+
+def prod(t, dim=None, keepdim=False, dtype=None):
+    return t.prod(dim, keepdim, dtype)
+
+
+def std(t, dim=None, unbiased=True, keepdim=False, *, correction=None):
+    return t.std(dim, unbiased, keepdim, correction=correction)
+
+
+def var(t, dim=None, unbiased=True, keepdim=False, *, correction=None):
+    return t.var(dim, unbiased, keepdim, correction=correction)
+
+
+def max(t, dim=None, keepdim=False):  # noqa: A001
+    """torch.max: the largest value, ``(values, indices)`` along an int ``dim``, or the
+    elementwise maximum with a tensor."""
+    return t.max(dim, keepdim)
+
+
+def min(t, dim=None, keepdim=False):  # noqa: A001
+    return t.min(dim, keepdim)
+
+
+def amax(t, dim=None, keepdim=False):
+    return t.amax(dim, keepdim)
+
+
+def amin(t, dim=None, keepdim=False):
+    return t.amin(dim, keepdim)
+
+
+def argmax(t, dim=None, keepdim=False):
+    return t.argmax(dim, keepdim)
+
+
+def argmin(t, dim=None, keepdim=False):
+    return t.argmin(dim, keepdim)
+
+
+def norm(t, p="fro", dim=None, keepdim=False):
+    return t.norm(p, dim, keepdim)
+
+
+def reshape(t, shape):
+    return t.reshape(shape)
+
+
+def flatten(t, start_dim=0, end_dim=-1):
+    return t.flatten(start_dim, end_dim)
+
+
+def squeeze(t, dim=None):
+    return t.squeeze(dim)
+
+
+def unsqueeze(t, dim):
+    return t.unsqueeze(dim)
+
+
+def transpose(t, dim0, dim1):
+    return t.transpose(dim0, dim1)
+
+
+def permute(t, dims):
+    return t.permute(dims)
+
+
+def clone(t):
+    return t.clone()
+
+
+def numel(t):
+    return t.numel()
+
+
+def pow(t, exponent):  # noqa: A001
+    return t ** exponent
+
+
+def tanh(t):
+    return t.tanh()
+
+
+def sigmoid(t):
+    return t.sigmoid()
+
+
+def relu(t):
+    return t.relu()
+
+
+def softmax(t, dim):
+    return t.softmax(dim)
+
+
+def log_softmax(t, dim):
+    return t.log_softmax(dim)
 
 
 def maximum(a, b):

@@ -69,7 +69,7 @@ def check_against_torch(dn_fn, torch_fn, inputs, grad_inputs=None, device="cpu",
     for i in grad_inputs:
         assert dn_in[i].grad is not None, f"input {i}: no gradient"
         g = dn_in[i].grad
-        g = g.get() if hasattr(g, "get") else g
+        g = g.numpy()  # .grad is a Tensor
         _close(f"grad of input {i}", np.asarray(g), th_in[i].grad.numpy(), rtol, atol)
     return ours
 
@@ -112,7 +112,7 @@ def numerical_grad_check(fn, inputs, grad_inputs=None, eps=1e-6, directions=3, r
             plus[i] = inputs[i] + eps * v
             minus[i] = inputs[i] - eps * v
         numeric = (value(plus) - value(minus)) / (2 * eps)
-        exact = sum(float((np.asarray(analytic[i].get() if hasattr(analytic[i], "get") else analytic[i]) * v).sum())
+        exact = sum(float((analytic[i].numpy() * v).sum())
                     for i, v in dirs.items())
         assert abs(numeric - exact) <= atol + rtol * max(abs(numeric), abs(exact)) * 10, \
             f"numerical {numeric} != analytic {exact}"

@@ -55,7 +55,7 @@ def test_gpu_tensors_and_transfers():
     y = x.to("gpu:0")
     assert y.device == g and isinstance(y.array, cupy.ndarray) and backend.device_of(y.array) == g
     (y * y).sum().backward()
-    assert isinstance(x.grad, np.ndarray)
+    assert isinstance(x.grad, dn.Tensor) and isinstance(x.grad.array, np.ndarray)
     np.testing.assert_allclose(x.grad, [2.0, 4.0])
     np.testing.assert_array_equal(y.numpy(), [1.0, 2.0])
     assert y.cpu().device == dn.cpu()

@@ -84,4 +84,4 @@ def test_conv_weight_gradients_are_c_contiguous():
         x = dn.tensor(np.ones(shape, np.float32))
         w = dn.tensor(np.ones(w_shape, np.float32), requires_grad=True)
         F.conv2d(x, w, padding=1, groups=groups).sum().backward()
-        assert w.grad.flags.c_contiguous
+        assert w.grad.array.flags.c_contiguous

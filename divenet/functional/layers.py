@@ -77,7 +77,7 @@ def embedding(input, weight, padding_idx=None):
             raise ValueError(f"embedding: padding_idx {padding_idx!r} must be an int within "
                              f"[{-num}, {num}) for weight {tuple(weight.shape)}")
         padding_idx = int(padding_idx) % num
-    if input.size:
+    if input.numel():
         lo, hi = int(input.array.min()), int(input.array.max())
         if lo < 0 or hi >= num:
             raise ValueError(f"embedding: indices must be in [0, {num}) for weight {tuple(weight.shape)}, "

@@ -49,7 +49,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ValueError(f"{op}: eps must be {'positive during training' if training else 'non-negative'}, "
                          f"got {eps!r} (input of shape {tuple(input.shape)})")
     if training:
-        per_channel = input.size // c if c else 0
+        per_channel = input.numel() // c if c else 0
         if per_channel <= 1:
             raise ValueError(f"{op}: expected more than 1 value per channel when training, "
                              f"got input of shape {tuple(input.shape)}")

@@ -1,4 +1,5 @@
-"""Elementwise arithmetic and math with NumPy broadcasting."""
+"""Elementwise arithmetic and math with NumPy broadcasting; the in-place kernels (``*Inplace``,
+run by ``autograd.apply_inplace``) write into their first argument."""
 from __future__ import annotations
 
 from ..autograd import Function
@@ -75,6 +76,76 @@ class Div(Function):
         ga = unbroadcast(g / b, sa) if n[0] else None
         gb = unbroadcast(-g * a / (b * b), sb) if n[1] else None
         return ga, gb
+
+
+class Clone(Function):
+    """A copy in the same memory layout (PyTorch's clone, preserve_format)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return a.copy(order="K")
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class AddInplace(Function):
+    """a += alpha * b (add_, sub_ with alpha=-alpha, +=, -=)."""
+
+    @staticmethod
+    def forward(ctx, a, b, alpha=1):
+        ctx.shape, ctx.alpha = b.shape, alpha
+        if alpha == 1:
+            a += b
+        elif alpha == -1:
+            a -= b
+        else:
+            a += alpha * b
+        return a
+
+    @staticmethod
+    def backward(ctx, g):
+        n = ctx.needs_input_grad
+        gb = None
+        if n[1]:
+            gb = unbroadcast(g if ctx.alpha == 1 else g * g.dtype.type(ctx.alpha), ctx.shape)
+        return (g if n[0] else None, gb)
+
+
+class MulInplace(Function):
+    """a *= b; the gradient of b needs a's old value, so only then is it copied."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        n = ctx.needs_input_grad
+        ctx.save_for_backward(a.copy() if n[1] else None, b if n[0] else None)
+        ctx.shape = b.shape
+        a *= b
+        return a
+
+    @staticmethod
+    def backward(ctx, g):
+        old, b = ctx.saved
+        n = ctx.needs_input_grad
+        return (g * b if n[0] else None, unbroadcast(g * old, ctx.shape) if n[1] else None)
+
+
+class DivInplace(Function):
+    """a /= b; the gradient of b is -g * result / b, so the result (a itself) is saved."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        a /= b
+        ctx.save_for_backward(a if ctx.needs_input_grad[1] else None, b)
+        ctx.shape = b.shape
+        return a
+
+    @staticmethod
+    def backward(ctx, g):
+        out, b = ctx.saved
+        n = ctx.needs_input_grad
+        return (g / b if n[0] else None, unbroadcast(-g * out / b, ctx.shape) if n[1] else None)
 
 
 class Pow(Function):
@@ -162,19 +233,35 @@ class Clip(Function):
 
     @staticmethod
     def forward(ctx, a, lo=None, hi=None):
-        xp = array_module(a)
-        mask = None
-        if lo is not None:
-            mask = a >= lo
-        if hi is not None:
-            mask = (a <= hi) if mask is None else mask & (a <= hi)
-        ctx.save_for_backward(mask)
-        return xp.clip(a, lo, hi)
+        ctx.save_for_backward(_clip_mask(a, lo, hi))
+        return array_module(a).clip(a, lo, hi)
 
     @staticmethod
     def backward(ctx, g):
         mask = ctx.saved[0]
         return g if mask is None else g * mask
+
+
+class ClipInplace(Function):
+    """clamp_: the gradient passes where lo <= a <= hi, as Clip's."""
+
+    @staticmethod
+    def forward(ctx, a, lo=None, hi=None):
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(_clip_mask(a, lo, hi))
+        array_module(a).clip(a, lo, hi, out=a)
+        return a
+
+    backward = staticmethod(Clip.backward)
+
+
+def _clip_mask(a, lo, hi):
+    mask = None
+    if lo is not None:
+        mask = a >= lo
+    if hi is not None:
+        mask = (a <= hi) if mask is None else mask & (a <= hi)
+    return mask
 
 
 class Maximum(Function):

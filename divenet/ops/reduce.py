@@ -1,4 +1,4 @@
-"""Reductions over axes: sum, mean, max/min, var."""
+"""Reductions over axes: sum, mean, max/min, var, prod, the 2-norm."""
 from __future__ import annotations
 
 from ..autograd import Function
@@ -83,3 +83,49 @@ class Var(Function):
         centered = ctx.saved[0]
         g = _expand(g, ctx.shape, ctx.axis, ctx.keepdims)
         return (2 / ctx.denom) * g * centered
+
+
+class Prod(Function):
+    """Product over ``axis``. The gradient of each entry is the product of the others, from
+    exclusive cumulative products (not ``out / a``, which fails where an entry is 0)."""
+
+    @staticmethod
+    def forward(ctx, a, axis=None, keepdims=False):
+        ctx.save_for_backward(a)
+        ctx.axis, ctx.keepdims = axis, keepdims
+        return a.prod(axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def backward(ctx, g):
+        a = ctx.saved[0]
+        xp = array_module(a)
+        axes = list(range(a.ndim)) if ctx.axis is None else list(ctx.axis)
+        order = [i for i in range(a.ndim) if i not in axes] + axes
+        moved = a.transpose(order)
+        flat = moved.reshape(moved.shape[:a.ndim - len(axes)] + (-1,))  # reduced axes last, as one
+        ones = xp.ones(flat.shape[:-1] + (1,), dtype=a.dtype)
+        before = xp.cumprod(xp.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
+        after = xp.flip(xp.cumprod(xp.concatenate([ones, xp.flip(flat, -1)[..., :-1]], axis=-1), axis=-1), -1)
+        others = (before * after).reshape(moved.shape).transpose(sorted(range(a.ndim), key=order.__getitem__))
+        return _expand(g, a.shape, ctx.axis, ctx.keepdims) * others
+
+
+class Norm(Function):
+    """The 2-norm over ``axis``; its gradient is 0 where the norm is 0, as PyTorch's."""
+
+    @staticmethod
+    def forward(ctx, a, axis=None, keepdims=False):
+        xp = array_module(a)
+        out = xp.sqrt((a * a).sum(axis=axis, keepdims=True))
+        ctx.save_for_backward(a, out)
+        ctx.shape, ctx.axis, ctx.keepdims = a.shape, axis, keepdims
+        if not keepdims:
+            return out.reshape(()) if axis is None else out.squeeze(axis=axis)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        a, out = ctx.saved
+        xp = array_module(a)
+        g = _expand(g, ctx.shape, ctx.axis, ctx.keepdims)
+        return g * a / xp.where(out == 0, out.dtype.type(1), out)  # a is 0 where out is

@@ -64,6 +64,33 @@ class GetItem(Function):
         return out
 
 
+class SetItem(Function):
+    """a[index] = v, written into a (``__setitem__``, ``copy_``, ``fill_``; run by
+    ``autograd.apply_inplace``). The gradient reaches a's old value outside ``index`` and v
+    through ``index``, as PyTorch's index_put_ / copy_."""
+
+    @staticmethod
+    def forward(ctx, a, v, index):
+        a[index] = v
+        ctx.index, ctx.shape = index, getattr(v, "shape", ())
+        return a
+
+    @staticmethod
+    def backward(ctx, g):
+        n = ctx.needs_input_grad
+        ga = gv = None
+        if n[0]:
+            ga = g.copy()
+            ga[ctx.index] = 0
+        if n[1]:
+            from .elementwise import unbroadcast
+
+            gv = g[ctx.index]
+            extra = gv.ndim - len(ctx.shape)  # v may have fewer dims (broadcast) or extra 1s
+            gv = unbroadcast(gv, ctx.shape[-extra:] if extra < 0 else ctx.shape).reshape(ctx.shape)
+        return ga, gv
+
+
 def _is_basic(index):
     items = index if isinstance(index, tuple) else (index,)
     return all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in items)

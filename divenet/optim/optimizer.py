@@ -30,17 +30,24 @@ class Optimizer:
             for p in g["params"]:
                 yield g, p
 
-    def zero_grad(self):
+    def zero_grad(self, set_to_none=True):
+        """Drop the gradients (PyTorch's default), or with ``set_to_none=False`` fill them with 0."""
         for _, p in self._params():
-            p.grad = None
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.detach_().zero_()
 
     def step(self):
         for group, p in self._params():
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
-            self.update(p, p.grad, self.state.setdefault(id(p), {}), group)
+            self.update(p, grad.array, self.state.setdefault(id(p), {}), group)
+            p._version[0] += 1  # an in-place change of p: a graph that saved p must not use it
 
     def update(self, p, grad, state, group):
+        """Update ``p.array`` in place from the raw gradient array ``grad``."""
         raise NotImplementedError
 
     # ---- checkpoints: state by parameter position, arrays on the CPU -----------------------------

@@ -225,7 +225,7 @@ def test_sequence_backward_twice_with_retain_graph(kind):
     outs = _dn_sequence(kind, False)(*ts)
     loss = sum((o * o).sum() for o in outs)
     loss.backward(retain_graph=True)
-    first = [None if t is None else t.grad.copy() for t in ts]
+    first = [None if t is None else t.grad.numpy().copy() for t in ts]
     loss.backward()
     for t, g in zip(ts, first):
         if t is not None:

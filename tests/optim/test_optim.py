@@ -22,7 +22,7 @@ def _run_both(make_dn, make_torch, steps=5, shapes=((3, 4), (4,)), seed=0, sched
     for _ in range(steps):
         grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
         for p, g in zip(ours, grads):
-            p.grad = g.copy()
+            p.grad = dn.tensor(g)
         for p, g in zip(theirs, grads):
             p.grad = torch.tensor(g.copy())
         o_opt.step()
@@ -78,7 +78,7 @@ def test_optimizer_state_round_trip_continues_identically():
                 p2 = Parameter(p.array.copy())
                 opt = optim.Adam([p2], lr=0.01).load_state_dict(sd)
                 p = p2
-            p.grad = g.copy()
+            p.grad = dn.tensor(g)
             opt.step()
         return p.array
 
@@ -88,25 +88,106 @@ def test_optimizer_state_round_trip_continues_identically():
 def test_sgd_never_writes_into_grad():
     p = Parameter(np.ones(3, np.float32))
     g = np.full(3, 2.0, np.float32)
-    p.grad = g
+    p.grad = dn.as_tensor(g)
     opt = optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.1)
     opt.step()
     opt.step()
     np.testing.assert_array_equal(g, np.full(3, 2.0, np.float32))
 
 
-def test_clip_grad_norm():
-    a, b = Parameter(np.zeros(3, np.float32)), Parameter(np.zeros(4, np.float32))
-    a.grad = np.full(3, 3.0, np.float32)
-    b.grad = np.full(4, 4.0, np.float32)
-    total = optim.clip_grad_norm_([a, b], max_norm=1.0)
-    assert total == pytest.approx(math.sqrt(9 * 3 + 16 * 4))
-    new = math.sqrt(float((a.grad ** 2).sum() + (b.grad ** 2).sum()))
-    assert new == pytest.approx(1.0, rel=1e-5)
-    # below the limit nothing changes
-    before = a.grad.copy()
-    optim.clip_grad_norm_([a, b], max_norm=10.0)
-    np.testing.assert_array_equal(a.grad, before)
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])
+@pytest.mark.parametrize("max_norm", [1.0, 100.0])
+def test_clip_grad_norm_matches_torch(norm_type, max_norm):
+    rng = np.random.default_rng(3)
+    grads = [rng.standard_normal(s).astype(np.float32) * 3 for s in ((3, 4), (5,))]
+    ours = [Parameter(np.zeros(g.shape, np.float32)) for g in grads]
+    theirs = [torch.nn.Parameter(torch.zeros(g.shape)) for g in grads]
+    for p, q, g in zip(ours, theirs, grads):
+        p.grad, q.grad = dn.tensor(g), torch.tensor(g)
+    kept = [p.grad for p in ours]
+    total = optim.clip_grad_norm_(ours, max_norm, norm_type)
+    t_total = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type)
+    assert isinstance(total, dn.Tensor) and total.shape == () and total.dtype == np.float32
+    np.testing.assert_allclose(total.item(), t_total.item(), rtol=1e-5)
+    for p, q, k in zip(ours, theirs, kept):
+        assert p.grad is k  # scaled in place, as PyTorch does
+        np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_clip_grad_norm_nonfinite_and_value():
+    p = Parameter(np.zeros(3, np.float32))
+    p.grad = dn.tensor([1.0, float("inf"), -2.0])
+    with pytest.raises(RuntimeError, match="error_if_nonfinite"):
+        optim.clip_grad_norm_(p, 1.0, error_if_nonfinite=True)
+    g = np.array([[0.5, -3.0], [2.0, -0.1]], np.float32)
+    ours, theirs = Parameter(np.zeros((2, 2), np.float32)), torch.nn.Parameter(torch.zeros(2, 2))
+    ours.grad, theirs.grad = dn.tensor(g), torch.tensor(g)
+    optim.clip_grad_value_([ours], 1.0)
+    torch.nn.utils.clip_grad_value_([theirs], 1.0)
+    np.testing.assert_array_equal(ours.grad, theirs.grad.numpy())
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_zero_grad_set_to_none(set_to_none):
+    ours = Parameter(np.ones(3, np.float32))
+    theirs = torch.nn.Parameter(torch.ones(3))
+    o_opt, t_opt = optim.SGD([ours], lr=0.1), torch.optim.SGD([theirs], lr=0.1)
+    for _ in range(2):  # a second step accumulates into the zero-filled gradient
+        (ours * ours).sum().backward()
+        (theirs * theirs).sum().backward()
+        kept = ours.grad
+        o_opt.step()
+        t_opt.step()
+        o_opt.zero_grad(set_to_none=set_to_none)
+        t_opt.zero_grad(set_to_none=set_to_none)
+        if set_to_none:
+            assert ours.grad is None and theirs.grad is None
+        else:
+            assert ours.grad is kept and isinstance(ours.grad, dn.Tensor)
+            np.testing.assert_array_equal(ours.grad, theirs.grad.numpy())
+    np.testing.assert_allclose(ours.array, theirs.detach().numpy(), rtol=1e-6)
+
+
+def test_step_after_forward_invalidates_the_graph():
+    """An optimizer step changes the parameters in place: a graph recorded before it that
+    saved a parameter must not give a gradient from the new values (PyTorch raises too)."""
+    w = Parameter(np.ones(3, np.float32))
+    x = dn.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    loss = (w * x).sum()
+    w.grad = dn.ones(3)
+    optim.SGD([w], lr=0.1).step()
+    with pytest.raises(RuntimeError, match="Mul.*in-place"):
+        loss.backward()
+
+
+def test_d2l_sgd_from_scratch_under_no_grad():
+    """D2L's ``param -= lr * param.grad / batch_size`` and ``param.grad.zero_()`` update the
+    weights in place and train a linear regression, as under PyTorch."""
+    def train(m):
+        gen = np.random.default_rng(0)
+        true_w, true_b = np.array([2.0, -3.4], np.float32), np.float32(4.2)
+        X = gen.standard_normal((1000, 2)).astype(np.float32)
+        y = (X @ true_w + true_b + 0.01 * gen.standard_normal(1000)).astype(np.float32).reshape(-1, 1)
+        w = m.tensor(gen.normal(0, 0.01, (2, 1)).astype(np.float32), requires_grad=True)
+        b = m.zeros(1, requires_grad=True)
+        ws = []
+        for epoch in range(3):
+            for i in range(0, 1000, 10):
+                Xb, yb = m.tensor(X[i:i + 10]), m.tensor(y[i:i + 10])
+                loss = ((m.matmul(Xb, w) + b - yb) ** 2 / 2).sum()
+                loss.backward()
+                with m.no_grad():
+                    for param in (w, b):
+                        param -= 0.03 * param.grad / 10
+                        param.grad.zero_()
+            ws.append(w.detach().numpy().copy())
+        return ws, b.detach().numpy()
+
+    ours, theirs = train(dn), train(torch)
+    for a, t in zip(ours[0], theirs[0]):
+        np.testing.assert_allclose(a, t, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours[0][-1].ravel(), [2.0, -3.4], atol=0.01)  # trained
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-4, atol=1e-5)
 
 
 def test_bad_hyper_parameters_raise():
