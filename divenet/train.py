@@ -1,21 +1,77 @@
-"""Trainer: the epoch loop, metrics, progress, checkpoints, resume and training curves."""
+"""Trainer: the epoch loop, metrics, progress, divergence check, checkpoints, resume and curves.
+
+A run directory is a small state machine (``docs/rundir.md``): :func:`run_state` tells a fresh
+directory (nothing to resume; a plain start takes it over) from one holding a run to resume
+or a finished one. The checkpoint is the record of a run: each ``epoch-NNN.json`` carries the
+metrics of every epoch so far, and ``metrics.jsonl``, ``best.json`` and ``curves.png`` are
+rewritten from it, atomically, after the checkpoint is complete.
+"""
 from __future__ import annotations
 
 import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 from . import functional as F
 from . import random as dn_random
 from .autograd import no_grad
-from .io.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .io import checkpoint as ckpt
+from .io.checkpoint import CheckpointError, CheckpointWarning
 from .optim.clip import clip_grad_norm_
+
+# The divergence bound: a loss above DIVERGENCE_FACTOR x the first step's loss and above
+# DIVERGENCE_FLOOR stops the run. A first loss is about ln(classes) (2.3 for ten classes) and
+# D2L's recipes stay within a few times it; a cross-entropy of 10 nats gives the right class
+# e^-10 of the probability on average, which healthy training never does.
+DIVERGENCE_FACTOR = 100.0
+DIVERGENCE_FLOOR = 10.0
+_DERIVED = ("metrics.jsonl", "curves.png", ckpt.BEST)  # rewritten from the newest checkpoint
 
 
 class TrainingDiverged(RuntimeError):
     pass
+
+
+class RunState(NamedTuple):
+    """What a run directory holds (see ``docs/rundir.md``).
+
+    ``state``: ``"fresh"`` (no complete checkpoint: start from epoch 1; ``leftovers`` lists the
+    files of an interrupted start that a start removes), ``"resumable"`` (a checkpoint before
+    the planned last epoch), ``"finished"`` (the checkpoint of the planned last epoch) or
+    ``"damaged"`` (checkpoint files, but none whose metadata can be read).
+    ``epoch``/``checkpoint``: the newest checkpoint whose metadata reads (None when fresh);
+    ``epochs``: the run's planned epochs (the ``epochs`` argument, else the checkpoint's).
+    """
+    state: str
+    epoch: Optional[int] = None
+    checkpoint: Optional[Path] = None
+    epochs: Optional[int] = None
+    leftovers: tuple = ()
+
+
+def run_state(out_dir, epochs=None):
+    """Classify ``out_dir`` without reading any weights; see :class:`RunState`."""
+    out_dir = Path(out_dir)
+    found = ckpt.checkpoint_epochs(out_dir)
+    if not found:
+        names = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+        leftovers = tuple(n for n in names if n in _DERIVED or n.endswith(".tmp")
+                          or ckpt._WEIGHTS.match(n))
+        return RunState("fresh", leftovers=leftovers)
+    for e in reversed(found):
+        path = out_dir / f"epoch-{e:03d}.json"
+        try:
+            _, meta = ckpt.load_metadata(path)
+        except CheckpointError:
+            continue
+        planned = epochs if epochs is not None else meta.get("epochs")
+        done = isinstance(planned, int) and e >= planned
+        return RunState("finished" if done else "resumable", e, path, planned)
+    return RunState("damaged", found[-1], out_dir / f"epoch-{found[-1]:03d}.json", epochs)
 
 
 def _flatten_lm(output, target):
@@ -43,56 +99,136 @@ def evaluate(model, loader, task="classification"):
     return {"loss": total_loss / total, "acc": total_correct / total}
 
 
-class _Progress:
-    """A tqdm bar on a terminal, nothing per step otherwise (the epoch line is printed anyway)."""
+def _duration(seconds):
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
 
-    def __init__(self, total, desc, enabled):
-        self.bar = None
-        if enabled and sys.stderr.isatty():
+
+class _Progress:
+    """A tqdm bar on a terminal; elsewhere (a log file, a notebook) or without tqdm, a line on
+    stderr at each tenth of the epoch or each minute, whichever comes first. Both show the
+    running loss and accuracy, the rate and the ETA of the whole run."""
+
+    INTERVAL = 60.0  # seconds between lines of a slow epoch
+
+    def __init__(self, total, epoch, epochs, unit, run_eta, enabled):
+        self.total, self.epoch, self.epochs, self.unit, self.run_eta = total, epoch, epochs, unit, run_eta
+        self.bar = self.stream = None
+        self.start = self.last = time.perf_counter()
+        self.next_mark = 1
+        if not enabled:
+            return
+        stream = sys.stderr
+        if stream.isatty():
             try:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+                self.bar = tqdm(total=total or None, desc=f"epoch {epoch}/{epochs}", leave=False,
+                                dynamic_ncols=True)
+                return
             except ImportError:
                 pass
+        self.stream = stream
 
-    def update(self, loss, acc):
+    def update(self, step, seen, loss, acc):
+        if self.bar is None and self.stream is None:
+            return
+        now = time.perf_counter()
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}", refresh=False)
+            elapsed = now - self.start
+            self.bar.set_postfix_str(f"loss {loss:.4f} acc {acc:.3f} {seen / elapsed:.0f} {self.unit} "
+                                     f"run ETA {_duration(self.run_eta(step, elapsed))}", refresh=False)
             self.bar.update(1)
+            return
+        if self.total and step * 10 >= self.next_mark * self.total and step < self.total:
+            while self.next_mark * self.total <= step * 10:
+                self.next_mark += 1
+        elif now - self.last < self.INTERVAL:
+            return
+        self.last = now
+        elapsed = now - self.start
+        of = f"/{self.total}" if self.total else ""
+        print(f"epoch {self.epoch}/{self.epochs}  step {step}{of}  loss {loss:.4f}  acc {acc:.3f}  "
+              f"{seen / elapsed:.0f} {self.unit}  run ETA {_duration(self.run_eta(step, elapsed))}",
+              file=self.stream, flush=True)
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
 
 
+def _loader_description(loader):
+    ds = getattr(loader, "dataset", None)
+    what = type(loader).__name__
+    if ds is not None:
+        size = len(ds) if hasattr(ds, "__len__") else "?"
+        what += f" over {type(ds).__name__} of {size} examples"
+    if hasattr(loader, "batch_size"):
+        what += f", batch_size {loader.batch_size}"
+    if getattr(loader, "drop_last", False):
+        what += ", drop_last"
+    return what
+
+
 class Trainer:
     """Train ``model`` with ``optimizer`` for ``epochs`` epochs over ``train_loader``.
 
-    With ``out_dir`` it writes a checkpoint after every epoch, ``metrics.jsonl`` (one object per
-    epoch) and ``curves.png``; ``fit(resume=True)`` continues from the newest checkpoint there
-    and ends exactly where an uninterrupted run would (same seed, CPU).
-    ``task='language_model'`` trains next-token prediction and reports perplexity.
+    With ``out_dir`` it writes a checkpoint after every epoch, then ``metrics.jsonl`` (one
+    object per epoch) and ``curves.png``; ``fit(resume=True)`` continues from the newest intact
+    checkpoint there and ends exactly where an uninterrupted run would (same seed, CPU).
+    ``keep``: how many of the newest checkpoints to keep (0 or None: all); ``keep_best``: also
+    keep the one with the best test accuracy, named by ``best.json``. ``divergence_check``:
+    stop when the loss exceeds 100x the first step's loss and 10 (a non-finite loss always
+    stops the run). ``task='language_model'`` trains next-token prediction and reports
+    perplexity.
     """
 
     def __init__(self, model, optimizer, train_loader, test_loader=None, *, epochs=10, out_dir=None,
                  scheduler=None, clip_grad=None, task="classification", metadata=None,
-                 progress=True, log=print):
+                 progress=True, log=print, keep=2, keep_best=False, divergence_check=True):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.train_loader, self.test_loader = train_loader, test_loader
         self.epochs, self.clip_grad, self.task = epochs, clip_grad, task
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.metadata = dict(metadata or {})
         self.progress, self.log = progress, log
+        self.keep = ckpt.check_keep(keep)
+        if keep_best and test_loader is None:
+            raise ValueError("Trainer: keep_best needs a test_loader (the best checkpoint is the one "
+                             "with the highest test accuracy)")
+        self.keep_best, self.divergence_check = bool(keep_best), bool(divergence_check)
         self.history = []
+        self.first_loss = None  # the loss of the run's first step: the divergence bound's base
+        self._epoch_seconds = []
 
     # ---- one epoch --------------------------------------------------------------------------------
+    def _bound(self):
+        if not self.divergence_check or self.first_loss is None:
+            return math.inf
+        return max(DIVERGENCE_FACTOR * self.first_loss, DIVERGENCE_FLOOR)
+
+    def _run_eta(self, epoch, total):
+        """Seconds left in the run, given ``step`` steps done in ``elapsed`` seconds of ``epoch``."""
+        def eta(step, elapsed):
+            per_step = elapsed / step
+            per_epoch = (sum(self._epoch_seconds) / len(self._epoch_seconds) if self._epoch_seconds
+                         else (total or step) * per_step)
+            return max((total or step) - step, 0) * per_step + (self.epochs - epoch) * per_epoch
+        return eta
+
     def train_epoch(self, epoch):
         model, opt = self.model, self.optimizer
         model.train()
         if hasattr(self.train_loader, "set_epoch"):
             self.train_loader.set_epoch(epoch)
-        bar = _Progress(len(self.train_loader), f"epoch {epoch}", self.progress)
+        total = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
+        unit = "seq/s" if self.task == "language_model" else "img/s"
+        bar = _Progress(total, epoch, self.epochs, unit, self._run_eta(epoch, total), self.progress)
+        bound = self._bound()
         total_loss = 0.0
         correct = seen = 0
         start = time.perf_counter()
@@ -109,6 +245,15 @@ class Trainer:
                     raise TrainingDiverged(
                         f"training diverged: loss is {value} at epoch {epoch}, step {step}; "
                         "try a smaller --lr (no checkpoint was written for this epoch)")
+                if value > bound:
+                    raise TrainingDiverged(
+                        f"training diverged: loss {value:.4g} at epoch {epoch}, step {step} exceeds the "
+                        f"bound {bound:.4g} (max({DIVERGENCE_FACTOR:g} x the first loss {self.first_loss:.4g}, "
+                        f"{DIVERGENCE_FLOOR:g})); try a smaller --lr, or --no-divergence-check if such a "
+                        "loss is expected (no checkpoint was written for this epoch)")
+                if self.first_loss is None:
+                    self.first_loss = value
+                    bound = self._bound()
                 if self.clip_grad:
                     clip_grad_norm_(model.parameters(), self.clip_grad)
                 opt.step()
@@ -116,17 +261,26 @@ class Trainer:
                 total_loss += value * n
                 correct += int((out.array.argmax(axis=1) == y.array).sum())
                 seen += n
-                bar.update(total_loss / seen, correct / seen)
+                bar.update(step, seen, total_loss / seen, correct / seen)
         finally:
             bar.close()
+        if seen == 0:
+            raise ValueError(f"Trainer: the train loader ({_loader_description(self.train_loader)}) "
+                             "yielded no batches; the training split is empty")
         seconds = time.perf_counter() - start
         return {"train_loss": total_loss / seen, "train_acc": correct / seen,
                 "epoch_seconds": seconds, "examples_per_sec": seen / seconds}
 
     # ---- the loop -----------------------------------------------------------------------------------
     def fit(self, resume=False):
-        start = self.restore() if resume else 0
+        """Train to ``epochs``; with ``resume`` continue the run in ``out_dir`` (a directory with
+        no complete checkpoint starts from epoch 1). Returns the history (one dict per epoch)."""
+        if hasattr(self.train_loader, "__len__") and len(self.train_loader) == 0:
+            raise ValueError(f"Trainer: the train loader ({_loader_description(self.train_loader)}) "
+                             "yields no batches; the training split is empty")
+        start = self._start(resume)
         for epoch in range(start + 1, self.epochs + 1):
+            began = time.perf_counter()
             row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
             row.update(self.train_epoch(epoch))
             if self.task == "language_model":
@@ -139,53 +293,157 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step()
             self.history.append(row)
-            self.log(_format_row(row))
+            self._epoch_seconds.append(time.perf_counter() - began)
+            eta = (self.epochs - epoch) * sum(self._epoch_seconds) / len(self._epoch_seconds)
+            self.log(_format_row(row, self.task) + (f"  run ETA {_duration(eta)}" if epoch < self.epochs else ""))
             if self.out_dir is not None:
-                self._write_epoch(epoch, row)
+                self._write_epoch(epoch)
         return self.history
 
-    def _write_epoch(self, epoch, row):
+    def _start(self, resume):
+        """The epoch to continue after: 0 for a fresh start, else the restored one."""
+        self.history, self.first_loss = [], None
+        if self.out_dir is None:
+            if resume:
+                raise ValueError("resume: the trainer has no out_dir to resume from")
+            return 0
+        state = run_state(self.out_dir, self.epochs)
+        if state.state == "fresh":
+            for name in state.leftovers:
+                ckpt.remove_file(self.out_dir / name)
+            if resume:
+                self.log(f"{self.out_dir}: no complete checkpoint to resume from; starting at epoch 1")
+            if state.leftovers:
+                self.log(f"{self.out_dir}: removed what an interrupted start left: {', '.join(state.leftovers)}")
+            return 0
+        if not resume:
+            raise CheckpointError(
+                f"{self.out_dir} already holds a run (checkpoint {state.checkpoint.name}); resume it, "
+                "or choose another output directory")
+        return self.restore()
+
+    def _best_epoch(self):
+        best = None
+        for r in self.history:
+            if best is None or r["test_acc"] > best["test_acc"]:
+                best = r
+        return best
+
+    def _write_derived(self):
+        """After the newest checkpoint is complete: metrics.jsonl, best.json and curves.png from
+        its history, then the pruning of older checkpoints."""
+        out = self.out_dir
+        ckpt.atomic_write(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history).encode())
+        best = self._best_epoch() if self.keep_best and self.history else None
+        if best is not None:
+            e = best["epoch"]
+            ckpt.atomic_write(out / ckpt.BEST, json.dumps(
+                {"epoch": e, "checkpoint": f"epoch-{e:03d}.json", "test_acc": best["test_acc"]}).encode())
+        elif (out / ckpt.BEST).exists():  # a pointer that pruning would leave dangling
+            ckpt.remove_file(out / ckpt.BEST)
+        plot_curves(out / "metrics.jsonl", out / "curves.png")
+        ckpt.prune_checkpoints(out, self.keep, protect=(best["epoch"],) if best else ())
+
+    def _write_epoch(self, epoch):
         meta = dict(self.metadata)
-        meta["rng_state"] = dn_random.get_state()
+        meta.update({"rng_state": dn_random.get_state(), "epochs": self.epochs, "history": self.history,
+                     "first_loss": self.first_loss})
         if self.scheduler is not None:
             meta["scheduler"] = self.scheduler.state_dict()
-        metrics = self.out_dir / "metrics.jsonl"
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(metrics, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        save_checkpoint(self.out_dir, epoch, self.model, self.optimizer, meta)
-        plot_curves(metrics, self.out_dir / "curves.png")
+        ckpt.save_checkpoint(self.out_dir, epoch, self.model, self.optimizer, meta, keep=0)
+        self._write_derived()
 
+    # ---- resume -------------------------------------------------------------------------------------
     def restore(self):
-        """Load the newest checkpoint in ``out_dir``; return the epoch it ended."""
-        if self.out_dir is None:
+        """Load the newest intact checkpoint in ``out_dir``; return the epoch it ended. A damaged
+        newer checkpoint is renamed aside (``*.damaged``) with a :class:`CheckpointWarning`."""
+        out = self.out_dir
+        if out is None:
             raise ValueError("resume: the trainer has no out_dir to resume from")
-        meta, model_state, optim_state = load_checkpoint(find_checkpoint(self.out_dir))
-        self.model.load_state_dict(model_state)
-        if optim_state is not None:
-            self.optimizer.load_state_dict(optim_state)
-        if self.scheduler is not None and "scheduler" in meta:
-            self.scheduler.load_state_dict(meta["scheduler"])
-        dn_random.set_state(meta["rng_state"])
-        epoch = int(meta["epoch"])
-        # keep the metrics of the epochs the checkpoint covers, drop any later partial ones
-        metrics = self.out_dir / "metrics.jsonl"
-        if metrics.exists():
-            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-            rows = [r for r in rows if r["epoch"] <= epoch]
-            metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            self.history = rows
-        self.log(f"resumed from epoch {epoch} ({self.out_dir})")
+        removed = ckpt.remove_orphans(out)
+        if removed:
+            self.log(f"{out}: removed what an interrupted write left: {', '.join(removed)}")
+        epochs = ckpt.checkpoint_epochs(out)
+        if not epochs:
+            raise CheckpointError(f"{out}: no checkpoint (epoch-NNN.json) in this directory")
+        damaged = []
+        for e in reversed(epochs):
+            path = out / f"epoch-{e:03d}.json"
+            try:
+                meta = self._load(path)
+                break
+            except CheckpointError as exc:
+                damaged.append((path, exc))
+        else:
+            raise CheckpointError(f"{out}: no intact checkpoint to resume from (delete the directory or "
+                                  f"choose another to start over); the newest: {damaged[0][1]}")
+        for bad, exc in damaged:
+            warnings.warn(f"{exc}; resuming from {path.name} instead (the damaged files are kept as "
+                          f"{bad.stem}.*.damaged)", CheckpointWarning, stacklevel=2)
+            for suffix in (".json", ".safetensors"):
+                f = bad.with_suffix(suffix)
+                if f.exists():
+                    f.replace(f.with_name(f.name + ".damaged"))
+        epoch = meta["epoch"]
+        self._write_derived()
+        self.log(f"resumed from epoch {epoch} ({out})")
         return epoch
 
+    def _load(self, path):
+        """Check checkpoint ``path`` whole, then load it into the model, optimizer, scheduler and
+        RNG; any problem is a CheckpointError naming the file."""
+        meta, model_state, optim_state = ckpt.load_checkpoint(path)
+        ckpt.check_finite(model_state, path)
+        history = meta.get("history")
+        if history is None:  # a checkpoint from before the history was kept in it
+            history = _legacy_history(path.parent / "metrics.jsonl", meta["epoch"])
+        elif (not isinstance(history, list) or len(history) != meta["epoch"]
+                or any(not isinstance(r, dict) or r.get("epoch") != i for i, r in enumerate(history, 1))):
+            raise CheckpointError(f"{path}: 'history' must hold one row per epoch 1..{meta['epoch']}")
+        if self.keep_best and any(not isinstance(r.get("test_acc"), (int, float)) for r in history):
+            raise CheckpointError(f"{path}: 'history' has rows without a test_acc (keep_best needs them)")
+        first = meta.get("first_loss")
+        if first is not None and not (isinstance(first, (int, float)) and math.isfinite(first)):
+            raise CheckpointError(f"{path}: 'first_loss' must be a finite number, got {first!r}")
+        if not isinstance(meta.get("rng_state"), dict):
+            raise CheckpointError(f"{path}: no 'rng_state' object to continue the random stream from")
+        if optim_state is not None:
+            ckpt.check_finite(optim_state["state"], path)
+            saved = meta["optimizer"]["type"]
+            if saved != type(self.optimizer).__name__:
+                raise CheckpointError(f"{path}: holds {saved} state but the optimizer is "
+                                      f"{type(self.optimizer).__name__}")
+        try:
+            self.model.load_state_dict(model_state)
+            if optim_state is not None:
+                self.optimizer.load_state_dict(optim_state)
+            if self.scheduler is not None and "scheduler" in meta:
+                self.scheduler.load_state_dict(meta["scheduler"])
+            dn_random.set_state(meta["rng_state"])
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise CheckpointError(f"{path}: does not fit this model/optimizer: {msg}") from None
+        self.history, self.first_loss = history, first
+        return meta
 
-def _format_row(row):
+
+def _legacy_history(metrics, epoch):
+    """The rows of metrics.jsonl up to ``epoch`` (older checkpoints kept no history)."""
+    try:
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+    return [r for r in rows if isinstance(r, dict) and isinstance(r.get("epoch"), int) and r["epoch"] <= epoch]
+
+
+def _format_row(row, task="classification"):
     parts = [f"epoch {row['epoch']}", f"train_loss {row['train_loss']:.4f}", f"train_acc {row['train_acc']:.4f}"]
     if "test_acc" in row:
         parts.append(f"test_acc {row['test_acc']:.4f}")
     if "test_perplexity" in row:
         parts.append(f"test_ppl {row['test_perplexity']:.2f}")
-    parts += [f"{row['epoch_seconds']:.1f} s", f"{row['examples_per_sec']:.0f} ex/s"]
+    unit = "seq/s" if task == "language_model" else "img/s"
+    parts += [f"{row['epoch_seconds']:.1f} s", f"{row['examples_per_sec']:.0f} {unit}"]
     return "  ".join(parts)
 
 
@@ -198,6 +456,8 @@ def plot_curves(metrics_path, png_path):
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    import io
+
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     epochs = [r["epoch"] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -209,8 +469,8 @@ def plot_curves(metrics_path, png_path):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = Path(png_path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    tmp.replace(png_path)
+    ckpt.atomic_write(png_path, buf.getvalue())
     return png_path
