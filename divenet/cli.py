@@ -1,16 +1,149 @@
-"""The ``divenet`` command: train, evaluate, predict, summary, datasets, generate."""
+"""The ``divenet`` command: train, evaluate, predict, summary, datasets, generate.
+
+Every option is checked while parsing (the ``type=`` functions below) or right after it
+(:func:`check_args`), before any data or weights load; a bad value is one line on stderr,
+``divenet CMD: error: argument --opt: ...``, and exit status 2.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
 DATASETS = ("fashion-mnist", "mnist")
+# train options a run saves and ``--resume`` keeps (an explicit different value is refused)
+RESUMED = ("lr", "batch_size", "optimizer", "seed", "resize", "dataset", "clip_grad", "limit")
 
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2, no traceback."""
+
+
+# ---- argument checks -----------------------------------------------------------------------------
+def _shown(text):
+    return text if text and text.strip() == text else repr(text)
+
+
+def _number(text, kind, ok, what):
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {_shown(text)}")
+    return value
+
+
+def positive_int(text):
+    return _number(text, int, lambda v: v > 0, "a positive integer")
+
+
+def nonnegative_int(text):
+    return _number(text, int, lambda v: v >= 0, "a non-negative integer")
+
+
+def positive_float(text):
+    return _number(text, float, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
+
+
+def nonnegative_float(text):
+    return _number(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+
+
+def _path(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a path, got {text!r}")  # Path('') would be '.'
+    return Path(text)
+
+
+def _exists(path, text):
+    try:
+        return path.exists()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: {exc.strerror or exc}") from None
+
+
+def existing_file(text):
+    path = _path(text)
+    if not _exists(path, text):
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: no such file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: not a file")
+    return path
+
+
+def existing_path(text):
+    """A checkpoint: an ``epoch-NNN.json`` (or its weights file) or a run directory."""
+    path = _path(text)
+    if not _exists(path, text) and not (path.suffix == ".safetensors" and path.with_suffix(".json").exists()):
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: no such file or directory")
+    return path
+
+
+def output_dir(text):
+    """A run directory: an existing directory, or a path that can be created (no file on the way)."""
+    path = _path(text)
+    for part in (path, *path.parents):
+        if _exists(part, text):
+            if not part.is_dir():
+                where = "is a file" if part == path else f"lies under the file {part}"
+                raise argparse.ArgumentTypeError(f"{text} {where}; the run directory must be a directory")
+            if not os.access(part, os.W_OK | os.X_OK):
+                raise argparse.ArgumentTypeError(f"{text}: {part} is not writable")
+            break
+    return path
+
+
+def device_spec(text):
+    from .backend import device
+
+    try:
+        return device(text)
+    except (ValueError, RuntimeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("device: ")) from None
+
+
+def model_name(text):
+    from .models import get_spec
+
+    try:
+        return get_spec(text).name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def input_shape(text):
+    from .summary import parse_shape
+
+    try:
+        return parse_shape(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("summary: ")) from None
+
+
+def check_args(args):
+    """Checks that need several options together (the single values were checked by their type)."""
+    if args.command == "train":
+        from .models import get_spec
+
+        text = get_spec(args.model).kind == "text"
+        if text:
+            for opt in ("dataset", "resize"):
+                if getattr(args, opt) is not None:
+                    raise CLIError(f"argument --{opt}: {args.model} is a language model trained on "
+                                   "--text FILE, not on an image data set")
+            if args.text is None and not args.resume:
+                raise CLIError(f"{args.model} trains on a text file: pass --text FILE")
+        elif args.text is not None:
+            raise CLIError(f"argument --text: {args.model} is an image model; --text is for charlm")
+        if args.out is None:
+            try:
+                args.out = output_dir(f"runs/{args.model}")
+            except argparse.ArgumentTypeError as exc:
+                raise CLIError(f"argument --out: {exc}") from None
 
 
 # ---- shared pieces -------------------------------------------------------------------------------
@@ -49,10 +182,12 @@ def build_model(meta):
     return model
 
 
-def _load_model(ckpt, device):
-    from .io import load_checkpoint
+def _load_model(ckpt, device, allow_nonfinite=False):
+    from .io.checkpoint import check_finite, load_checkpoint
 
     meta, state, _ = load_checkpoint(ckpt)
+    if not allow_nonfinite:
+        check_finite(state, ckpt)  # NaN weights would predict garbage without a word
     if "model" not in meta:
         raise CLIError(f"{ckpt}: checkpoint has no model description")
     model = build_model(meta)
@@ -64,245 +199,386 @@ def _load_model(ckpt, device):
 
 
 # ---- commands ------------------------------------------------------------------------------------
+def _resume_settings(args, out, checkpoint):
+    """Take the saved settings of the run in ``out`` (newest ``checkpoint``) into ``args``; refuse
+    an option given on the command line that differs from them. Returns the epochs done."""
+    from .io import load_metadata
+
+    _, meta = load_metadata(checkpoint)  # the Trainer loads and verifies the weights
+    if meta.get("model") != args.model:
+        raise CLIError(f"{out}: holds a checkpoint of {meta.get('model')!r}, not {args.model!r}")
+    if not isinstance(meta.get("args"), dict):
+        raise CLIError(f"{checkpoint}: not written by divenet train (no saved settings to resume with)")
+    saved = dict(meta["args"])
+    if meta.get("text") is not None:
+        saved["text"] = meta["text"]
+        if args.text is not None and Path(args.text).resolve() == Path(meta["text"]).resolve():
+            args.text = meta["text"]  # the same file, spelled another way
+    conflicts = [f"--{key.replace('_', '-')} {getattr(args, key)} "
+                 + (f"(the run has {saved[key]})" if saved.get(key) is not None else "(the run has none)")
+                 for key in (*RESUMED, "text")
+                 if getattr(args, key) is not None and getattr(args, key) != saved.get(key)]
+    if conflicts:
+        raise CLIError(f"{out}: --resume continues the run with its saved settings, but "
+                       f"{'; '.join(conflicts)}; leave them out, or pass another --out to start a new run")
+    for key in (*RESUMED, "text"):
+        setattr(args, key, saved.get(key))
+    return int(meta["epoch"])
+
+
 def cmd_train(args):
     import divenet as dn
     from .data import DataLoader
     from .models import get_spec
     from .optim import SGD, Adam
-    from .train import Trainer
+    from .train import Trainer, run_state
 
     spec = get_spec(args.model)
     recipe = spec.recipe
-    epochs = args.epochs or recipe.epochs
+    out = args.out
+    # fresh: no complete checkpoint, so a start (or a --resume, which the Trainer says) begins at
+    # epoch 1 and clears what an interrupted start left; otherwise the directory holds a run
+    state = run_state(out)
+    if state.state != "fresh" and not args.resume:
+        raise CLIError(f"{out} already holds a run; pass --resume to continue it or --out to start another")
+    done = _resume_settings(args, out, state.checkpoint) if state.state != "fresh" else 0
+    epochs = args.epochs or state.epochs or recipe.epochs
+    if done:
+        if epochs < done:
+            raise CLIError(f"argument --epochs: {out} has already trained {done} epochs and --epochs is "
+                           f"the total to reach, so it must be at least {done}, got {epochs}")
+        if epochs == done:
+            print(f"{out} has already trained {epochs} epochs; nothing to do (pass a larger --epochs to "
+                  "train on)")
+            return 0
+    try:  # now, not after the first epoch: a run directory that cannot be made fails at once
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"argument --out: cannot create {out}: {exc.strerror or exc}") from None
     lr = args.lr if args.lr is not None else recipe.lr
     batch = args.batch_size or recipe.batch_size
     optimizer_name = args.optimizer or recipe.optimizer
-    out = Path(args.out or f"runs/{args.model}")
-    device = dn.device(args.device)
+    seed = args.seed if args.seed is not None else 0
+    device = args.device
     if args.threads:
         dn.set_blas_threads(args.threads)
-    if args.resume:
-        from .io import load_metadata
-
-        _, meta = load_metadata(out)  # the Trainer loads and verifies the weights
-        if meta.get("model") != args.model:
-            raise CLIError(f"{out}: holds a checkpoint of {meta.get('model')!r}, not {args.model!r}")
-        saved = meta["args"]
-        lr, batch, optimizer_name, args.seed = saved["lr"], saved["batch_size"], saved["optimizer"], saved["seed"]
-        args.resize, args.dataset = saved["resize"], saved["dataset"]
-        args.clip_grad, args.limit = saved.get("clip_grad"), saved.get("limit")
-        args.text = meta.get("text", args.text)  # a language model resumes on its own text
-    dn.manual_seed(args.seed)
+    dn.manual_seed(seed)
 
     if spec.kind == "text":
         from .models.charlm import text_loaders  # registered by the recurrent zoo
 
-        if not args.text:
-            raise CLIError(f"{args.model} trains on a text file: pass --text FILE")
-        train_loader, test_loader, extra = text_loaders(args.text, batch, seed=args.seed, device=device,
-                                                         limit=args.limit)
+        train_loader, test_loader, extra = text_loaders(args.text, batch, seed=seed, device=device,
+                                                        limit=args.limit)
         meta = {"model": args.model, "kind": "text", **extra}
         task = "language_model"
     else:
-        resize = args.resize or recipe.resize or 28
-        args.resize = resize
+        args.resize = args.resize or recipe.resize or 28
+        args.dataset = args.dataset or DATASETS[0]
         train_set = _dataset(args.dataset, True, args.limit)
         test_set = _dataset(args.dataset, False, args.limit)
-        tf = _input_transform(resize)
-        train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, seed=args.seed,
+        tf = _input_transform(args.resize)
+        train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, seed=seed,
                                   transform=tf, device=device)
         test_loader = DataLoader(test_set, batch_size=batch, transform=tf, device=device)
         meta = {"model": args.model, "kind": "image", "num_classes": len(train_set.classes),
-                "in_channels": 1, "input_size": resize, "dataset": args.dataset,
+                "in_channels": 1, "input_size": args.resize, "dataset": args.dataset,
                 "classes": list(train_set.classes)}
         task = "classification"
     model = build_model(meta).to(device)
     params = list(model.parameters())
     if optimizer_name == "sgd":
         optimizer = SGD(params, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    elif optimizer_name == "adam":
-        optimizer = Adam(params, lr=lr, weight_decay=recipe.weight_decay)
     else:
-        raise CLIError(f"unknown optimizer {optimizer_name!r}; choose sgd or adam")
-    meta["args"] = {"lr": lr, "batch_size": batch, "optimizer": optimizer_name, "seed": args.seed,
+        optimizer = Adam(params, lr=lr, weight_decay=recipe.weight_decay)
+    meta["args"] = {"lr": lr, "batch_size": batch, "optimizer": optimizer_name, "seed": seed,
                     "resize": args.resize, "dataset": args.dataset, "clip_grad": args.clip_grad,
                     "limit": args.limit}
-    if not args.resume and (out / "metrics.jsonl").exists():
-        raise CLIError(f"{out} already holds a run; pass --resume to continue it or --out to start another")
     print(f"training {args.model} on {meta.get('dataset', args.text)}: {epochs} epochs, batch {batch}, "
           f"{optimizer_name} lr {lr}, {model.num_parameters():,} parameters, device {device}, out {out}",
           flush=True)
     trainer = Trainer(model, optimizer, train_loader, test_loader, epochs=epochs, out_dir=out,
                       clip_grad=args.clip_grad, task=task, metadata=meta, progress=not args.quiet,
-                      log=lambda s: print(s, flush=True))
+                      log=lambda s: print(s, flush=True), keep=args.keep, keep_best=args.keep_best,
+                      divergence_check=not args.no_divergence_check)
     history = trainer.fit(resume=args.resume)
     if history:
         print(f"done: {out}/metrics.jsonl, checkpoint {out}/epoch-{history[-1]['epoch']:03d}.json")
+    return 0
 
 
 def cmd_evaluate(args):
-    import divenet as dn
     from .data import DataLoader
     from .train import evaluate
 
-    device = dn.device(args.device)
-    meta, model = _load_model(args.checkpoint, device)
+    meta, model = _load_model(args.checkpoint, args.device, args.allow_nonfinite)
     if meta.get("kind") != "image":
         raise CLIError("evaluate: only image classifiers are evaluated on a dataset")
     dataset = args.dataset or meta["dataset"]
     tf = _input_transform(meta.get("input_size"))
     loader = DataLoader(_dataset(dataset, False, args.limit), batch_size=args.batch_size, transform=tf,
-                        device=device)
+                        device=args.device)
     result = evaluate(model, loader)
     print(json.dumps({"checkpoint": str(args.checkpoint), "dataset": dataset, "test_loss": round(result["loss"], 6),
                       "test_acc": round(result["acc"], 6)}))
+    return 0
 
 
 def _read_image(path, channels, side):
+    """The image at ``path`` as a (channels, side, side) float32 array in [0, 1], and a note of
+    what was changed to get there (None when nothing was). Raises CLIError for a file that is
+    not a readable image, or one too large to decode safely."""
+    import warnings
+
     import numpy as np
 
     try:
         from PIL import Image
     except ImportError:
         raise CLIError("predict needs Pillow: pip install 'divenet[images]'") from None
+    mode = "L" if channels == 1 else "RGB"
     try:
-        img = Image.open(path)
-        img = img.convert("L" if channels == 1 else "RGB").resize((side, side), Image.BILINEAR)
-    except (OSError, ValueError) as exc:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                notes = []
+                if img.mode != mode:
+                    notes.append(f"{img.mode} converted to {'greyscale' if mode == 'L' else 'RGB'}")
+                if img.size != (side, side):
+                    notes.append(f"resized from {img.size[0]}x{img.size[1]} to the model's {side}x{side}")
+                img = img.convert(mode).resize((side, side), Image.BILINEAR)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise CLIError(f"{path}: refused, too large to decode safely ({exc})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # what Pillow raises for bad files
         raise CLIError(f"{path}: not a readable image ({exc})") from None
     arr = np.asarray(img, dtype=np.float32) / 255.0
-    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+    return (arr[None] if channels == 1 else arr.transpose(2, 0, 1)), "; ".join(notes) or None
 
 
 def cmd_predict(args):
+    """Classify each readable image; a file that cannot be read is reported and skipped, and the
+    exit status is 1 when any was."""
     import numpy as np
 
     import divenet as dn
     import divenet.functional as F
 
-    device = dn.device(args.device)
-    meta, model = _load_model(args.checkpoint, device)
+    meta, model = _load_model(args.checkpoint, args.device, args.allow_nonfinite)
+    if meta.get("kind", "image") != "image":
+        raise CLIError(f"predict: {meta['model']} is not an image classifier")
     side = meta.get("input_size", 28)
-    images = np.stack([_read_image(p, meta["in_channels"], side) for p in args.images])
-    if args.invert:
-        images = 1.0 - images
-    with dn.no_grad():
-        probs = F.softmax(model(dn.tensor(images, device=device)), dim=1).numpy()
-    classes = meta.get("classes") or [str(i) for i in range(probs.shape[1])]
-    for path, p in zip(args.images, probs):
-        top = np.argsort(-p)[: args.top]
-        print(f"{path}: " + ", ".join(f"{classes[i]} {p[i]:.3f}" for i in top))
+    paths, images = [], []
+    for path in args.images:
+        try:
+            image, note = _read_image(path, meta["in_channels"], side)
+        except CLIError as exc:
+            print(f"divenet predict: error: {exc}", file=sys.stderr)
+            continue
+        if note:
+            print(f"divenet predict: {path}: {note}", file=sys.stderr)
+        paths.append(path)
+        images.append(image)
+    if images:
+        batch = np.stack(images)
+        if args.invert:
+            batch = 1.0 - batch
+        with dn.no_grad():
+            probs = F.softmax(model(dn.tensor(batch, device=args.device)), dim=1).numpy()
+        classes = meta.get("classes") or [str(i) for i in range(probs.shape[1])]
+        for path, p in zip(paths, probs):
+            top = np.argsort(-p)[: args.top]
+            print(f"{path}: " + ", ".join(f"{classes[i]} {p[i]:.3f}" for i in top))
+    return 0 if len(paths) == len(args.images) else 1
+
+
+def summary_shape(spec, shape):
+    """The input ``divenet summary`` passes for the model ``spec``: a language model reads a
+    sequence of token ids (its length; default the length it trains on); an image model reads
+    C x H x W, where ``S`` means 1 x S x S and ``HxW`` 1 x H x W (default: the side ``divenet
+    train`` uses, D2L's resize or Fashion-MNIST's 28)."""
+    if spec.kind == "text":
+        from .models.charlm import SEQ_LEN
+
+        shape = shape or (SEQ_LEN,)
+        if len(shape) != 1:
+            raise CLIError(f"argument --input: {spec.name} reads a sequence of token ids; give its "
+                           f"length, e.g. 64, got {'x'.join(map(str, shape))}")
+        return shape
+    if shape is None:
+        side = spec.recipe.resize or 28
+        return (1, side, side)
+    if len(shape) > 3:
+        raise CLIError(f"argument --input: give S, HxW or CxHxW without the batch axis (e.g. 224, "
+                       f"96x96 or 3x224x224), got {'x'.join(map(str, shape))}")
+    if len(shape) == 1:
+        return (1, shape[0], shape[0])
+    return (1, *shape) if len(shape) == 2 else shape
 
 
 def cmd_summary(args):
-    from .models import get_model
-    from .summary import parse_shape, skip_init, summary
-
     import numpy as np
 
-    from .models import get_spec
+    from .models import get_model, get_spec
+    from .summary import skip_init, summary
 
-    shape = parse_shape(args.input)
-    text = get_spec(args.model).kind == "text"  # a language model reads token ids
+    spec = get_spec(args.model)
+    shape = summary_shape(spec, args.input)
+    text = spec.kind == "text"  # a language model reads token ids
     with skip_init():  # the summary needs shapes, not random weights: VGG-19 builds in ms
         model = get_model(args.model, num_classes=args.num_classes, in_channels=1 if text else shape[0])
     print(summary(model, shape, name=args.model, dtype=np.int64 if text else np.float32))
+    return 0
 
 
 def cmd_datasets(args):
     from .data.datasets import describe_datasets
 
     print(describe_datasets())
+    return 0
 
 
 def cmd_generate(args):
     import divenet as dn
     from .models.charlm import generate
 
-    meta, model = _load_model(args.checkpoint, dn.device(args.device))
+    meta, model = _load_model(args.checkpoint, args.device, args.allow_nonfinite)
+    if meta.get("kind") != "text":
+        raise CLIError(f"generate: {meta.get('model')} is not a language model (charlm)")
     dn.manual_seed(args.seed)
     print(generate(model, meta, args.prefix, args.length, temperature=args.temperature))
+    return 0
 
 
 # ---- parsing -------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line, ``divenet CMD: error: ...``, as every other error of the command (argparse
+        would print the usage first)."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def make_parser():
-    p = argparse.ArgumentParser(prog="divenet", description="Train and use the classic convnets and RNNs.")
+    from . import __version__
+
+    p = _Parser(prog="divenet", description="Train and use the classic convnets and RNNs.")
+    p.add_argument("--version", action="version", version=f"divenet {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
+    def device_option(parser):
+        parser.add_argument("--device", type=device_spec, default="cpu", help="cpu, gpu or gpu:N")
+
+    def checkpoint_options(parser):
+        parser.add_argument("checkpoint", type=existing_path, help="a run directory or an epoch-NNN.json")
+        parser.add_argument("--allow-nonfinite", action="store_true",
+                            help="load weights that hold NaN or infinity (refused by default)")
+        device_option(parser)
+
+    # defaults of None tell an option given on the command line from one left out (--resume)
     t = sub.add_parser("train", help="train a zoo model (D2L's recipe unless overridden)")
-    t.add_argument("model")
-    t.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
-    t.add_argument("--text", help="UTF-8 text file for a language model (charlm)")
-    t.add_argument("--epochs", type=int, help="total epochs (with --resume too)")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
+    t.add_argument("model", type=model_name)
+    t.add_argument("--dataset", choices=DATASETS, help="default fashion-mnist")
+    t.add_argument("--text", type=existing_file, help="UTF-8 text file for a language model (charlm)")
+    t.add_argument("--epochs", type=positive_int, help="total epochs (with --resume too)")
+    t.add_argument("--batch-size", type=positive_int)
+    t.add_argument("--lr", type=positive_float)
     t.add_argument("--optimizer", choices=("sgd", "adam"))
-    t.add_argument("--resize", type=int, help="input side length (D2L: 224 for AlexNet/VGG, 96 ...)")
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--threads", type=int,
+    t.add_argument("--resize", type=positive_int, help="input side length (D2L: 224 for AlexNet/VGG, 96 ...)")
+    device_option(t)
+    t.add_argument("--threads", type=positive_int,
                    help="BLAS threads (default: all cores; 1 is faster while other jobs compete for the cores)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--clip-grad", type=float, help="clip the gradient norm to this value")
-    t.add_argument("--out", help="run directory (default runs/MODEL)")
+    t.add_argument("--seed", type=nonnegative_int, help="default 0")
+    t.add_argument("--clip-grad", type=positive_float, help="clip the gradient norm to this value")
+    t.add_argument("--out", type=output_dir, help="run directory (default runs/MODEL)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--limit", type=int, help="use only the first N training and N test examples "
+    t.add_argument("--limit", type=positive_int, help="use only the first N training and N test examples "
                    "(charlm: the first N characters of the text)")
+    t.add_argument("--keep", type=nonnegative_int, default=2,
+                   help="checkpoints to keep, the newest (default 2; 0 keeps every one)")
+    t.add_argument("--keep-best", action="store_true",
+                   help="also keep the checkpoint of the best test accuracy (DIR/best.json names it)")
+    t.add_argument("--no-divergence-check", action="store_true",
+                   help="do not stop when the loss grows far above the first step's (a NaN or inf loss "
+                   "always stops)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("evaluate", help="test accuracy of a checkpoint")
-    e.add_argument("checkpoint")
+    checkpoint_options(e)
     e.add_argument("--dataset", choices=DATASETS)
-    e.add_argument("--batch-size", type=int, default=256)
-    e.add_argument("--limit", type=int, help="use only the first N test examples")
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--batch-size", type=positive_int, default=256)
+    e.add_argument("--limit", type=positive_int, help="use only the first N test examples")
     e.set_defaults(fn=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="classify image files (PNG/JPEG)")
-    pr.add_argument("checkpoint")
+    checkpoint_options(pr)
     pr.add_argument("images", nargs="+")
-    pr.add_argument("--top", type=int, default=3)
+    pr.add_argument("--top", type=positive_int, default=3)
     pr.add_argument("--invert", action="store_true", help="invert (dark object on light ground)")
-    pr.add_argument("--device", default="cpu")
     pr.set_defaults(fn=cmd_predict)
 
     s = sub.add_parser("summary", help="layer shapes, parameters and MACs")
-    s.add_argument("model")
-    s.add_argument("--input", default="1x28x28", help="CxHxW, e.g. 3x224x224")
-    s.add_argument("--num-classes", type=int, default=10)
+    s.add_argument("model", type=model_name)
+    s.add_argument("--input", type=input_shape,
+                   help="S, HxW or CxHxW, e.g. 224 or 3x224x224 (default: the size the model trains at); "
+                   "charlm: a sequence length")
+    s.add_argument("--num-classes", type=positive_int, default=10)
     s.set_defaults(fn=cmd_summary)
 
     d = sub.add_parser("datasets", help="where each data set was found")
     d.set_defaults(fn=cmd_datasets)
 
     g = sub.add_parser("generate", help="sample text from a charlm checkpoint")
-    g.add_argument("checkpoint")
+    checkpoint_options(g)
     g.add_argument("--prefix", default="")
-    g.add_argument("--length", type=int, default=200)
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="cpu")
+    g.add_argument("--length", type=positive_int, default=200)
+    g.add_argument("--temperature", type=nonnegative_float, default=1.0, help="0 picks the likeliest")
+    g.add_argument("--seed", type=nonnegative_int, default=0)
     g.set_defaults(fn=cmd_generate)
     return p
 
 
+def _quiet_stdout():
+    """After a closed pipe (``divenet summary ... | head``): point stdout at /dev/null, so that
+    the interpreter's last flush at exit does not fail again (Python's documented recipe)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv=None):
-    args = make_parser().parse_args(argv)
+    """Run the command line; returns the exit status (2: a user error, printed as one line)."""
+    try:
+        args = make_parser().parse_args(argv)
+    except SystemExit as exc:  # a parse error (already printed), --help or --version
+        return exc.code
     from .data.datasets import DatasetNotFoundError
     from .data.idx import IDXError
     from .io.checkpoint import CheckpointError
     from .train import TrainingDiverged
 
     try:
-        args.fn(args)
+        check_args(args)
+        status = args.fn(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141  # what a shell reports for a writer stopped by SIGPIPE
     except (CLIError, DatasetNotFoundError, IDXError, CheckpointError, TrainingDiverged,
             ValueError, RuntimeError) as exc:  # user errors: one clear line, no traceback
         print(f"divenet {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system refused (a full disk, a path not allowed)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"divenet {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"divenet {args.command}: interrupted; the last complete checkpoint is kept", file=sys.stderr)
         return 130
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,13 +109,14 @@ class Summary:
 
 
 def parse_shape(text):
-    """'3x224x224' (or '3,224,224', '3 224 224') -> (3, 224, 224)."""
-    parts = [p for p in str(text).lower().replace(",", "x").replace(" ", "x").split("x") if p]
+    """'3x224x224' (or '3,224,224', '3 224 224', '3 x 224 x 224') -> (3, 224, 224)."""
+    parts = re.split(r"\s*[x,]\s*|\s+", str(text).strip().lower())
     try:
-        shape = tuple(int(p) for p in parts)
+        shape = tuple(int(p) for p in parts)  # an empty part ('3x', 'x224', '3xx4') fails too
     except ValueError:
-        raise ValueError(f"summary: input shape must look like 3x224x224, got {text!r}") from None
-    if not shape or min(shape) < 1:
+        raise ValueError(f"summary: input shape must be whole numbers joined by x, like 3x224x224, "
+                         f"got {text!r}") from None
+    if min(shape) < 1:
         raise ValueError(f"summary: input shape must be positive sizes like 3x224x224, got {text!r}")
     return shape
 

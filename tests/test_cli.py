@@ -144,10 +144,16 @@ def test_datasets_command_lists_locations(capsys):
     assert "Fashion-MNIST" in out and "MNIST" in out
 
 
-def test_starting_over_an_existing_run_is_refused(tmp_path, capsys):
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "metrics.jsonl").write_text("{}\n")
-    if not FMNIST.exists():
-        pytest.skip("needs the dataset to get that far")
+def test_starting_over_an_existing_run_is_refused(tmp_path, capsys, monkeypatch):
+    from divenet.cli import build_model
+    from divenet.data import datasets
+    from divenet.io import save_checkpoint
+
+    meta = {"model": "lenet", "kind": "image", "num_classes": 10, "in_channels": 1, "input_size": 28}
+    save_checkpoint(tmp_path / "run", 1, build_model(meta), None, meta)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    # refused before any data set is read
+    monkeypatch.setattr(datasets, "search_dirs", lambda *a, **k: pytest.fail("loaded a data set"))
     assert _train(tmp_path / "run", "--epochs", "1") == 2
-    assert "--resume" in capsys.readouterr().err
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
