@@ -1,10 +1,13 @@
+import hashlib
 import json
+import random
 
 import numpy as np
 import pytest
 
 from divenet import nn, ones, optim
-from divenet.io import CheckpointError, find_checkpoint, load_checkpoint, save_checkpoint
+from divenet.io import (CheckpointError, check_finite, find_checkpoint, load_checkpoint, load_metadata,
+                        save_checkpoint)
 
 
 def _model_and_opt():
@@ -73,11 +76,6 @@ def test_metadata_is_plain_json(tmp_path):
 
 
 # ---- damage: every mutation is one CheckpointError naming the file, or a sane checkpoint ------------
-import hashlib
-import random
-
-from divenet.io import check_finite, load_metadata
-
 
 def _recompute(json_bytes, weights):
     meta = json.loads(json_bytes)
