@@ -120,8 +120,7 @@ def _mutate_meta(rng, kind, text, meta):
     if kind == "toplevel":
         new = _pick(rng, [[], 5, None, "x", [meta]])
         return json.dumps(new).encode(), f"the whole JSON -> {json.dumps(new)[:30]}"
-    fields = sorted(meta)
-    key = _pick(rng, fields)
+    key = _pick(rng, sorted(meta))
     if kind == "delete-field":
         del meta[key]
         return json.dumps(meta).encode(), f"{key} deleted"
@@ -129,7 +128,8 @@ def _mutate_meta(rng, kind, text, meta):
         key = "weights"
         meta[key] = _pick(rng, ["../x.safetensors", "", "none.safetensors", "/etc/passwd", "epoch-001.json",
                                 ".", 5, None, "\0"])
-    else:
+    else:  # any field, or one that build_model reads when present
+        key = _pick(rng, sorted(meta) + ["model_kwargs"])
         meta[key] = _pick(rng, HOSTILE)
     return json.dumps(meta).encode(), f"{key} -> {meta[key]!r}"
 
