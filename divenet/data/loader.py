@@ -40,8 +40,10 @@ else ``multiprocessing_context``), each given every ``num_workers``-th batch, an
 batches in order; ``prefetch_factor`` (default 2) batches per worker are in flight. Processes,
 not threads, because generic-path datasets spend their time in Python code that holds the GIL.
 Measured on the 2-core project machine, an epoch of 6000 28x28 samples through a per-item
-Python transform (pad, crop, flip, normalize), batch 64: 0 workers 0.41-0.46 s, 2 threads
-0.62-0.74 s (slower than none: GIL contention), 2 processes 0.36-0.40 s including their start.
+Python transform (pad, crop, flip, normalize), batch 64. A bare prototype at load 1: 0.41-0.46 s
+with no workers, 0.62-0.74 s with 2 threads (slower than none: GIL contention), 0.36-0.40 s with
+2 processes, their start included. This DataLoader at load 6 (other work on both cores):
+1.22-1.77 s with ``num_workers=0``, 0.70-2.63 s with 2 workers (4 of 6 epochs faster).
 In a worker, ``get_worker_info()`` describes it, and ``divenet``'s and Python's ``random``
 generators are seeded per worker and epoch (as PyTorch seeds its own); NumPy's global one is
 the ``worker_init_fn``'s to seed. Batches come back pickled through a pipe between our own

@@ -235,3 +235,12 @@ def test_damaged_files_name_the_file(damage, tmp_path):
 def test_unsupported_objects(obj, what):
     with pytest.raises(SerializationError, match=f"save: {what}".replace("(", r"\(").replace(")", r"\)")):
         save(obj, io.BytesIO())
+
+
+def test_top_level_names(tmp_path):
+    import divenet.utils.data
+
+    assert dn.save is save and dn.load is load
+    assert dn.utils.data is divenet.utils.data
+    dn.save({"w": dn.ones(2)}, tmp_path / "w.safetensors")
+    np.testing.assert_array_equal(dn.load(tmp_path / "w.safetensors")["w"].numpy(), [1.0, 1.0])
