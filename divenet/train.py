@@ -307,6 +307,8 @@ class Trainer:
             if resume:
                 raise ValueError("resume: the trainer has no out_dir to resume from")
             return 0
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise CheckpointError(f"{self.out_dir}: exists and is not a directory; choose another output directory")
         state = run_state(self.out_dir, self.epochs)
         if state.state == "fresh":
             for name in state.leftovers:
