@@ -58,6 +58,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
         if type(m) == nn.Linear or type(m) == nn.Conv2d:
             nn.init.xavier_uniform_(m.weight)
     net.apply(init_weights)
+    # the last layer's largest weight: Xavier's bound for (84 -> 10) is 0.25, PyTorch's default 0.11
+    init_max.append(float(net[-1].weight.data.abs().max()))
     net.to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr)
     loss = nn.CrossEntropyLoss()
@@ -150,12 +152,13 @@ net = nn.Sequential(
 train_iter, test_iter = load_fashion_mnist(batch_size=64)
 X0, y0 = next(iter(train_iter))
 acc_before = evaluate_accuracy_gpu(net, test_iter)
+init_max = []
 history = train_ch6(net, train_iter, test_iter, 2, 1.0, torch.device('cpu'))
 
 RESULT = {
     "train_stats": train_stats, "moving_after_one": moving_after_one, "X": X, "Y_pred": Y_pred,
     "bn_params": bn_params, "num_params": len(list(net.parameters())),
     "gamma": net[1].gamma.reshape(-1), "moving_mean": net[1].moving_mean.reshape(-1),
-    "batch_shapes": (tuple(X0.shape), tuple(y0.shape)), "acc_before": acc_before,
+    "batch_shapes": (tuple(X0.shape), tuple(y0.shape)), "acc_before": acc_before, "init_max": init_max[0],
     "losses": [h[0] for h in history], "train_acc": history[-1][1], "test_acc": history[-1][2],
 }

@@ -61,9 +61,13 @@ for i in range(10):
         log.append(f'epoch {i + 1}, loss {l.sum():.3f}')
         print(log[-1])
 
+conv2d.zero_grad()
+grad_cleared = conv2d.weight.grad is None or float(conv2d.weight.grad.abs().sum()) == 0
+
 RESULT = {
     "worked": worked, "worked_arange": worked_arange, "scratch_params": scratch_params,
     "scratch_out_shape": tuple(scratch_out.shape), "scratch_grad": scratch_grad,
     "image": X.reshape((6, 8)), "edges": Y.reshape((6, 7)), "edges_transposed": Y_transposed,
     "losses": losses, "log": log, "kernel": conv2d.weight.data.reshape((1, 2)),
+    "grad_cleared": grad_cleared,
 }

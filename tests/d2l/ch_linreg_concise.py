@@ -25,6 +25,8 @@ def load_array(arrays, batch_size, is_train=True):
 batch_size = 10
 data_iter = load_array((features, labels), batch_size)
 X0, y0 = next(iter(data_iter))
+X1, _ = next(iter(data_iter))
+shuffled = (bool((X0 != features[:batch_size]).any()), bool((X0 != X1).any()))
 
 net = nn.Sequential(nn.Linear(2, 1))
 net[0].weight.data.normal_(0, 0.01)
@@ -49,6 +51,8 @@ for epoch in range(num_epochs):
     log.append(f'epoch {epoch + 1}, loss {l:f}')
     print(log[-1])
 
+trainer.zero_grad()
+grads_cleared = all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in net.parameters())
 w = net[0].weight.data
 b = net[0].bias.data
 print('error in estimating w:', true_w - w.reshape(true_w.shape))
@@ -59,4 +63,5 @@ RESULT = {
     "init_w": init_w, "init_b": init_b, "losses": losses, "log": log,
     "w": w.reshape(-1), "b": float(b[0]),
     "num_params": len(list(net.parameters())),
+    "shuffled": shuffled, "grads_cleared": grads_cleared,
 }

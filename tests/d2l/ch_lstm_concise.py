@@ -93,12 +93,14 @@ def train_epoch(net, batch_size, num_steps, loss, updater, device):
     state = None
     total, count = 0.0, 0
     net.train()
+    global max_clipped_norm, detached
     for X, Y in seq_data_iter_sequential(corpus, batch_size, num_steps):
         if state is None:
             state = net.begin_state(batch_size=X.shape[0], device=device)
         elif isinstance(state, tuple):
             for s in state:
                 s.detach_()  # keep the LSTM's (H, C), cut the graph to the previous batch
+            detached = detached and not any(s.requires_grad for s in state)
         else:
             state.detach_()
         y = Y.T.reshape(-1)
@@ -108,6 +110,8 @@ def train_epoch(net, batch_size, num_steps, loss, updater, device):
         updater.zero_grad()
         l.backward()
         nn.utils.clip_grad_norm_(net.parameters(), 1)
+        norm = torch.sqrt(sum(torch.sum(p.grad ** 2) for p in net.parameters()))
+        max_clipped_norm = max(max_clipped_norm, float(norm))
         updater.step()
         total += float(l) * y.numel()
         count += y.numel()
@@ -127,7 +131,7 @@ untrained = predict('the ', 10, net, vocab, device)
 
 loss = nn.CrossEntropyLoss()
 updater = torch.optim.SGD(net.parameters(), lr=4)
-perplexities = []
+perplexities, max_clipped_norm, detached = [], 0.0, True
 for epoch in range(30):
     perplexities.append(train_epoch(net, batch_size, num_steps, loss, updater, device))
     if (epoch + 1) % 10 == 0:
@@ -137,5 +141,5 @@ trained = predict('the time ', 20, net, vocab, device)
 RESULT = {
     "vocab_size": len(vocab), "param_shapes": param_shapes, "output_shape": tuple(Y.shape),
     "state_shapes": (tuple(H.shape), tuple(C.shape)), "untrained": untrained, "trained": trained,
-    "perplexities": perplexities,
+    "perplexities": perplexities, "max_clipped_norm": max_clipped_norm, "detached": detached,
 }

@@ -75,8 +75,15 @@ with torch.no_grad():
         print(layer.__class__.__name__, 'output shape:\t', X.shape)
 num_params = sum(p.numel() for p in net.parameters())
 
+# in eval mode batch norm uses its running statistics: an example's output does not depend on
+# the rest of its batch
+with torch.no_grad():
+    X = torch.rand(size=(2, 1, 96, 96))
+    alone, in_batch = net(X[:1]), net(X)[:1]
+eval_gap = float(torch.abs(alone - in_batch).max())
+
 RESULT = {
     "same_shape": same_shape, "halved_shape": halved_shape, "conv1_weight_shape": conv1_weight_shape,
     "grad_inplace": grad_inplace, "grad_out_of_place": grad_out_of_place,
-    "layer_shapes": layer_shapes, "num_params": num_params,
+    "layer_shapes": layer_shapes, "num_params": num_params, "eval_gap": eval_gap,
 }

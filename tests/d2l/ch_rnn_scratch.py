@@ -5,6 +5,7 @@ import math
 import random
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 torch.manual_seed(0)
@@ -106,8 +107,17 @@ def predict(prefix, num_preds, net, vocab, device):
     return ''.join([vocab.idx_to_token[i] for i in outputs])
 
 
-def grad_clipping(params, theta):
-    norm = torch.sqrt(sum(torch.sum((p.grad ** 2)) for p in params))
+def grad_norm(params):
+    return torch.sqrt(sum(torch.sum((p.grad ** 2)) for p in params))
+
+
+def grad_clipping(net, theta):
+    """Scale the gradients down, in place, to a global norm of at most theta."""
+    if isinstance(net, nn.Module):
+        params = [p for p in net.parameters() if p.requires_grad]
+    else:
+        params = net.params
+    norm = grad_norm(params)
     if norm > theta:
         for param in params:
             param.grad[:] *= theta / norm
@@ -123,26 +133,24 @@ def sgd(params, lr, batch_size):
 
 def train_epoch(net, batch_size, num_steps, loss, lr, device):
     state = None
-    total, count, norms = 0.0, 0, []
+    total, count, norms, clipped_norms, detached = 0.0, 0, [], [], []
     for X, Y in seq_data_iter_sequential(corpus, batch_size, num_steps):
         if state is None:
             state = net.begin_state(batch_size=X.shape[0], device=device)
         else:
             for s in state:
                 s.detach_()  # keep the state, cut the graph to the previous batch
+            detached.append(not any(s.requires_grad for s in state))
         y = Y.T.reshape(-1)
         y_hat, state = net(X, state)
         l = loss(y_hat, y.long()).mean()
         l.backward()
-        norms.append(grad_clipping(net.params, 1))
+        norms.append(grad_clipping(net, 1))
+        clipped_norms.append(float(grad_norm(net.params)))
         sgd(net.params, lr, batch_size=1)  # the loss is already a mean
         total += float(l) * y.numel()
         count += y.numel()
-    return math.exp(total / count), norms
-
-
-def cross_entropy(y_hat, y):
-    return F.cross_entropy(y_hat, y, reduction='none')
+    return math.exp(total / count), norms, clipped_norms, detached
 
 
 device = torch.device('cpu')
@@ -154,11 +162,14 @@ one_hot = F.one_hot(torch.tensor([0, 2]), len(vocab))
 Y, new_state = net(X, net.begin_state(X.shape[0], device))
 untrained = predict('the ', 10, net, vocab, device)
 
-perplexities, norms = [], []
+loss = nn.CrossEntropyLoss()
+perplexities, norms, clipped_norms, detached = [], [], [], []
 for epoch in range(40):
-    ppl, epoch_norms = train_epoch(net, batch_size, num_steps, cross_entropy, 1.0, device)
+    ppl, epoch_norms, epoch_clipped, epoch_detached = train_epoch(net, batch_size, num_steps, loss, 1.0, device)
     perplexities.append(ppl)
     norms.extend(epoch_norms)
+    clipped_norms.extend(epoch_clipped)
+    detached.extend(epoch_detached)
     if (epoch + 1) % 10 == 0:
         print(f'epoch {epoch + 1}, perplexity {ppl:.1f}')
 trained = predict('the time ', 20, net, vocab, device)
@@ -167,4 +178,5 @@ RESULT = {
     "vocab_size": len(vocab), "one_hot": one_hot, "output_shape": tuple(Y.shape),
     "state_shape": tuple(new_state[0].shape), "untrained": untrained, "trained": trained,
     "perplexities": perplexities, "max_norm": max(norms), "clipped": sum(n > 1 for n in norms),
+    "max_clipped_norm": max(clipped_norms), "detached": (len(detached), all(detached)),
 }
