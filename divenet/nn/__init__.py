@@ -1,4 +1,5 @@
 """Layers and models: ``Module`` and PyTorch-named layers built on ``divenet.functional``."""
+from .. import functional  # torch.nn.functional's place
 from . import init
 from .layers import (
     AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, AvgPool1d,
@@ -14,3 +15,11 @@ from .module import (
     Module, ModuleDict, ModuleList, Parameter, ParameterDict, ParameterList, Sequential,
 )
 from .rnn import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNCell
+
+
+def __getattr__(name):
+    if name == "utils":  # imported on first use: it reaches into divenet.optim
+        import importlib
+
+        return importlib.import_module(".utils", __name__)
+    raise AttributeError(f"module 'divenet.nn' has no attribute {name!r}")

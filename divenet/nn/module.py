@@ -412,7 +412,10 @@ class Module:
                 p.grad = None
             elif p.grad is not None:
                 g = p.grad
-                (g.array if isinstance(g, Tensor) else g)[...] = 0
+                if isinstance(g, Tensor):
+                    g.zero_()
+                else:
+                    g[...] = 0
 
     def requires_grad_(self, requires_grad=True):
         for _, p in self._named_tensors(True):
