@@ -304,3 +304,23 @@ def test_shape_layers_match_torch(make):
     (yt * torch.tensor(w)).sum().backward()
     np.testing.assert_allclose(np.asarray(xo.grad.numpy() if hasattr(xo.grad, "numpy") else xo.grad),
                                xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_private_parameter_is_trained_and_saved_without_super_init():
+    from divenet import optim
+
+    class Scaled(nn.Module):  # no super().__init__(): divenet modules need none
+        def __init__(self):
+            self._scale = nn.Parameter(np.ones(3, np.float32))
+            self.register_buffer("_steps", dn.zeros(1), persistent=False)
+
+        def forward(self, x):
+            return x * self._scale
+
+    m = Scaled()
+    opt = optim.SGD(m.parameters(), lr=0.5)
+    m(dn.ones(2, 3)).sum().backward()
+    opt.step()
+    np.testing.assert_allclose(m._scale.numpy(), [0.0, 0.0, 0.0])  # 1 - 0.5 * 2
+    assert list(m.state_dict()) == ["_scale"]
+    assert [n for n, _ in m.named_buffers()] == ["_steps"]
