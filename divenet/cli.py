@@ -182,15 +182,50 @@ def build_model(meta):
     return model
 
 
+def _check_description(meta, ckpt):
+    """The model description of a checkpoint's metadata, checked before a model is built from it."""
+    from .models import get_spec
+
+    def count(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    def bad(field, want):
+        raise CLIError(f"{ckpt}: the model description's {field!r} must be {want}, got {meta.get(field)!r}")
+
+    if "model" not in meta:
+        raise CLIError(f"{ckpt}: checkpoint has no model description")
+    if not isinstance(meta["model"], str):
+        bad("model", "a model name")
+    try:
+        get_spec(meta["model"])
+    except ValueError as exc:
+        raise CLIError(f"{ckpt}: {exc}") from None
+    for field in ("num_classes", "in_channels"):
+        if not count(meta.get(field)):
+            bad(field, "a positive integer")
+    if meta.get("kind", "image") not in ("image", "text"):
+        bad("kind", "'image' or 'text'")
+    if meta.get("kind", "image") == "image" and not count(meta.get("input_size", 28)):
+        bad("input_size", "a positive integer")
+    if not isinstance(meta.get("model_kwargs", {}), dict):
+        bad("model_kwargs", "an object")
+    classes = meta.get("classes")
+    if classes is not None and (not isinstance(classes, list) or len(classes) != meta["num_classes"]
+                                or not all(isinstance(c, str) for c in classes)):
+        bad("classes", f"a list of {meta['num_classes']} names")
+
+
 def _load_model(ckpt, device, allow_nonfinite=False):
     from .io.checkpoint import check_finite, load_checkpoint
 
     meta, state, _ = load_checkpoint(ckpt)
     if not allow_nonfinite:
         check_finite(state, ckpt)  # NaN weights would predict garbage without a word
-    if "model" not in meta:
-        raise CLIError(f"{ckpt}: checkpoint has no model description")
-    model = build_model(meta)
+    _check_description(meta, ckpt)
+    try:
+        model = build_model(meta)
+    except TypeError as exc:  # model_kwargs the builder does not take
+        raise CLIError(f"{ckpt}: cannot rebuild model {meta['model']!r} from its description: {exc}") from None
     try:
         model.load_state_dict(state)
     except (KeyError, ValueError) as exc:

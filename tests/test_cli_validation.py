@@ -346,6 +346,26 @@ def test_nonfinite_weights_are_refused_unless_allowed(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"{img}: ")
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("model", "lenet-9", "unknown model 'lenet-9'"), ("model", 3, "'model' must be a model name"),
+    ("num_classes", None, "'num_classes' must be a positive integer"),
+    ("in_channels", "1", "'in_channels' must be a positive integer"),
+    ("input_size", 0, "'input_size' must be a positive integer"),
+    ("model_kwargs", {"width": 2}, "cannot rebuild model 'lenet'"),
+    ("classes", ["T-shirt"], "'classes' must be a list of 10 names")])
+def test_a_bad_model_description_is_one_line(ckpt, tmp_path, capsys, field, value, message):
+    from PIL import Image
+
+    meta = json.loads(ckpt.read_text())
+    meta[field] = value
+    ckpt.write_text(json.dumps(meta))
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(img)
+    assert main(["predict", str(ckpt), str(img)]) == 2
+    line = _error_line(capsys)
+    assert line.startswith(f"divenet predict: error: {ckpt}: ") and message in line, line
+
+
 def _error_line_of(err):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
