@@ -59,6 +59,12 @@ def _path(text):
     return Path(text)
 
 
+def nonempty(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must not be empty, got {text!r}")
+    return text
+
+
 def _exists(path, text):
     try:
         return path.exists()
@@ -94,6 +100,21 @@ def output_dir(text):
             if not os.access(part, os.W_OK | os.X_OK):
                 raise argparse.ArgumentTypeError(f"{text}: {part} is not writable")
             break
+    return path
+
+
+def output_png(text):
+    """A PNG file to write: a name ending in .png in an existing, writable directory."""
+    path = _path(text)
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: must be a .png file name")
+    parent = path.parent
+    if not _exists(parent, text) or not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: no such directory {str(parent)!r}")
+    if _exists(path, text) and path.is_dir():
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: is a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: {parent} is not writable")
     return path
 
 
@@ -334,7 +355,7 @@ def cmd_train(args):
     trainer = Trainer(model, optimizer, train_loader, test_loader, epochs=epochs, out_dir=out,
                       clip_grad=args.clip_grad, task=task, metadata=meta, progress=not args.quiet,
                       log=lambda s: print(s, flush=True), keep=args.keep, keep_best=args.keep_best,
-                      divergence_check=not args.no_divergence_check)
+                      divergence_check=not args.no_divergence_check, tensorboard=args.tensorboard)
     history = trainer.fit(resume=args.resume)
     if history:
         print(f"done: {out}/metrics.jsonl, checkpoint {out}/epoch-{history[-1]['epoch']:03d}.json")
@@ -450,19 +471,60 @@ def summary_shape(spec, shape):
     return (1, *shape) if len(shape) == 2 else shape
 
 
-def cmd_summary(args):
+def _model_summary(name, shape=None, num_classes=10):
+    """``summary`` of zoo model ``name`` on ``shape`` (default: the size it trains at)."""
     import numpy as np
 
     from .models import get_model, get_spec
     from .summary import skip_init, summary
 
-    spec = get_spec(args.model)
-    shape = summary_shape(spec, args.input)
+    spec = get_spec(name)
+    shape = summary_shape(spec, shape)
     text = spec.kind == "text"  # a language model reads token ids
     with skip_init():  # the summary needs shapes, not random weights: VGG-19 builds in ms
-        model = get_model(args.model, num_classes=args.num_classes, in_channels=1 if text else shape[0])
-    print(summary(model, shape, name=args.model, dtype=np.int64 if text else np.float32))
+        model = get_model(name, num_classes=num_classes, in_channels=1 if text else shape[0])
+    return summary(model, shape, name=name, dtype=np.int64 if text else np.float32)
+
+
+def cmd_summary(args):
+    print(_model_summary(args.model, args.input, args.num_classes))
     return 0
+
+
+def _clip(text, n):
+    return text if len(text) <= n else text[:n - 3].rstrip() + "..."
+
+
+def cmd_models(args):
+    """Every zoo model: parameters and MACs at its training size (as ``divenet summary``),
+    D2L's recipe and what it is."""
+    from .models import get_spec, list_models
+
+    rows = []
+    for name in list_models():
+        spec, s = get_spec(name), _model_summary(name)
+        r = spec.recipe
+        rows.append({"name": name, "kind": spec.kind, "input": list(s.input_shape), "params": s.total_params,
+                     "macs": s.total_macs, "epochs": r.epochs, "lr": r.lr, "batch_size": r.batch_size,
+                     "optimizer": r.optimizer, "resize": r.resize, "description": spec.description})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    from .summary import _si
+
+    head = ("model", "input", "params", "MACs", "epochs", "lr", "batch", "optim", "description")
+    body = [(r["name"], "x".join(map(str, r["input"])), _si(r["params"]), _si(r["macs"]), str(r["epochs"]),
+             f"{r['lr']:g}", str(r["batch_size"]), r["optimizer"], _clip(r["description"], 72)) for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    for cells in (head, *body):
+        print("  ".join(f"{c:<{w}}" for c, w in zip(cells, widths)).rstrip())
+    return 0
+
+
+def cmd_show(args):
+    from .show import run
+
+    return run(args)
 
 
 def cmd_datasets(args):
@@ -535,6 +597,11 @@ def make_parser():
                    help="do not stop when the loss grows far above the first step's (a NaN or inf loss "
                    "always stops)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--distributed", action="store_true",
+                   help="data parallel over the ranks of mpirun (mpirun -np N divenet train ... "
+                   "--distributed); --batch-size is then the global batch (docs/distributed.md)")
+    t.add_argument("--tensorboard", action="store_true",
+                   help="write TensorBoard event files to OUT/tensorboard (pip install 'divenet[tensorboard]')")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("evaluate", help="test accuracy of a checkpoint")
@@ -558,6 +625,32 @@ def make_parser():
                    "charlm: a sequence length")
     s.add_argument("--num-classes", type=positive_int, default=10)
     s.set_defaults(fn=cmd_summary)
+
+    m = sub.add_parser("models", help="every zoo model: parameters, MACs, D2L's recipe")
+    m.add_argument("--json", action="store_true", help="one JSON list instead of a table")
+    m.set_defaults(fn=cmd_models)
+
+    sh = sub.add_parser("show", help="pictures (PNG): filters, feature maps, the slides' kernels, errors")
+    what = sh.add_subparsers(dest="what", required=True)
+    for name, text, default in (("filters", "a convolution layer's kernels", "the first convolution"),
+                                ("features", "a layer's feature maps for one image", "the first convolution"),
+                                ("errors", "confusion matrix and misclassified test images", None)):
+        w = what.add_parser(name, help=text, prog=f"divenet show {name}")
+        checkpoint_options(w)
+        if name == "features":
+            w.add_argument("image", type=existing_file, help="a PNG/JPEG image")
+            w.add_argument("--invert", action="store_true", help="invert (dark object on light ground)")
+        if default:
+            w.add_argument("--layer", type=nonempty, help=f"module path, e.g. features.0 (default {default})")
+        else:
+            w.add_argument("--limit", type=positive_int, help="use only the first N test examples")
+        w.add_argument("--out", type=output_png, default=Path(f"{name}.png"), help=f"default {name}.png")
+    w = what.add_parser("kernels", help="the slides' edge, sharpen, blur and vertical-edge kernels on a photo",
+                        prog="divenet show kernels")
+    w.add_argument("image", nargs="?", type=existing_file,
+                   help="a PNG/JPEG photograph (default: matplotlib's sample photo of Grace Hopper)")
+    w.add_argument("--out", type=output_png, default=Path("kernels.png"), help="default kernels.png")
+    sh.set_defaults(fn=cmd_show)
 
     d = sub.add_parser("datasets", help="where each data set was found")
     d.set_defaults(fn=cmd_datasets)

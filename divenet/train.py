@@ -22,6 +22,7 @@ from .autograd import no_grad
 from .io import checkpoint as ckpt
 from .io.checkpoint import CheckpointError, CheckpointWarning
 from .optim.clip import clip_grad_norm_
+from .tensorboard import EpochWriter, log_dir
 
 # The divergence bound: a loss above DIVERGENCE_FACTOR x the first step's loss and above
 # DIVERGENCE_FLOOR stops the run. A first loss is about ln(classes) (2.3 for ten classes) and
@@ -184,12 +185,14 @@ class Trainer:
     keep the one with the best test accuracy, named by ``best.json``. ``divergence_check``:
     stop when the loss exceeds 100x the first step's loss and 10 (a non-finite loss always
     stops the run). ``task='language_model'`` trains next-token prediction and reports
-    perplexity.
+    perplexity. ``tensorboard``: True writes TensorBoard event files to ``out_dir/tensorboard``
+    at each epoch's end (a path: there; divenet/tensorboard.py says what is logged).
     """
 
     def __init__(self, model, optimizer, train_loader, test_loader=None, *, epochs=10, out_dir=None,
                  scheduler=None, clip_grad=None, task="classification", metadata=None,
-                 progress=True, log=print, keep=2, keep_best=False, divergence_check=True):
+                 progress=True, log=print, keep=2, keep_best=False, divergence_check=True,
+                 tensorboard=None):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.train_loader, self.test_loader = train_loader, test_loader
         self.epochs, self.clip_grad, self.task = epochs, clip_grad, task
@@ -204,6 +207,7 @@ class Trainer:
         self.history = []
         self.first_loss = None  # the loss of the run's first step: the divergence bound's base
         self._epoch_seconds = []
+        self.tensorboard = log_dir(tensorboard, self.out_dir)  # None: off
 
     # ---- one epoch --------------------------------------------------------------------------------
     def _bound(self):
@@ -279,6 +283,7 @@ class Trainer:
             raise ValueError(f"Trainer: the train loader ({_loader_description(self.train_loader)}) "
                              "yields no batches; the training split is empty")
         start = self._start(resume)
+        board = EpochWriter(self.tensorboard) if self.tensorboard is not None else None
         for epoch in range(start + 1, self.epochs + 1):
             began = time.perf_counter()
             row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
@@ -298,6 +303,10 @@ class Trainer:
             self.log(_format_row(row, self.task) + (f"  run ETA {_duration(eta)}" if epoch < self.epochs else ""))
             if self.out_dir is not None:
                 self._write_epoch(epoch)
+            if board is not None:  # after the checkpoint: the events match what a resume finds
+                board.log_epoch(epoch, row, self.model)
+        if board is not None:
+            board.close()
         return self.history
 
     def _start(self, resume):

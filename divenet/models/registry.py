@@ -1,6 +1,7 @@
 """The zoo's registry: each model name maps to a builder and D2L's training recipe for it."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -24,14 +25,22 @@ class ModelSpec:
     recipe: Recipe = field(default_factory=Recipe)
     input_size: int = 28  # the smallest side the design is meant for (used by tests, summaries)
     kind: str = "image"  # "image" (N, C, H, W) or "text" (token ids)
+    description: str = ""  # one line for ``divenet models``: given, or the docstring's first sentence
+
+
+def _first_sentence(doc):
+    text = " ".join((doc or "").split()).replace("``", "")
+    end = re.search(r"(?<!\.)\.(?=\s+[A-Z])", text)  # not an ellipsis ("b1 .. b5")
+    return text[:end.end()] if end else text
 
 
 _MODELS: dict[str, ModelSpec] = {}
 
 
-def register(name, recipe=None, input_size=28, kind="image"):
+def register(name, recipe=None, input_size=28, kind="image", description=None):
     def wrap(builder):
-        _MODELS[name] = ModelSpec(name, builder, recipe or Recipe(), input_size, kind)
+        _MODELS[name] = ModelSpec(name, builder, recipe or Recipe(), input_size, kind,
+                                  description or _first_sentence(builder.__doc__))
         return builder
 
     return wrap
