@@ -145,6 +145,26 @@ def input_shape(text):
         raise argparse.ArgumentTypeError(str(exc).removeprefix("summary: ")) from None
 
 
+def port_number(text):
+    return _number(text, int, lambda v: 0 <= v <= 65535, "a port number from 0 to 65535 (0: any free port)")
+
+
+def host_address(text):
+    if not text or any(ch.isspace() for ch in text):
+        raise argparse.ArgumentTypeError(f"must be a host name or address, e.g. 127.0.0.1 or 0.0.0.0, got {text!r}")
+    return text
+
+
+def url_name(text):
+    """A name that is one URL path segment (``divenet serve --name``)."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
+        raise argparse.ArgumentTypeError(f"must be letters, digits, '_', '.' and '-' (one URL path "
+                                         f"segment), got {_shown(text)}")
+    return text
+
+
 def check_args(args):
     """Checks that need several options together (the single values were checked by their type)."""
     if args.command == "train":
@@ -380,35 +400,14 @@ def cmd_evaluate(args):
 
 
 def _read_image(path, channels, side):
-    """The image at ``path`` as a (channels, side, side) float32 array in [0, 1], and a note of
-    what was changed to get there (None when nothing was). Raises CLIError for a file that is
-    not a readable image, or one too large to decode safely."""
-    import warnings
-
-    import numpy as np
+    """The image at ``path`` as divenet.data.images.read_image gives it (shared with the server's
+    /v1/predict); an unreadable or too large file is a CLIError."""
+    from .data.images import ImageError, read_image
 
     try:
-        from PIL import Image
-    except ImportError:
-        raise CLIError("predict needs Pillow: pip install 'divenet[images]'") from None
-    mode = "L" if channels == 1 else "RGB"
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                notes = []
-                if img.mode != mode:
-                    notes.append(f"{img.mode} converted to {'greyscale' if mode == 'L' else 'RGB'}")
-                if img.size != (side, side):
-                    notes.append(f"resized from {img.size[0]}x{img.size[1]} to the model's {side}x{side}")
-                img = img.convert(mode).resize((side, side), Image.BILINEAR)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise CLIError(f"{path}: refused, too large to decode safely ({exc})") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # what Pillow raises for bad files
-        raise CLIError(f"{path}: not a readable image ({exc})") from None
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    return (arr[None] if channels == 1 else arr.transpose(2, 0, 1)), "; ".join(notes) or None
+        return read_image(path, channels, side)
+    except ImageError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def cmd_predict(args):
@@ -546,6 +545,20 @@ def cmd_generate(args):
     return 0
 
 
+def cmd_serve(args):
+    """Serve a checkpoint or an ONNX file over HTTP (divenet/serve, docs/serving.md)."""
+    try:
+        from .serve import open_engine
+        from .serve.app import run
+    except ImportError as exc:
+        raise CLIError(f"serve needs {exc.name}: pip install 'divenet[serve]'") from None
+    engine = open_engine(args.model_file, args.engine, args.device,
+                         load_checkpoint=lambda p: _load_model(p, args.device, args.allow_nonfinite))
+    return run(engine, host=args.host, port=args.port, name=args.name, max_batch=args.max_batch,
+               max_delay_ms=args.max_delay_ms, max_queue=args.max_queue, timeout_s=args.timeout_s,
+               max_body_bytes=max(1, int(args.max_body_mb * (1 << 20))), max_pixels=args.max_pixels)
+
+
 # ---- parsing -------------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
@@ -662,6 +675,29 @@ def make_parser():
     g.add_argument("--temperature", type=nonnegative_float, default=1.0, help="0 picks the likeliest")
     g.add_argument("--seed", type=nonnegative_int, default=0)
     g.set_defaults(fn=cmd_generate)
+
+    sv = sub.add_parser("serve", help="serve a checkpoint or ONNX file over HTTP (KServe v2, /v1/predict)")
+    sv.add_argument("model_file", metavar="CKPT_OR_ONNX", type=existing_path,
+                    help="a run directory, an epoch-NNN.json or a .onnx file")
+    sv.add_argument("--engine", choices=("divenet", "onnxruntime"),
+                    help="default: onnxruntime for a .onnx file, divenet for a checkpoint")
+    sv.add_argument("--host", type=host_address, default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=port_number, default=8000, help="default 8000; 0 picks a free port")
+    sv.add_argument("--max-batch", type=positive_int, default=32, help="most samples per batch (default 32)")
+    sv.add_argument("--max-delay-ms", type=nonnegative_float, default=5.0,
+                    help="longest a request waits for a batch to fill (default 5)")
+    sv.add_argument("--max-queue", type=positive_int, default=256,
+                    help="requests waiting beyond which the server answers 503 (default 256)")
+    sv.add_argument("--timeout-s", type=positive_float, default=30.0,
+                    help="limit on a body's arrival and, separately, on its answer (default 30)")
+    sv.add_argument("--max-body-mb", type=positive_float, default=16.0, help="request body limit (default 16)")
+    sv.add_argument("--max-pixels", type=positive_int, default=25_000_000,
+                    help="largest image accepted, width x height (default 25,000,000)")
+    sv.add_argument("--name", type=url_name, help="model name in the URLs (default: the model's)")
+    sv.add_argument("--allow-nonfinite", action="store_true",
+                    help="load weights that hold NaN or infinity (refused by default)")
+    device_option(sv)
+    sv.set_defaults(fn=cmd_serve)
     return p
 
 

@@ -370,12 +370,15 @@ class Tensor:
 
     # ---- arithmetic ---------------------------------------------------------------------------
     def _lift(self, other):
+        """``other`` as an operand next to this tensor: a Tensor as is, a Python or NumPy
+        number as a typed NumPy scalar (this tensor's dtype, or float32 for a float next to an
+        integer tensor) that ops take as a constant (on a GPU a kernel argument: no upload, no
+        allocation), anything else as a tensor on this tensor's device."""
         if isinstance(other, Tensor):
             return other
-        xp = array_module(self.array)
         if isinstance(other, (bool, numbers.Number)):
             dtype = self.dtype if self.dtype.kind == "f" or isinstance(other, numbers.Integral) else float32
-            return Tensor._make(xp.asarray(other, dtype=dtype), self.device, None)
+            return dtype.type(other)
         return Tensor(other, device=self.device)
 
     def _operands(self, o, reverse=False, true_div=False):
@@ -434,8 +437,14 @@ class Tensor:
         return matmul(self._lift(o), self)
 
     def _compare(self, o, op):
-        other = o.array if isinstance(o, Tensor) else o
-        return Tensor._make(op(self.array, other), self.device, None)
+        if isinstance(o, Tensor):
+            if o.device != self.device:
+                raise ValueError(f"comparison: the tensors live on {self.device} and {o.device}; "
+                                 "move one with .to(device) first")
+            o = o.array
+        elif not isinstance(o, (bool, numbers.Number)):
+            o = Tensor(o, device=self.device).array  # host data (a list, a NumPy array) moves over
+        return Tensor._make(op(self.array, o), self.device, None)
 
     def __eq__(self, o):
         return self._compare(o, lambda a, b: a == b)
@@ -497,7 +506,7 @@ class Tensor:
             raise ValueError(f"{name}: an operand of shape {o.shape} does not broadcast to the "
                              f"tensor's shape {self.shape}")
         if o.dtype != self.dtype and o.dtype.kind == self.dtype.kind == "f":
-            o = o.astype(self.dtype)  # the gradient then flows back through the cast
+            o = o.astype(self.dtype)  # a tensor's gradient then flows back through the cast
         return autograd.apply_inplace(fn, self, o, name=name, **options)
 
     def add_(self, other, *, alpha=1):
@@ -532,7 +541,7 @@ class Tensor:
     clip_ = clamp_
 
     def __setitem__(self, index, value):
-        self._set(_unwrap_index(index), value, "__setitem__")
+        self._set(_unwrap_index(index, self), value, "__setitem__")
 
     def _set(self, index, value, name):
         if isinstance(value, Tensor) and value.device != self.device:
@@ -672,10 +681,7 @@ class Tensor:
             raise TypeError(f"max/min: dim must be an int (use amax/amin for several), got {dim!r}")
         dim = _normalize_axes(dim, self.shape)[0]
         idx = getattr(self, arg)(dim, keepdim=True)
-        xp = array_module(self.array)
-        where = list(xp.ogrid[tuple(slice(n) for n in idx.shape)])
-        where[dim] = idx.array
-        values = self[tuple(where)]
+        values = S.TakeAlongAxis.apply(self, idx, axis=dim)
         if not keepdim:
             values, idx = values.squeeze(dim), idx.squeeze(dim)
         return ValuesIndices(values, idx)
@@ -818,7 +824,7 @@ class Tensor:
         return S.BroadcastTo.apply(self, shape=shape)
 
     def __getitem__(self, index):
-        index = _unwrap_index(index)
+        index = _unwrap_index(index, self)
         out = S.GetItem.apply(self, index=index)
         if getattr(out, "_base", None) is not None:
             out._view_index = index  # a recorded in-place op on the view writes base[index]
@@ -863,14 +869,51 @@ def _resolve_shape(shape, size):
     return shape
 
 
-def _unwrap_index(index):
-    if isinstance(index, Tensor):
-        return index.array
-    if isinstance(index, tuple):
-        return tuple(i.array if isinstance(i, Tensor) else i for i in index)
-    if isinstance(index, list):
-        return np.asarray(index)
-    return index
+def _unwrap_index(index, t):
+    """``index`` for ``t.array``: Tensors unwrapped; lists and NumPy arrays as arrays on t's
+    device (one copy, as PyTorch takes a CPU index for a CUDA tensor); int and integer-array
+    components checked against their axis with NumPy's IndexError, which CuPy (and sim) skip:
+    they wrap out-of-range indices silently."""
+    parts = list(index) if isinstance(index, tuple) else [index]
+    for k, p in enumerate(parts):
+        if isinstance(p, Tensor):
+            if p.device != t.device and p.device != CPU:
+                raise ValueError(f"indexing: a tensor on {t.device} indexed with a tensor on {p.device}; "
+                                 f"indices must be on the CPU or on {t.device}")
+            parts[k] = p.array
+        elif isinstance(p, list):
+            parts[k] = np.asarray(p)
+    # the axes each part takes: a boolean array as many as it has dims, None/Ellipsis/a bool none
+    takes = [p.ndim if getattr(p, "dtype", None) == np.bool_ and getattr(p, "ndim", 0) else
+             0 if p is None or p is Ellipsis or isinstance(p, (bool, np.bool_)) else 1 for p in parts]
+    axis = 0
+    for k, p in enumerate(parts):
+        if p is Ellipsis:
+            axis = t.ndim - builtins.sum(takes[k + 1:])
+            continue
+        if axis < t.ndim and not isinstance(p, (bool, np.bool_)):
+            n = t.shape[axis]
+            if isinstance(p, numbers.Integral):
+                if not -n <= p < n:
+                    raise IndexError(f"index {int(p)} is out of bounds for axis {axis} with size {n}")
+            elif getattr(p, "dtype", None) is not None and p.dtype.kind in "iu" and p.size:
+                _check_index_array(p, axis, n)
+        if isinstance(p, np.ndarray) and t.device != CPU:
+            parts[k] = transfer(p, t.device)
+        axis += takes[k]
+    return tuple(parts) if isinstance(index, tuple) else parts[0]
+
+
+def _check_index_array(p, axis, n):
+    """NumPy's bounds check for an integer-array index. On a device it costs one small
+    reduction and one sync (min and max read together), paid only by advanced indexing."""
+    if isinstance(p, np.ndarray):
+        lo, hi = int(p.min()), int(p.max())
+    else:
+        xp = array_module(p)
+        lo, hi = (int(v) for v in transfer(xp.stack((p.min(), p.max())), CPU))
+    if lo < -n or hi >= n:
+        raise IndexError(f"index {hi if hi >= n else lo} is out of bounds for axis {axis} with size {n}")
 
 
 class _ToDevice(autograd.Function):
@@ -1090,8 +1133,9 @@ def pad(t, pad, value=0.0):
 
 
 def where(cond, a, b):
-    cond = cond.array if isinstance(cond, Tensor) else cond
     ref = a if isinstance(a, Tensor) else b
+    if not isinstance(cond, Tensor):
+        cond = Tensor(cond, device=ref.device)  # host data moves over; a Tensor's device is checked
     return E.Where.apply(cond, ref._lift(a), ref._lift(b))
 
 
