@@ -44,7 +44,7 @@ import threading
 
 import numpy as np
 
-from .backend import array_module
+from .backend import array_module, is_device_array
 
 _state = threading.local()
 
@@ -183,7 +183,7 @@ def _same_storage(x, y):
 def _saved_checks(saved, inputs, outputs):
     from .tensor import Tensor
 
-    arrays = [s for s in saved if s is not None and hasattr(s, "shape")]
+    arrays = [s for s in saved if s is not None and hasattr(s, "shape") and not isinstance(s, np.generic)]
     checks = []
     if arrays:
         for kind, tensors in (("input", inputs), ("output", outputs)):
@@ -247,6 +247,8 @@ class Function:
             else:
                 arrays.append(t)
                 needs.append(False)
+        if device is not None:
+            _check_raw_arrays(cls, device, arrays, kwargs)
         record = is_grad_enabled() and any(needs)
         ctx = Context(tuple(needs))
         out = cls.forward(ctx, *arrays, **kwargs)
@@ -262,6 +264,26 @@ class Function:
         if record and ctx.saved:
             node.checks = _saved_checks(ctx.saved, inputs, results)
         return results if multi else results[0]
+
+
+def _check_raw_arrays(fn, device, arrays, kwargs):
+    """Arrays handed to an op outside Tensors (options such as batch norm's running stats, an
+    index) must live on the inputs' device: NumPy would mix them in silently on the CPU path
+    and CuPy fails far from the cause. Only NumPy arrays next to device inputs and device
+    arrays next to CPU inputs are refused; scalars, tuples and Generators pass."""
+    on_cpu = device.kind == "cpu"
+    for where, values in (("input", enumerate(arrays)), ("option", kwargs.items())):
+        for key, v in values:
+            if isinstance(v, np.ndarray):
+                wrong = not on_cpu
+            elif on_cpu and not isinstance(v, (int, float, np.generic)):
+                wrong = is_device_array(v)
+            else:
+                continue
+            if wrong:
+                kind = "a NumPy array" if isinstance(v, np.ndarray) else "a device array"
+                raise ValueError(f"{fn.__name__.lower()}: {where} {key} is {kind} of shape {tuple(v.shape)} "
+                                 f"but the tensor inputs live on {device}; move it with .to(device) first")
 
 
 def apply_inplace(fn, target, *others, name, **kwargs):
@@ -285,6 +307,7 @@ def apply_inplace(fn, target, *others, name, **kwargs):
         else:
             arrays.append(t)
             needs.append(False)
+    _check_raw_arrays(fn, target.device, arrays, kwargs)
     record = is_grad_enabled() and any(needs)
     if record:
         if target.requires_grad and target._node is None:

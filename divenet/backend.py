@@ -7,6 +7,8 @@ machine; it is not meant for users' work.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
@@ -125,6 +127,11 @@ def _is_sim(array) -> bool:
     return type(array).__name__ == "SimArray" and type(array).__module__ == "divenet.sim"
 
 
+def is_device_array(value) -> bool:
+    """Whether ``value`` is a CuPy or sim array (by its type: CuPy need not be loaded)."""
+    return _is_sim(value) or type(value).__module__.split(".", 1)[0] == "cupy"
+
+
 def device_of(array) -> Device:
     if isinstance(array, (np.ndarray, np.generic)) or np.isscalar(array):
         return CPU
@@ -147,6 +154,17 @@ def array_module(array):
     if _is_cupy(array):
         return _cupy
     return np
+
+
+@functools.lru_cache(maxsize=1024)
+def constant(dev: Device, build, *args):
+    """``build(*args)``, a NumPy array of constants (pooling divisors, averaging matrices,
+    index lists), on ``dev``: built and copied there once per (device, build, args), not once
+    per call (a host-to-device upload per step is what a GPU path must avoid). Shared and
+    read-only: ops must not write into it."""
+    host = build(*args)
+    host.flags.writeable = False
+    return host if dev.kind == "cpu" else transfer(host, dev)
 
 
 def transfer(array, dev: Device):

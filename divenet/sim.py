@@ -120,7 +120,7 @@ class SimArray(NDArrayOperatorsMixin):
         return _wrap(self._a[_index(self._a.shape, index)])
 
     def __setitem__(self, index, value):
-        if isinstance(value, np.ndarray):
+        if isinstance(value, (np.ndarray, list)):  # host data: CuPy copies it over
             _count("upload")
         elif isinstance(value, SimArray):
             value = value._a
@@ -180,7 +180,7 @@ def _index(shape, index):
     for p in parts:
         if isinstance(p, SimArray):
             p = p._a
-        elif isinstance(p, np.ndarray):
+        elif isinstance(p, (np.ndarray, list)):  # host index data: CuPy copies it over
             _count("upload")
         if isinstance(p, (np.ndarray, list)):
             p = np.asarray(p)
@@ -306,8 +306,20 @@ class _Random(_Namespace):
         return _RandomGenerator(np.random.default_rng(seed))
 
 
+class _IndexTrick:
+    """``ogrid``, ``mgrid``, ``r_``, ``c_``: their arrays on the device, as CuPy's are."""
+
+    def __init__(self, trick):
+        self._trick = trick
+
+    def __getitem__(self, key):
+        return _wrap(self._trick[_unwrap_all(key, "index tricks")])
+
+
 xp = _Namespace(np, "sim")
 xp.ndarray = SimArray
+for _name in ("ogrid", "mgrid", "r_", "c_"):
+    setattr(xp, _name, _IndexTrick(getattr(np, _name)))
 xp.random = _Random()
 xp.asnumpy = lambda a: a.get() if isinstance(a, SimArray) else np.asarray(a)
 xp.get_array_module = lambda *arrays: xp

@@ -1,17 +1,14 @@
 """Shared test checks: compare an op with PyTorch, and check gradients numerically."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 import divenet as dn
 
-# Device-parametrized tests run on each of these: the CPU, the strict simulated GPU "sim"
-# (divenet/sim.py) and a real GPU where CuPy finds one. ``--device NAME`` (tests/conftest.py)
-# or DIVENET_TEST_DEVICES=cpu,sim chooses.
+# Device-parametrized tests (those taking a ``device`` argument) run on each of these by
+# default: the CPU, the strict simulated GPU "sim" (divenet/sim.py) and a real GPU where CuPy
+# finds one. ``--device NAME`` or DIVENET_TEST_DEVICES=cpu,sim chooses (tests/conftest.py).
 ALL_DEVICES = ["cpu", "sim"] + (["gpu:0"] if dn.gpu_available() else [])
-DEVICES = [d for d in os.environ.get("DIVENET_TEST_DEVICES", "cpu").split(",") if d]  # sim joins soon
 
 
 def _as_tuple(x):
@@ -68,9 +65,7 @@ def check_against_torch(dn_fn, torch_fn, inputs, grad_inputs=None, device="cpu",
     th_loss.backward()
     for i in grad_inputs:
         assert dn_in[i].grad is not None, f"input {i}: no gradient"
-        g = dn_in[i].grad
-        g = g.numpy()  # .grad is a Tensor
-        _close(f"grad of input {i}", np.asarray(g), th_in[i].grad.numpy(), rtol, atol)
+        _close(f"grad of input {i}", dn_in[i].grad.numpy(), th_in[i].grad.numpy(), rtol, atol)
     return ours
 
 

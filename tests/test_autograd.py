@@ -11,9 +11,9 @@ from tests.helpers import assert_raises_naming
 def test_grad_accumulates_across_backward_calls(device):
     x = dn.tensor([1.0, -2.0, 3.0], device=device, requires_grad=True)
     (x * x).sum().backward()
-    np.testing.assert_allclose(x.grad, [2.0, -4.0, 6.0])
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, -4.0, 6.0])
     (x * 3).sum().backward()
-    np.testing.assert_allclose(x.grad, [5.0, -1.0, 9.0])
+    np.testing.assert_allclose(x.grad.numpy(), [5.0, -1.0, 9.0])
     x.zero_grad()
     assert x.grad is None
 
@@ -22,13 +22,13 @@ def test_retain_graph_allows_second_backward(device):
     x = dn.tensor([1.0, 2.0], device=device, requires_grad=True)
     y = (x.exp() * x).sum()
     y.backward(retain_graph=True)
-    g1 = np.array(x.grad)
+    g1 = x.grad.numpy().copy()  # backward accumulates into the same .grad in place
     y.backward()
-    np.testing.assert_allclose(x.grad, 2 * g1, rtol=1e-6)
+    np.testing.assert_allclose(x.grad.numpy(), 2 * g1, rtol=1e-6)
     # ... and the default (retain_graph=False) freed it
     msg = assert_raises_naming(RuntimeError, y.backward, "retain_graph=True")
     assert "freed" in msg
-    np.testing.assert_allclose(x.grad, 2 * g1, rtol=1e-6)  # the failed call changed nothing
+    np.testing.assert_allclose(x.grad.numpy(), 2 * g1, rtol=1e-6)  # the failed call changed nothing
     assert y.grad is None
 
 
@@ -49,22 +49,22 @@ def test_tensor_used_twice_diamond(device):
     xt = torch.tensor(xn, requires_grad=True)
     ht = xt * 2
     (ht.exp() + ht * ht + ht).sum().backward()
-    np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-5)
     # x appearing twice in one op
     x.zero_grad()
     (x * x * x).sum().backward()
-    np.testing.assert_allclose(x.grad, 3 * xn ** 2, rtol=1e-6)
+    np.testing.assert_allclose(x.grad.numpy(), 3 * xn ** 2, rtol=1e-6)
 
 
 def test_multi_output_with_unused_output(device):
     x = dn.tensor(np.arange(6, dtype=np.float32), device=device, requires_grad=True)
     a, b, c = dn.split(x, 2)
     (b * b).sum().backward()
-    np.testing.assert_allclose(x.grad, [0, 0, 4, 6, 0, 0])
+    np.testing.assert_allclose(x.grad.numpy(), [0, 0, 4, 6, 0, 0])
     x.zero_grad()
     a, b, c = x.chunk(3)
     (a.sum() + c.sum() * 2).backward()
-    np.testing.assert_allclose(x.grad, [1, 1, 0, 0, 2, 2])
+    np.testing.assert_allclose(x.grad.numpy(), [1, 1, 0, 0, 2, 2])
 
 
 def test_deep_chain_no_recursion_error():
@@ -74,7 +74,7 @@ def test_deep_chain_no_recursion_error():
     for i in range(5000):
         h = h * 1.0001 if i % 2 else h + 0.001
     h.sum().backward()
-    np.testing.assert_allclose(x.grad, np.full(2, 1.0001 ** 2500), rtol=1e-12)
+    np.testing.assert_allclose(x.grad.numpy(), np.full(2, 1.0001 ** 2500), rtol=1e-12)
     # dense connectivity: every layer consumes the sum of all previous ones
     x.zero_grad()
     feats = [x]
@@ -86,7 +86,7 @@ def test_deep_chain_no_recursion_error():
     for _ in range(60):
         ft.append(torch.stack(ft).sum(0) * 0.5)
     ft[-1].sum().backward()
-    np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-10)
 
 
 def test_backward_non_scalar_needs_grad(device):
@@ -94,7 +94,7 @@ def test_backward_non_scalar_needs_grad(device):
     y = x * 2
     assert_raises_naming(RuntimeError, y.backward, "(1, 2)", "grad")
     y.backward(dn.tensor([[1.0, 10.0]], device=device))
-    np.testing.assert_allclose(x.grad, [[2.0, 20.0]])
+    np.testing.assert_allclose(x.grad.numpy(), [[2.0, 20.0]])
 
 
 def test_backward_grad_of_wrong_shape(device):
@@ -111,11 +111,11 @@ def test_backward_without_grad_raises(device):
 def test_backward_on_leaf_and_through_constants(device):
     x = dn.tensor([1.0, 2.0], device=device, requires_grad=True)
     x.backward(dn.tensor([3.0, 4.0], device=device))
-    np.testing.assert_allclose(x.grad, [3.0, 4.0])
+    np.testing.assert_allclose(x.grad.numpy(), [3.0, 4.0])
     c = dn.tensor([5.0, 6.0], device=device)
     x.zero_grad()
     (x * c + c).sum().backward()
-    np.testing.assert_allclose(x.grad, [5.0, 6.0])
+    np.testing.assert_allclose(x.grad.numpy(), [5.0, 6.0])
     assert c.grad is None
 
 
@@ -125,12 +125,12 @@ def test_leaf_grads_never_alias(device):
     c = dn.tensor([5.0, 6.0], device=device)
     ((a + b) * c).sum().backward()  # Add hands one gradient array to both inputs
     a.grad *= 0
-    np.testing.assert_allclose(b.grad, [5.0, 6.0])
+    np.testing.assert_allclose(b.grad.numpy(), [5.0, 6.0])
     g = np.array([1.0, 1.0], np.float32)
     x = dn.tensor([1.0, 2.0], requires_grad=True)
     x.backward(g)
     g[0] = 100
-    np.testing.assert_allclose(x.grad, [1.0, 1.0])
+    np.testing.assert_allclose(x.grad.numpy(), [1.0, 1.0])
 
 
 def test_scalar_leaf_grad_is_a_0d_array(device):
@@ -140,14 +140,14 @@ def test_scalar_leaf_grad_is_a_0d_array(device):
         (a * b).sum().backward()
         assert a.grad.shape == () and hasattr(a.grad, "ndim") and not np.isscalar(a.grad)
         np.testing.assert_allclose(float(a.grad), 6.0 * (k + 1))
-    np.testing.assert_allclose(b.grad, [4.0, 4.0, 4.0])
+    np.testing.assert_allclose(b.grad.numpy(), [4.0, 4.0, 4.0])
 
 
 def test_gradient_dtype_follows_the_input(device):
     x = dn.tensor([1.0, 2.0], dtype="float64", device=device, requires_grad=True)
     (x.to(dtype="float32") * 2).sum().backward()
     assert x.grad.dtype == np.float64
-    np.testing.assert_allclose(x.grad, [2.0, 2.0])
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 2.0])
 
 
 def test_needs_input_grad_and_custom_function(device):
@@ -171,7 +171,7 @@ def test_needs_input_grad_and_custom_function(device):
     y = Scale.apply(a, b)
     assert seen["needs"] == (True, False) and y.requires_grad and not y.is_leaf
     y.sum().backward()
-    np.testing.assert_allclose(a.grad, [3.0])
+    np.testing.assert_allclose(a.grad.numpy(), [3.0])
 
     class Bad(Function):
         @staticmethod
@@ -193,4 +193,39 @@ def test_no_graph_recorded_under_no_grad(device):
     assert y._node is None and not y.requires_grad
     z = y * x  # y is a constant now
     z.sum().backward()
-    np.testing.assert_allclose(x.grad, [2.0, 4.0])
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 4.0])
+
+
+class _Scale(Function):
+    """x * factor for a raw-array option ``factor``."""
+
+    @staticmethod
+    def forward(ctx, x, factor):
+        return x * factor
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def test_ops_refuse_raw_arrays_from_another_device():
+    """Arrays handed to an op outside Tensors (options, raw inputs) bypass the Tensor device
+    check; apply checks them too, instead of NumPy mixing them in or CuPy failing inside."""
+    on_sim = dn.ones(3, device="sim")
+    host = np.full(3, 2.0, np.float32)
+    assert_raises_naming(ValueError, lambda: _Scale.apply(on_sim, factor=host), "_scale", "factor",
+                         "NumPy array", "sim")
+    device_array = dn.tensor(host, device="sim").array
+    assert_raises_naming(ValueError, lambda: _Scale.apply(dn.ones(3), factor=device_array), "factor",
+                         "device array", "cpu")
+    np.testing.assert_array_equal(_Scale.apply(dn.ones(3), factor=host).numpy(), host)  # same device
+    assert_raises_naming(ValueError, lambda: dn.ones(3, device="sim") == dn.ones(3), "sim", "cpu")
+    assert_raises_naming(ValueError, lambda: dn.ones(3)[dn.tensor([0], device="sim")], "sim", "cpu")
+
+
+def test_host_data_next_to_a_device_tensor_moves_over(device):
+    x = dn.tensor([1.0, -2.0, 3.0], device=device, requires_grad=True)
+    y = dn.where(np.array([True, False, True]), x, 0.0) + (x > np.zeros(3, np.float32))
+    y.sum().backward()
+    np.testing.assert_array_equal(y.numpy(), [2.0, 0.0, 4.0])
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 0.0, 1.0])

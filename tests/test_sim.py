@@ -80,3 +80,78 @@ def test_a_planted_numpy_only_call_fails_on_sim_only():
     planted(np.ones(3))  # passes on the CPU
     with pytest.raises(TypeError):
         planted(_sim(np.ones(3)))
+
+
+# ---- no per-call uploads on a device: constants are typed scalars or cached device arrays -------
+def _sim_tensor(shape, seed, requires_grad=True):
+    a = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    return dn.tensor(a, device="sim", requires_grad=requires_grad)
+
+
+def _steady(step):
+    """``step()`` once (it may build and copy its cached constants), then again counted: a
+    second call of the same shapes must neither upload nor sync."""
+    step()
+    with sim.counting() as c:
+        out = step()
+    assert c["upload"] == 0, f"{c['upload']} host-to-device uploads per call"
+    assert c["sync"] == 0, f"{c['sync']} host syncs per call"
+    return out
+
+
+def test_an_elementwise_chain_uploads_nothing():
+    x = _sim_tensor((4, 5), 0)
+
+    def step():
+        y = ((x * 2 + 1) / 3 - 0.5) ** 2
+        y = (2.0 - y).maximum(0.25).clamp(0, 3) + dn.where(x > 0, x, 0.0)
+        y = y.relu().sigmoid().tanh() * np.float64(1.5)
+        y.sum().backward()
+        return y
+
+    y = _steady(step)
+    assert y.dtype == np.float32 and x.grad.dtype == np.float32
+
+
+def test_conv_batch_norm_relu_pool_forward_and_backward_upload_nothing():
+    import divenet.functional as F
+
+    x = _sim_tensor((2, 3, 9, 9), 1)
+    w1, b1 = _sim_tensor((4, 3, 3, 3), 2), _sim_tensor((4,), 3)
+    gamma, beta = _sim_tensor((4,), 4), _sim_tensor((4,), 5)
+    mean, var = dn.zeros(4, device="sim"), dn.ones(4, device="sim")
+    w2 = _sim_tensor((5, 4, 3, 3), 6)  # on a 2x2 map: the dense small-map product
+
+    def step():
+        y = F.conv2d(x, w1, b1, stride=1, padding=1)
+        y = F.batch_norm(y, mean, var, gamma, beta, training=True)
+        y = F.max_pool2d(F.relu(y), 3, stride=2, padding=1)
+        y = F.avg_pool2d(y, 3, stride=2, padding=1, count_include_pad=False)  # a divisor table
+        y = F.conv2d(y[:, :, :2, :2], w2, padding=1)
+        y.sum().backward()
+        return y
+
+    assert _steady(step).dtype == np.float32
+
+
+def test_adaptive_pooling_uploads_nothing():
+    import divenet.functional as F
+
+    x = _sim_tensor((2, 3, 7, 5), 7)
+
+    def step():
+        y = F.adaptive_avg_pool2d(x, (3, 2)) + F.adaptive_max_pool2d(x, (3, 2))
+        y.sum().backward()
+        return y
+
+    assert _steady(step).dtype == np.float32
+
+
+def test_index_lists_count_as_uploads_as_cupy_copies_them():
+    a = _sim([1.0, 2.0, 3.0])
+    with sim.counting() as c:
+        a[[0, 2]], a[np.array([1])]
+    assert c["upload"] == 2
+    with sim.counting() as c:
+        sim.xp.ogrid[0:3], sim.xp.arange(3)  # made on the device, as CuPy's are
+    assert c["upload"] == 0 and isinstance(sim.xp.ogrid[0:3], sim.SimArray)

@@ -39,6 +39,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if tuple(t.shape) != (c,):
             raise ValueError(f"{op}: {name} has shape {tuple(t.shape)} but input of shape "
                              f"{tuple(input.shape)} has {c} channels")
+        if t.device != input.device:  # updated in place: it must live where the input does
+            raise ValueError(f"{op}: {name} lives on {t.device} but input of shape "
+                             f"{tuple(input.shape)} on {input.device}; move it with .to(device) first")
     weight = _check_param(op, "weight", weight, (c,), input)
     bias = _check_param(op, "bias", bias, (c,), input)
     if not isinstance(momentum, numbers.Real):

@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import _native
 from ..autograd import Function
-from ..backend import array_module
+from ..backend import array_module, constant, device_of
 
 
 def output_size(n, k, s=1, p=0, d=1):
@@ -111,31 +111,44 @@ def window_taps(hspans, wspans, sh, sw):
 _DENSE_MAX_BYTES = 1 << 26  # the dense small-map weight stays below 64 MiB
 
 
-def _dense_pairs(p, itemsize):
-    """The (output pixel, input pixel, tap row, tap column) index lists of every kernel tap
-    that reads real input, when the dense small-map product is cheaper than im2col (fewer
-    input pixels than taps, one group); else None."""
+def _dense_pairs(p, x):
+    """The (4, pairs) index array (output pixel, input pixel, tap row, tap column) of every
+    kernel tap that reads real input, on x's device, when the dense small-map product is
+    cheaper than im2col (fewer input pixels than taps, one group); else None."""
     if p.G != 1 or p.pointwise or p.H * p.W > p.kh * p.kw:
         return None
-    if p.C * p.H * p.W * p.O * p.OH * p.OW * itemsize > _DENSE_MAX_BYTES:
+    if p.C * p.H * p.W * p.O * p.OH * p.OW * x.itemsize > _DENSE_MAX_BYTES:
         return None
-    pout, pin, ti, tj = [], [], [], []
-    for i, j, out, src in p.taps():
-        if out is None:
-            continue
-        for oh, ih in zip(range(p.OH)[out[0]], range(p.H)[src[0]]):
-            for ow, iw in zip(range(p.OW)[out[1]], range(p.W)[src[1]]):
-                pout.append(oh * p.OW + ow)
-                pin.append(ih * p.W + iw)
-                ti.append(i)
-                tj.append(j)
-    return pout, pin, ti, tj
+    return constant(device_of(x), _dense_index, _geometry(p))
+
+
+def _geometry(p):
+    """What the dense tables depend on, hashable (a cache key)."""
+    return (p.H, p.W, p.OH, p.OW, p.kh, p.kw, p.sh, p.sw, p.dh, p.dw, p.ph0, p.pw0)
+
+
+def _dense_index(geometry):
+    H, W, OH, OW, kh, kw, sh, sw, dh, dw, ph0, pw0 = geometry
+    taps = window_taps(spans(H, OH, kh, sh, ph0, dh), spans(W, OW, kw, sw, pw0, dw), sh, sw)
+    rows = [(oh * OW + ow, ih * W + iw, i, j)
+            for i, j, out, src in taps if out is not None
+            for oh, ih in zip(range(OH)[out[0]], range(H)[src[0]])
+            for ow, iw in zip(range(OW)[out[1]], range(W)[src[1]])]
+    return np.array(rows, dtype=np.int64).reshape(-1, 4).T.copy()
+
+
+def _dense_tap_sum(geometry, dtype):
+    """(kh*kw, pairs): row t sums the pairs of kernel tap t (the weight gradient's scatter as
+    one product)."""
+    kw = geometry[5]
+    ti, tj = _dense_index(geometry)[2:]
+    return (np.arange(geometry[4] * kw)[:, None] == (ti * kw + tj)[None, :]).astype(dtype)
 
 
 def _dense_weight(w, p, pairs):
     """D (O*OH*OW, C*H*W): ``D[o, pout, c, pin] = w[o, c, i, j]`` for each connecting tap."""
     xp = array_module(w)
-    pout, pin, ti, tj = pairs
+    pout, pin, ti, tj = pairs[0], pairs[1], pairs[2], pairs[3]
     d = xp.zeros((p.O, p.OH * p.OW, p.C, p.H * p.W), dtype=w.dtype)
     # advanced indices on axes 1 and 3 go first: the value is (pairs, O, C)
     d[:, pout, :, pin] = w[:, :, ti, tj].transpose(2, 0, 1)
@@ -162,13 +175,10 @@ def _dense_backward(ctx, g):
     gx = gw = gb = None
     if need[1]:
         gd = (g2 @ x2.T).reshape(p.O, p.OH * p.OW, p.C, p.H * p.W)
-        pout, pin, ti, tj = pairs
-        per_pair = gd[:, pout, :, pin]  # (pairs, O, C)
-        taps = [i * p.kw + j for i, j in zip(ti, tj)]
-        gw = xp.zeros((p.O, p.C, p.kh * p.kw), dtype=g.dtype)
-        for t in sorted(set(taps)):
-            gw[:, :, t] = per_pair[[k for k, u in enumerate(taps) if u == t]].sum(axis=0)
-        gw = gw.reshape(p.O, p.C, p.kh, p.kw)
+        per_pair = gd[:, pairs[0], :, pairs[1]]  # (pairs, O, C)
+        tap_sum = constant(device_of(g), _dense_tap_sum, _geometry(p), g.dtype)
+        gw = (tap_sum @ per_pair.reshape(-1, p.O * p.C)).reshape(p.kh * p.kw, p.O, p.C)
+        gw = xp.ascontiguousarray(gw.transpose(1, 2, 0)).reshape(p.O, p.C, p.kh, p.kw)
     if ctx.has_bias and need[2]:
         gb = xp.einsum("on->o", g2.reshape(p.O, -1))
     if need[0]:
@@ -229,7 +239,7 @@ def _forward(ctx, x, w, b, stride, padding, dilation, groups):
     xh = batch_last(x)
     ctx.plan = plan
     ctx.has_bias = b is not None
-    ctx.pairs = _dense_pairs(plan, x.itemsize)
+    ctx.pairs = _dense_pairs(plan, x)
     if ctx.pairs is not None:
         return _dense_forward(ctx, xh, w, b, plan, ctx.pairs)
     ctx.direct = _direct(plan, xh, w, b)

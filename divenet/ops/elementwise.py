@@ -2,6 +2,8 @@
 run by ``autograd.apply_inplace``) write into their first argument."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd import Function
 from ..backend import array_module
 
@@ -167,8 +169,11 @@ class Pow(Function):
         ga = unbroadcast(g * b * a ** (b - 1), sa) if n[0] else None
         gb = None
         if n[1]:
-            safe = xp.where(a > 0, a, xp.ones_like(a))
-            gb = unbroadcast(g * out * xp.log(safe), sb)
+            if isinstance(a, np.generic):  # a constant base (2 ** x): its log on the host
+                log_a = a.dtype.type(np.log(a) if a > 0 else 0)
+            else:
+                log_a = xp.log(xp.where(a > 0, a, a.dtype.type(1)))
+            gb = unbroadcast(g * out * log_a, sb)
         return ga, gb
 
 
@@ -279,8 +284,9 @@ class Maximum(Function):
     def backward(ctx, g):
         a, b = ctx.saved
         sa, sb = ctx.shapes
-        wins = (a < b) if ctx.smallest else (a > b)
-        wa = (wins + 0.5 * (a == b)).astype(g.dtype)
+        wa = (a == b).astype(g.dtype)
+        wa *= g.dtype.type(0.5)  # ties split evenly; a typed half keeps float32 float32
+        wa += (a < b) if ctx.smallest else (a > b)
         n = ctx.needs_input_grad
         return (unbroadcast(g * wa, sa) if n[0] else None,
                 unbroadcast(g * (1 - wa), sb) if n[1] else None)

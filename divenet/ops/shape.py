@@ -64,6 +64,27 @@ class GetItem(Function):
         return out
 
 
+class TakeAlongAxis(Function):
+    """``take_along_axis(a, index, axis)`` for an index with ONE entry per slice along ``axis``
+    (max/min's argmax, kept as a size-1 dim): the gradient goes to those entries only, through
+    a one-hot mask built on the device (no scatter, no host index arrays)."""
+
+    @staticmethod
+    def forward(ctx, a, index, axis):
+        xp = array_module(a)
+        ctx.save_for_backward(index)
+        ctx.shape, ctx.axis = a.shape, axis
+        return xp.take_along_axis(a, index, axis=axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        (index,) = ctx.saved
+        xp = array_module(g)
+        n, axis = ctx.shape[ctx.axis], ctx.axis
+        positions = xp.arange(n, dtype=index.dtype).reshape((n,) + (1,) * (len(ctx.shape) - 1 - axis))
+        return xp.multiply(positions == index, g, dtype=g.dtype), None
+
+
 class SetItem(Function):
     """a[index] = v, written into a (``__setitem__``, ``copy_``, ``fill_``; run by
     ``autograd.apply_inplace``). The gradient reaches a's old value outside ``index`` and v

@@ -76,8 +76,8 @@ def test_logits_and_gradients_match_pytorch_reading_rows(name, layers, bidirecti
     ref = torch.nn.functional.cross_entropy(fc(last), torch.from_numpy(y))
     ref.backward()
     np.testing.assert_allclose(loss.item(), ref.item(), rtol=1e-5)
-    np.testing.assert_allclose(xt.grad, tx.grad.numpy(), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(model.rnn.weight_hh_l0.grad, rnn.weight_hh_l0.grad.numpy(),
+    np.testing.assert_allclose(xt.grad.numpy(), tx.grad.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(model.rnn.weight_hh_l0.grad.numpy(), rnn.weight_hh_l0.grad.numpy(),
                                rtol=1e-4, atol=1e-6)
 
 

@@ -42,40 +42,42 @@ CASES = [
 
 @pytest.mark.parametrize("make,make_torch,shape", CASES)
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_layer_matches_torch(make, make_torch, shape, mode):
+def test_layer_matches_torch(make, make_torch, shape, mode, device):
     rng = np.random.default_rng(0)
     ours, theirs = make(), make_torch()
     state = {k: v.detach().numpy() + rng.standard_normal(v.shape).astype(np.float32) * 0.1
              if v.dtype.is_floating_point else v.numpy() for k, v in theirs.state_dict().items()}
     theirs.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
     ours.load_state_dict(state)  # PyTorch's key names and layouts
+    ours.to(device)
     getattr(ours, mode)()
     getattr(theirs, mode)()
     x = rng.standard_normal(shape).astype(np.float32)
-    xo, xt = dn.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    xo, xt = dn.tensor(x, device=device, requires_grad=True), torch.tensor(x, requires_grad=True)
     yo, yt = ours(xo), theirs(xt)
     np.testing.assert_allclose(yo.numpy(), yt.detach().numpy(), rtol=1e-4, atol=1e-5)
     w = rng.standard_normal(yt.shape).astype(np.float32)
-    (yo * dn.tensor(w)).sum().backward()
+    (yo * dn.tensor(w, device=device)).sum().backward()
     (yt * torch.tensor(w)).sum().backward()
-    np.testing.assert_allclose(xo.grad, xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(xo.grad.numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
     grads = {n: p.grad for n, p in theirs.named_parameters()}
     for name, p in ours.named_parameters():
-        np.testing.assert_allclose(p.grad, grads[name].numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(p.grad.numpy(), grads[name].numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
     # running statistics move the same way in training
     for name, b in ours.named_buffers():
         np.testing.assert_allclose(b.numpy(), theirs.state_dict()[name].numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_embedding_matches_torch():
+def test_embedding_matches_torch(device):
     ours, theirs = nn.Embedding(10, 4, padding_idx=0), torch.nn.Embedding(10, 4, padding_idx=0)
     ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    ours.to(device)
     idx = np.array([[1, 0, 3], [3, 9, 1]])
-    yo, yt = ours(dn.tensor(idx)), theirs(torch.tensor(idx))
+    yo, yt = ours(dn.tensor(idx, device=device)), theirs(torch.tensor(idx))
     np.testing.assert_allclose(yo.numpy(), yt.detach().numpy())
     yo.sum().backward()
     yt.sum().backward()
-    np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy())
+    np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy())
 
 
 def test_dropout_layer_drops_in_train_and_not_in_eval():

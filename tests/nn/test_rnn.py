@@ -40,16 +40,18 @@ def _close(name, ours, theirs):
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-def _compare(ours, theirs, x_np, states_np=None, pair=False, seed=0):
-    """Run both layers on the same input (and initial states), compare every output, then the
-    gradients of sum(output * w) for random w with respect to input, states and weights."""
+def _compare(ours, theirs, x_np, states_np=None, pair=False, seed=0, device="cpu"):
+    """Run both layers on the same input (and initial states), ours on ``device``, compare every
+    output, then the gradients of sum(output * w) for random w with respect to input, states
+    and weights."""
     rng = np.random.default_rng(seed)
-    x = dn.tensor(x_np, requires_grad=True)
+    ours.to(device)
+    x = dn.tensor(x_np, device=device, requires_grad=True)
     tx = torch.tensor(x_np, requires_grad=True)
     hx = thx = None
     s_dn, s_th = [], []
     if states_np is not None:
-        s_dn = [dn.tensor(s, requires_grad=True) for s in states_np]
+        s_dn = [dn.tensor(s, device=device, requires_grad=True) for s in states_np]
         s_th = [torch.tensor(s, requires_grad=True) for s in states_np]
         hx, thx = (tuple(s_dn), tuple(s_th)) if pair else (s_dn[0], s_th[0])
     got = _flat(ours(x, hx))
@@ -60,7 +62,7 @@ def _compare(ours, theirs, x_np, states_np=None, pair=False, seed=0):
     for k, (g, w) in enumerate(zip(got, want)):
         _close(f"output {k}", g, w)
         weight = rng.standard_normal(tuple(w.shape)).astype(np.float32)
-        term = (g * dn.tensor(weight)).sum()
+        term = (g * dn.tensor(weight, device=device)).sum()
         loss = term if loss is None else loss + term
         tloss = tloss + (w * torch.tensor(weight)).sum()
     loss.backward()
@@ -102,19 +104,19 @@ def _inputs(kind, num_layers, bidirectional, batch_first, with_state, T=6, N=3, 
     (2, True, True, False),
     (2, False, True, True),
 ])
-def test_layer_matches_torch(kind, extra, num_layers, batch_first, bidirectional, with_state):
+def test_layer_matches_torch(kind, extra, num_layers, batch_first, bidirectional, with_state, device):
     kw = dict(extra, num_layers=num_layers, batch_first=batch_first, bidirectional=bidirectional)
     ours, theirs = _make(kind, **kw)
     x, states = _inputs(kind, num_layers, bidirectional, batch_first, with_state)
-    _compare(ours, theirs, x, states, pair=kind == "LSTM")
+    _compare(ours, theirs, x, states, pair=kind == "LSTM", device=device)
 
 
 @pytest.mark.parametrize("kind,extra", KINDS, ids=KIND_IDS)
 @pytest.mark.parametrize("with_state", [False, True])
-def test_layer_unbatched_input_matches_torch(kind, extra, with_state):
+def test_layer_unbatched_input_matches_torch(kind, extra, with_state, device):
     ours, theirs = _make(kind, num_layers=2, bidirectional=True, **extra)
     x, states = _inputs(kind, 2, True, False, with_state, batched=False)
-    _compare(ours, theirs, x, states, pair=kind == "LSTM")
+    _compare(ours, theirs, x, states, pair=kind == "LSTM", device=device)
 
 
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
@@ -193,7 +195,7 @@ CELL_IDS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 @pytest.mark.parametrize("batched,with_state,bias", [
     (True, True, True), (True, False, True), (False, True, True), (True, True, False),
 ])
-def test_cell_matches_torch(kind, extra, batched, with_state, bias):
+def test_cell_matches_torch(kind, extra, batched, with_state, bias, device):
     ours, theirs = _make(kind, bias=bias, **extra)
     rng = np.random.default_rng(2)
     shape = (3,) if batched else ()
@@ -202,7 +204,7 @@ def test_cell_matches_torch(kind, extra, batched, with_state, bias):
     if with_state:
         count = 2 if kind == "LSTMCell" else 1
         states = [rng.standard_normal(shape + (H,)).astype(np.float32) for _ in range(count)]
-    _compare(ours, theirs, x, states, pair=kind == "LSTMCell")
+    _compare(ours, theirs, x, states, pair=kind == "LSTMCell", device=device)
 
 
 def test_cell_parameter_names():

@@ -88,7 +88,7 @@ def test_dropout_gradient_is_mask_times_scale(p):
     w = _randn(40, 30, seed=9)
     (out * dn.tensor(w)).sum().backward()
     keep = out.numpy() != 0
-    np.testing.assert_allclose(x.grad, w * keep / np.float32(1 - p), rtol=1e-6)
+    np.testing.assert_allclose(x.grad.numpy(), w * keep / np.float32(1 - p), rtol=1e-6)
 
 
 def test_dropout_identity_in_eval_and_for_p0():
@@ -134,7 +134,7 @@ def test_embedding_matches_torch(idx_shape, padding_idx, device):
 def test_embedding_repeated_indices_accumulate():
     w = dn.tensor(_randn(4, 3), requires_grad=True)
     F.embedding(dn.tensor(np.array([[1, 1], [1, 3]])), w).sum().backward()
-    np.testing.assert_array_equal(w.grad, np.array([[0] * 3, [3] * 3, [0] * 3, [1] * 3], np.float32))
+    np.testing.assert_array_equal(w.grad.numpy(), np.array([[0] * 3, [3] * 3, [0] * 3, [1] * 3], np.float32))
 
 
 def test_embedding_int32_indices(device):

@@ -44,10 +44,13 @@ def test_matmul_numerical(device, sa, sb):
 def test_rmatmul_with_array(device):
     b = dn.tensor(_rand((4, 3), 4), device=device, requires_grad=True)
     a = _rand((2, 4), 5)
-    out = a.tolist() @ b
-    np.testing.assert_allclose(out.numpy(), a @ b.numpy(), rtol=1e-5)
-    out.sum().backward()
-    np.testing.assert_allclose(b.grad, a.T @ np.ones((2, 3), np.float32), rtol=1e-5)
+    for left in (a.tolist(), a):  # a NumPy array on the left defers to Tensor.__rmatmul__
+        b.grad = None
+        out = left @ b
+        assert isinstance(out, dn.Tensor) and out.device == b.device
+        np.testing.assert_allclose(out.numpy(), a @ b.numpy(), rtol=1e-5)
+        out.sum().backward()
+        np.testing.assert_allclose(b.grad.numpy(), a.T @ np.ones((2, 3), np.float32), rtol=1e-5)
 
 
 def test_matmul_float64_stays_float64(device):

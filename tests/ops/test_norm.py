@@ -125,8 +125,22 @@ def test_batch_norm_backward_is_one_fused_node(device):
 
 
 def test_batch_norm_float32_stays_float32(device):
-    y = F.batch_norm(dn.tensor(_rand((4, 3)), device=device), dn.zeros(3), dn.ones(3), training=True)
+    y = F.batch_norm(dn.tensor(_rand((4, 3)), device=device), dn.zeros(3, device=device),
+                     dn.ones(3, device=device), training=True)
     assert y.dtype == np.float32
+
+
+def test_batch_norm_refuses_running_stats_on_another_device():
+    """They are updated in place, so they must live where the input does (the CPU path would
+    otherwise write a sim batch's statistics into CPU arrays or fail inside the kernel)."""
+    x = dn.tensor(_rand((4, 3)), device="sim")
+    for training in (True, False):
+        assert_raises_naming(ValueError, lambda: F.batch_norm(x, dn.zeros(3), dn.ones(3, device="sim"),
+                                                              training=training),
+                             "running_mean", "cpu", "sim")
+        assert_raises_naming(ValueError, lambda: F.batch_norm(x, dn.zeros(3, device="sim"), dn.ones(3),
+                                                              training=training),
+                             "running_var", "cpu", "sim")
 
 
 @pytest.mark.parametrize("shape", [(6, 3), (3, 2, 3, 4)])

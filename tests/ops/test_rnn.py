@@ -229,7 +229,7 @@ def test_sequence_backward_twice_with_retain_graph(kind):
     loss.backward()
     for t, g in zip(ts, first):
         if t is not None:
-            np.testing.assert_allclose(t.grad, 2 * g, rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(t.grad.numpy(), 2 * g, rtol=1e-6, atol=1e-7)
 
 
 def test_sequence_output_ends_in_final_state():
