@@ -14,7 +14,7 @@ from __future__ import annotations
 # the functions take the names of their modules (divenet.onnx.export is the function; the
 # module stays importable as divenet.onnx.export through sys.modules, e.g. ``from
 # divenet.onnx.export import build``); onnx itself is imported only when one of them runs
-from .export import ExportError, export  # noqa: E402
+from .export import ExportError, build, export  # noqa: E402
 from .load import OnnxModule, load  # noqa: E402
 
-__all__ = ["export", "load", "ExportError", "OnnxModule"]
+__all__ = ["export", "build", "load", "ExportError", "OnnxModule"]

@@ -292,10 +292,11 @@ def _getitem(g, op):
             continue
         if isinstance(item, slice):
             lo, hi, step = item.indices(shape[axis])
+            if axis in op.in_vary[0] and (item.start not in (None, 0) or item.stop is not None
+                                          or item.step not in (None, 1)):
+                raise ExportError(f"indexing {index!r}: slicing the batch axis is not exported "
+                                  "(its length changes with the batch)")
             if (lo, hi, step) != (0, shape[axis], 1):
-                if axis in op.in_vary[0]:
-                    raise ExportError(f"indexing {index!r}: slicing the batch axis is not exported "
-                                      "(its length changes with the batch)")
                 if step < 0 and hi < 0:
                     hi = -shape[axis] - 1  # through the first element backwards
                 starts.append(lo), ends.append(hi), axes.append(axis), steps.append(step)
@@ -308,9 +309,12 @@ def _getitem(g, op):
             raise ExportError(f"indexing with {type(item).__name__} ({index!r}) is not exported: only "
                               "ints, slices, None and one-dimensional integer arrays")
         axis += 1
-    if sum(1 for _, _, i in picks if isinstance(i, np.ndarray) and i.ndim == 1) > 1:
-        raise ExportError(f"indexing {index!r}: several integer arrays (NumPy's advanced indexing) "
-                          "are not exported")
+    arrays = sum(1 for _, _, i in picks if isinstance(i, np.ndarray) and i.ndim == 1)
+    at = [k for k, i in enumerate(items) if i is not None and not isinstance(i, slice)]
+    if arrays > 1 or (arrays and at != list(range(at[0], at[0] + len(at)))):
+        # NumPy moves the axes of advanced indices that are not side by side to the front
+        raise ExportError(f"indexing {index!r}: several integer arrays, or an integer array and "
+                          "ints apart from it (NumPy's advanced indexing), are not exported")
     if starts:
         x = g.node("Slice", [x, g.const(_i64(starts)), g.const(_i64(ends)), g.const(_i64(axes)),
                              g.const(_i64(steps))])

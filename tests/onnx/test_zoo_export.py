@@ -34,10 +34,10 @@ def test_every_zoo_model_is_in_the_table():
     assert set(list_models()) <= set(CONFIGS), sorted(set(list_models()) - set(CONFIGS))
 
 
-def _model(name):
+def _model(name, extra=None):
     kwargs, channels, _, classes, _ = CONFIGS[name]
     spec = get_spec(name)
-    model = get_model(name, num_classes=classes, in_channels=channels, **kwargs)
+    model = get_model(name, num_classes=classes, in_channels=channels, **{**kwargs, **(extra or {})})
     rng = np.random.default_rng(1)
     text = spec.kind == "text"
     seq = CONFIGS[name][2]
@@ -59,12 +59,34 @@ def _model(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_zoo_model_exports_checks_runs_and_reloads(name, tmp_path):
-    model, sample = _model(name)
+    _check(name, None, tmp_path, EXPECTED_OPS.get(name, set()))
+
+
+# the zoo's options that change the graph: the paper's LRN and dropout, stacked and
+# bidirectional recurrent layers, ShuffleNet's other group counts
+VARIANTS = [
+    ("alexnet", {"lrn": True}, {"LRN"}),
+    ("googlenet", {"lrn": True, "dropout": 0.4}, {"LRN"}),
+    ("lstm", {"num_layers": 2, "bidirectional": True}, {"LSTM", "Concat"}),
+    ("gru", {"num_layers": 2, "dropout": 0.3}, {"GRU"}),
+    ("shufflenet", {"groups": 8, "width": 0.25}, {"Transpose"}),
+    ("vgg11", {"batch_norm": True}, {"BatchNormalization"}),
+]
+
+
+@pytest.mark.parametrize("name, extra, ops", VARIANTS, ids=[f"{n}-{'-'.join(map(str, e.values()))}"
+                                                           for n, e, _ in VARIANTS])
+def test_zoo_variant_exports_checks_runs_and_reloads(name, extra, ops, tmp_path):
+    _check(name, extra, tmp_path, ops)
+
+
+def _check(name, extra, tmp_path, expected):
+    model, sample = _model(name, extra)
     path = tmp_path / f"{name}.onnx"
     proto = dn.onnx.export(model, dn.tensor(sample(1)), path)
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     ops = {n.op_type for n in proto.graph.node}
-    assert EXPECTED_OPS.get(name, set()) <= ops, f"{name}: graph ops {sorted(ops)}"
+    assert expected <= ops, f"{name}: graph ops {sorted(ops)}"
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     sess = session(path)
     back = dn.onnx.load(path)
