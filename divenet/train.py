@@ -19,6 +19,8 @@ from typing import NamedTuple, Optional
 from . import functional as F
 from . import random as dn_random
 from .autograd import no_grad
+from .backend import CPU, array_module, transfer
+from .functional.loss import check_deferred
 from .io import checkpoint as ckpt
 from .io.checkpoint import CheckpointError, CheckpointWarning
 from .optim.clip import clip_grad_norm_
@@ -81,20 +83,37 @@ def _flatten_lm(output, target):
 
 
 def evaluate(model, loader, task="classification"):
-    """Mean loss and accuracy of ``model`` over ``loader``, in eval mode, without a graph."""
+    """Mean loss and accuracy of ``model`` over ``loader``, in eval mode, without a graph. On a
+    device the sums stay in device memory and are read once, at the end."""
     was_training = model.training
     model.eval()
     total_loss = total_correct = total = 0.0
+    dev_loss = dev_correct = None
     with no_grad():
         for x, y in loader:
             out = model(x)
             if task == "language_model":
                 out, y = _flatten_lm(out, y)
             n = y.shape[0]
-            total_loss += float(F.cross_entropy(out, y).item()) * n
-            total_correct += int((out.array.argmax(axis=1) == y.array).sum())
+            loss = F.cross_entropy(out, y)
+            correct = (out.array.argmax(axis=1) == y.array).sum()
+            if loss.device.kind == "cpu":
+                total_loss += float(loss.item()) * n
+                total_correct += int(correct)
+            elif dev_loss is None:
+                xp = array_module(loss.array)
+                dev_loss, dev_correct = xp.multiply(loss.array, n, dtype=xp.float64), correct
+            else:
+                dev_loss += xp.multiply(loss.array, n, dtype=xp.float64)
+                dev_correct += correct
             total += n
     model.train(was_training)
+    if dev_loss is not None:
+        check_deferred()
+        xp = array_module(dev_loss)
+        loss_sum, correct_sum = transfer(xp.stack([dev_loss, dev_correct.astype(xp.float64)]), CPU).tolist()
+        total_loss += loss_sum
+        total_correct += int(correct_sum)
     if total == 0:
         raise ValueError("evaluate: the loader yielded no examples")
     return {"loss": total_loss / total, "acc": total_correct / total}
@@ -115,6 +134,7 @@ class _Progress:
     running loss and accuracy, the rate and the ETA of the whole run."""
 
     INTERVAL = 60.0  # seconds between lines of a slow epoch
+    BAR_INTERVAL = 0.5  # seconds between the bar's loss/acc refreshes when reading them syncs a device
 
     def __init__(self, total, epoch, epochs, unit, run_eta, enabled):
         self.total, self.epoch, self.epochs, self.unit, self.run_eta = total, epoch, epochs, unit, run_eta
@@ -135,14 +155,23 @@ class _Progress:
                 pass
         self.stream = stream
 
-    def update(self, step, seen, loss, acc):
+    def update(self, step, seen, sums):
+        """After step ``step``: ``sums`` is (loss sum, correct count), or on a device a function
+        that reads them (a host sync), called only where a line or the bar's numbers are due:
+        the log points."""
         if self.bar is None and self.stream is None:
             return
         now = time.perf_counter()
         if self.bar is not None:
+            if callable(sums) and now - self.last < self.BAR_INTERVAL:
+                self.bar.update(1)
+                return
+            self.last = now
+            loss, correct = sums() if callable(sums) else sums
             elapsed = now - self.start
-            self.bar.set_postfix_str(f"loss {loss:.4f} acc {acc:.3f} {seen / elapsed:.0f} {self.unit} "
-                                     f"run ETA {_duration(self.run_eta(step, elapsed))}", refresh=False)
+            self.bar.set_postfix_str(f"loss {loss / seen:.4f} acc {correct / seen:.3f} {seen / elapsed:.0f} "
+                                     f"{self.unit} run ETA {_duration(self.run_eta(step, elapsed))}",
+                                     refresh=False)
             self.bar.update(1)
             return
         if self.total and step * 10 >= self.next_mark * self.total and step < self.total:
@@ -151,15 +180,74 @@ class _Progress:
         elif now - self.last < self.INTERVAL:
             return
         self.last = now
+        loss, correct = sums() if callable(sums) else sums
         elapsed = now - self.start
         of = f"/{self.total}" if self.total else ""
-        print(f"epoch {self.epoch}/{self.epochs}  step {step}{of}  loss {loss:.4f}  acc {acc:.3f}  "
+        print(f"epoch {self.epoch}/{self.epochs}  step {step}{of}  loss {loss / seen:.4f}  acc {correct / seen:.3f}  "
               f"{seen / elapsed:.0f} {self.unit}  run ETA {_duration(self.run_eta(step, elapsed))}",
               file=self.stream, flush=True)
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+class _DeviceTally:
+    """A device epoch's running numbers, kept in device memory so that a training step reads
+    nothing back (a host sync would drain the GPU's queue each step): each step's loss goes
+    into a buffer and its correct count into a device sum (five small kernels). ``read()``, at
+    a log point (a progress line, the epoch end), checks the losses since the last log point
+    for divergence, exactly as the CPU checks each step, and fetches the sums: one transfer,
+    plus one per kind of deferred argument check (``check_deferred``)."""
+
+    def __init__(self, trainer, epoch, like, total):
+        xp = self.xp = array_module(like)
+        self.trainer, self.epoch = trainer, epoch
+        self.losses = xp.empty(total or 64, dtype=like.dtype)
+        self.correct = xp.zeros((), dtype=xp.int64)
+        self.steps = self.checked = 0
+        self.runs = []  # [batch size, first step, end step]: the weights of the loss sum
+
+    def add(self, loss, out, y, n):
+        i = self.steps
+        if i == len(self.losses):  # a loader without len(): double the buffer
+            grown = self.xp.empty(2 * i, dtype=self.losses.dtype)
+            grown[:i] = self.losses
+            self.losses = grown
+        self.losses[i] = loss
+        self.correct += (out.argmax(axis=1) == y).sum()
+        runs = self.runs
+        if runs and runs[-1][0] == n:
+            runs[-1][2] = i + 1
+        else:
+            runs.append([n, i, i + 1])
+        self.steps = i + 1
+
+    def read(self):
+        """(loss sum, correct count) so far; raises TrainingDiverged for a diverged step."""
+        check_deferred()
+        xp, t, a, k = self.xp, self.trainer, self.checked, self.steps
+        f64 = xp.float64
+        parts = [sum(n * self.losses[s:e].sum(dtype=f64) for n, s, e in self.runs), self.correct.astype(f64)]
+        if k > a:
+            seg = self.losses[a:k].astype(f64)
+            bad = ~xp.isfinite(seg)
+            if t.divergence_check:
+                bound = t._bound() if t.first_loss is not None else \
+                    xp.maximum(seg[0] * DIVERGENCE_FACTOR, DIVERGENCE_FLOOR)  # seg[0]: the run's first loss
+                bad |= seg > bound
+            j = bad.argmax()  # the first diverged step of the segment (0 when none)
+            parts += [bad[j].astype(f64), j.astype(f64), seg[j], seg[0]]
+        values = transfer(xp.stack(parts), CPU).tolist()
+        self.checked = k
+        loss_sum, correct = values[0], int(values[1])
+        if k > a:
+            bad, j, value, first = values[2:]
+            if t.first_loss is None and math.isfinite(first):
+                t.first_loss = first
+            if bad:
+                raise t._diverged(self.epoch, a + int(j) + 1, value)
+        return loss_sum, correct
 
 
 def _loader_description(loader):
@@ -192,7 +280,7 @@ class Trainer:
     def __init__(self, model, optimizer, train_loader, test_loader=None, *, epochs=10, out_dir=None,
                  scheduler=None, clip_grad=None, task="classification", metadata=None,
                  progress=True, log=print, keep=2, keep_best=False, divergence_check=True,
-                 tensorboard=None):
+                 tensorboard=None, comm=None):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.train_loader, self.test_loader = train_loader, test_loader
         self.epochs, self.clip_grad, self.task = epochs, clip_grad, task
@@ -207,6 +295,9 @@ class Trainer:
         self.history = []
         self.first_loss = None  # the loss of the run's first step: the divergence bound's base
         self._epoch_seconds = []
+        self.comm = comm  # a divenet.distributed communicator: only its rank 0 logs and writes
+        if not self._is_writer():
+            self.log = lambda *_: None
         self.tensorboard = log_dir(tensorboard, self.out_dir)  # None: off
 
     # ---- one epoch --------------------------------------------------------------------------------
@@ -214,6 +305,18 @@ class Trainer:
         if not self.divergence_check or self.first_loss is None:
             return math.inf
         return max(DIVERGENCE_FACTOR * self.first_loss, DIVERGENCE_FLOOR)
+
+    def _diverged(self, epoch, step, value):
+        """The error for a diverged ``value`` (the loss of ``step``)."""
+        if not math.isfinite(value):
+            return TrainingDiverged(
+                f"training diverged: loss is {value} at epoch {epoch}, step {step}; "
+                "try a smaller --lr (no checkpoint was written for this epoch)")
+        return TrainingDiverged(
+            f"training diverged: loss {value:.4g} at epoch {epoch}, step {step} exceeds the "
+            f"bound {self._bound():.4g} (max({DIVERGENCE_FACTOR:g} x the first loss {self.first_loss:.4g}, "
+            f"{DIVERGENCE_FLOOR:g})); try a smaller --lr, or --no-divergence-check if such a "
+            "loss is expected (no checkpoint was written for this epoch)")
 
     def _run_eta(self, epoch, total):
         """Seconds left in the run, given ``step`` steps done in ``elapsed`` seconds of ``epoch``."""
@@ -231,10 +334,12 @@ class Trainer:
             self.train_loader.set_epoch(epoch)
         total = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
         unit = "seq/s" if self.task == "language_model" else "img/s"
-        bar = _Progress(total, epoch, self.epochs, unit, self._run_eta(epoch, total), self.progress)
+        bar = _Progress(total, epoch, self.epochs, unit, self._run_eta(epoch, total),
+                        self.progress and self._is_writer())
         bound = self._bound()
         total_loss = 0.0
         correct = seen = 0
+        tally = None  # on a device: the step's numbers stay there (see _DeviceTally)
         start = time.perf_counter()
         try:
             for step, (x, y) in enumerate(self.train_loader, 1):
@@ -244,30 +349,30 @@ class Trainer:
                 loss = F.cross_entropy(out, y)
                 opt.zero_grad()
                 loss.backward()
-                value = float(loss.item())
-                if not math.isfinite(value):
-                    raise TrainingDiverged(
-                        f"training diverged: loss is {value} at epoch {epoch}, step {step}; "
-                        "try a smaller --lr (no checkpoint was written for this epoch)")
-                if value > bound:
-                    raise TrainingDiverged(
-                        f"training diverged: loss {value:.4g} at epoch {epoch}, step {step} exceeds the "
-                        f"bound {bound:.4g} (max({DIVERGENCE_FACTOR:g} x the first loss {self.first_loss:.4g}, "
-                        f"{DIVERGENCE_FLOOR:g})); try a smaller --lr, or --no-divergence-check if such a "
-                        "loss is expected (no checkpoint was written for this epoch)")
-                if self.first_loss is None:
-                    self.first_loss = value
-                    bound = self._bound()
+                n = y.shape[0]
+                if step == 1 and loss.device.kind != "cpu":
+                    tally = _DeviceTally(self, epoch, loss.array, total)
+                if tally is None:  # the CPU: reading the loss is free, so each step is checked
+                    value = float(loss.item())
+                    if not math.isfinite(value) or value > bound:
+                        raise self._diverged(epoch, step, value)
+                    if self.first_loss is None:
+                        self.first_loss = value
+                        bound = self._bound()
+                    total_loss += value * n
+                    correct += int((out.array.argmax(axis=1) == y.array).sum())
+                else:
+                    tally.add(loss.array, out.array, y.array, n)
                 if self.clip_grad:
                     clip_grad_norm_(model.parameters(), self.clip_grad)
                 opt.step()
-                n = y.shape[0]
-                total_loss += value * n
-                correct += int((out.array.argmax(axis=1) == y.array).sum())
                 seen += n
-                bar.update(step, seen, total_loss / seen, correct / seen)
+                bar.update(step, seen, (total_loss, correct) if tally is None else tally.read)
+            if tally is not None:
+                total_loss, correct = tally.read()
         finally:
             bar.close()
+        total_loss, correct, seen = self._sum_over_ranks(total_loss, correct, seen)
         if seen == 0:
             raise ValueError(f"Trainer: the train loader ({_loader_description(self.train_loader)}) "
                              "yielded no batches; the training split is empty")
@@ -282,15 +387,15 @@ class Trainer:
         if hasattr(self.train_loader, "__len__") and len(self.train_loader) == 0:
             raise ValueError(f"Trainer: the train loader ({_loader_description(self.train_loader)}) "
                              "yields no batches; the training split is empty")
-        start = self._start(resume)
-        board = EpochWriter(self.tensorboard) if self.tensorboard is not None else None
+        start = self._start_on_every_rank(resume)
+        board = EpochWriter(self.tensorboard) if self.tensorboard is not None and self._is_writer() else None
         for epoch in range(start + 1, self.epochs + 1):
             began = time.perf_counter()
             row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
             row.update(self.train_epoch(epoch))
             if self.task == "language_model":
                 row["train_perplexity"] = math.exp(min(row["train_loss"], 700))
-            if self.test_loader is not None:
+            if self.test_loader is not None and self._is_writer():
                 ev = evaluate(self.model, self.test_loader, self.task)
                 row["test_loss"], row["test_acc"] = ev["loss"], ev["acc"]
                 if self.task == "language_model":
@@ -301,13 +406,53 @@ class Trainer:
             self._epoch_seconds.append(time.perf_counter() - began)
             eta = (self.epochs - epoch) * sum(self._epoch_seconds) / len(self._epoch_seconds)
             self.log(_format_row(row, self.task) + (f"  run ETA {_duration(eta)}" if epoch < self.epochs else ""))
-            if self.out_dir is not None:
+            if self.out_dir is not None and self._is_writer():
                 self._write_epoch(epoch)
             if board is not None:  # after the checkpoint: the events match what a resume finds
                 board.log_epoch(epoch, row, self.model)
         if board is not None:
             board.close()
         return self.history
+
+    # ---- data parallel (divenet.distributed; docs/distributed.md) ---------------------------------
+    def _is_writer(self):
+        """Whether this process writes files, logs and progress: rank 0 of a distributed run."""
+        return self.comm is None or self.comm.rank == 0
+
+    def _plain_model(self):
+        """The model whose weights a checkpoint holds: a DistributedDataParallel's inner module,
+        so that a run resumes with any number of ranks (no ``module.`` prefix in the keys)."""
+        from .distributed.ddp import DistributedDataParallel
+
+        return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+
+    def _sum_over_ranks(self, *values):
+        """``values`` (an epoch's loss sum, correct count, examples) summed over the ranks."""
+        if self.comm is None or self.comm.size == 1:
+            return values
+        import numpy as np
+
+        sums = self.comm.allreduce(np.array(values, dtype=np.float64), "sum")
+        return tuple(type(v)(t) for v, t in zip(values, sums.tolist()))
+
+    def _start_on_every_rank(self, resume):
+        """``_start`` on rank 0 first (it may clean the run directory), then on the others, which
+        only read it; all must continue after the same epoch (a directory every rank sees)."""
+        if self.comm is None or self.comm.size == 1:
+            return self._start(resume)
+        import numpy as np
+
+        if self._is_writer():
+            start = self._start(resume)
+        self.comm.barrier()
+        if not self._is_writer():
+            start = self._start(resume)
+        starts = self.comm.allgather(np.array([start], dtype=np.int64))[:, 0].tolist()
+        if len(set(starts)) > 1:
+            raise CheckpointError(
+                f"{self.out_dir}: the ranks would continue after different epochs ({starts}, by rank); "
+                "every rank must see the same run directory (a shared file system)")
+        return start
 
     def _start(self, resume):
         """The epoch to continue after: 0 for a fresh start, else the restored one."""
@@ -361,7 +506,7 @@ class Trainer:
                      "first_loss": self.first_loss})
         if self.scheduler is not None:
             meta["scheduler"] = self.scheduler.state_dict()
-        ckpt.save_checkpoint(self.out_dir, epoch, self.model, self.optimizer, meta, keep=0)
+        ckpt.save_checkpoint(self.out_dir, epoch, self._plain_model(), self.optimizer, meta, keep=0)
         self._write_derived()
 
     # ---- resume -------------------------------------------------------------------------------------
@@ -396,7 +541,8 @@ class Trainer:
                 if f.exists():
                     f.replace(f.with_name(f.name + ".damaged"))
         epoch = meta["epoch"]
-        self._write_derived()
+        if self._is_writer():
+            self._write_derived()
         self.log(f"resumed from epoch {epoch} ({out})")
         return epoch
 
@@ -425,7 +571,7 @@ class Trainer:
                 raise CheckpointError(f"{path}: holds {saved} state but the optimizer is "
                                       f"{type(self.optimizer).__name__}")
         try:
-            self.model.load_state_dict(model_state)
+            self._plain_model().load_state_dict(model_state)
             if optim_state is not None:
                 self.optimizer.load_state_dict(optim_state)
             if self.scheduler is not None and "scheduler" in meta:

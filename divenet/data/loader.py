@@ -50,8 +50,13 @@ the ``worker_init_fn``'s to seed. Batches come back pickled through a pipe betwe
 processes (files are never read with pickle). Workers must not use the GPU: batches reach
 ``device`` in the main process.
 
+For a ``device`` other than the CPU, the prefetch thread also copies each batch into the
+device's memory, so that the training loop receives device Tensors and spends no time on
+uploads (with worker processes, or ``prefetch=0``, the copy happens in the loop).
+
 ``pin_memory``: on the CPU a no-op (accepted for PyTorch's code). With a GPU ``device`` and
-CuPy, each batch is copied into page-locked host memory before it is sent to the GPU.
+CuPy, each batch is copied into page-locked host memory before it is sent to the GPU; the
+prefetch thread always does so.
 """
 from __future__ import annotations
 
@@ -502,7 +507,10 @@ class DataLoader:
             make = None
         else:
             make = self._plan()
-        pin = self.pin_memory and self.device.kind == "gpu" and _cupyx_available()
+        # a GPU target stages batches in page-locked memory when asked, and always when a
+        # prefetch thread makes them (the staging then costs the training loop nothing)
+        pin = (self.pin_memory or (self.prefetch > 0 and not self.num_workers)) \
+            and self.device.kind == "gpu" and _cupyx_available()
         return _LoaderIter(batches, make, np.random.default_rng([self.seed, epoch, 1]), self,
                            pool, own, epoch, pin)
 
@@ -527,9 +535,11 @@ def _cupyx_available():
 
 
 
-def _worker(batches, make, rng, q, stop):
+def _worker(batches, make, rng, q, stop, finish):
     """Runs in the prefetch thread; holds no reference to the iterator, so that dropping the
-    iterator collects it (and its __del__ stops this thread)."""
+    iterator collects it (and its __del__ stops this thread). ``finish`` turns a batch of
+    NumPy arrays into Tensors on the loader's device: for a GPU the copy into device memory
+    happens here, not in the training loop."""
     def put(item):
         while not stop.is_set():
             try:
@@ -544,7 +554,7 @@ def _worker(batches, make, rng, q, stop):
         for k, idx in enumerate(batches):
             if stop.is_set():
                 return
-            if not put((True, make(idx, rng))):
+            if not put((True, finish(make(idx, rng)))):
                 return
     except BaseException as exc:  # handed to the consumer, which re-raises it
         try:
@@ -554,30 +564,58 @@ def _worker(batches, make, rng, q, stop):
         put((False, exc))
 
 
+class _Finisher:
+    """A batch of NumPy arrays -> Tensors on ``dev``. For a GPU the arrays are staged in
+    page-locked host memory (``pin``), from which the copy runs at full bus speed, and the
+    copy is waited for (``wait``: in the prefetch thread, where that costs the training loop
+    nothing) before the batch is handed over. The copy runs on the thread's default stream,
+    which orders it after the kernels already queued, so device memory the training loop
+    just freed is never overwritten while a kernel still reads it."""
+
+    __slots__ = ("dev", "flat", "arrays", "pin", "wait")
+
+    def __init__(self, dev, flat, arrays, pin, wait):
+        self.dev, self.flat, self.arrays, self.pin = dev, flat, arrays, pin
+        self.wait = wait and dev.kind == "gpu"
+
+    def __call__(self, item):
+        dev = self.dev
+        if self.pin:
+            item = _pinned(item)
+        if self.flat:  # the fast path's hot loop: no structure to walk
+            out = [Tensor._make(transfer(a, dev), dev, None) for a in item]
+        else:
+            out = _tensors(item, dev, self.arrays)
+        if self.wait:
+            cp = dev.xp
+            with cp.cuda.Device(dev.index):
+                cp.cuda.get_current_stream().synchronize()
+        return out
+
+
 class _LoaderIter:
     def __init__(self, batches, make, rng, loader, pool, own_pool, epoch, pin):
         self._batches = batches
         self._make = make
         self._rng = rng
-        self._device = loader.device
-        self._default = loader.collate_fn is None
         self._timeout = loader.timeout
-        self._pin = pin
         self._flat = pool is None and isinstance(make, _FastBatch)  # a list of arrays
         self._i = 0
         self._thread = None
         self._pool = pool
+        threaded = self._threaded = pool is None and loader.prefetch > 0 and bool(batches)
+        self._finish = _Finisher(loader.device, self._flat, loader.collate_fn is None, pin, threaded)
         if pool is not None:
             self._own_pool = own_pool
             self._gen = pool.start_epoch(epoch)
             self._depth = loader.prefetch_factor * loader.num_workers
             self._sent = 0
             self._ready = {}
-        elif loader.prefetch > 0 and batches:
+        elif threaded:
             self._queue = queue.Queue(maxsize=loader.prefetch)
             self._stop = threading.Event()
             self._thread = threading.Thread(
-                target=_worker, args=(batches, make, rng, self._queue, self._stop),
+                target=_worker, args=(batches, make, rng, self._queue, self._stop, self._finish),
                 name="divenet-DataLoader", daemon=True)
             self._thread.start()
 
@@ -641,12 +679,7 @@ class _LoaderIter:
             self.close()
             raise item
         self._i += 1
-        if self._pin:
-            item = _pinned(item)
-        dev = self._device
-        if self._flat:  # the fast path's hot loop: no structure to walk
-            return [Tensor._make(transfer(a, dev), dev, None) for a in item]
-        return _tensors(item, dev, self._default)
+        return item if self._threaded else self._finish(item)  # the thread made it Tensors
 
     def close(self):
         """Stop the prefetch thread or this epoch's worker processes (idempotent)."""

@@ -9,6 +9,7 @@ from ..backend import array_module
 from ..ops import layers as L
 from ..tensor import Tensor
 from ._checks import require_float, require_tensor
+from .loss import defer_check
 
 __all__ = ["linear", "dropout", "embedding", "one_hot", "channel_shuffle"]
 
@@ -43,8 +44,9 @@ def linear(input, weight, bias=None):
 def dropout(input, p=0.5, training=True, inplace=False):
     """Zero each element with probability ``p`` and scale the rest by 1 / (1 - p) (training
     only; identity in evaluation or for p = 0). The mask comes from ``divenet.random``'s
-    generator, so ``dn.manual_seed`` makes it reproducible. ``inplace`` is accepted for
-    compatibility; the result is always a new tensor."""
+    generator of the input's device (drawn in device memory on a GPU), so ``dn.manual_seed``
+    makes it reproducible. ``inplace`` is accepted for compatibility; the result is always a
+    new tensor."""
     require_tensor("dropout", "input", input)
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: probability p has to be between 0 and 1, but got {p!r} "
@@ -52,7 +54,7 @@ def dropout(input, p=0.5, training=True, inplace=False):
     if not training or p == 0:
         return input
     require_float("dropout", "input", input)
-    return L.Dropout.apply(input, p=float(p), rng=_random.generator())
+    return L.Dropout.apply(input, p=float(p), rng=_random.generator(input.device))
 
 
 def embedding(input, weight, padding_idx=None):
@@ -77,8 +79,13 @@ def embedding(input, weight, padding_idx=None):
             raise ValueError(f"embedding: padding_idx {padding_idx!r} must be an int within "
                              f"[{-num}, {num}) for weight {tuple(weight.shape)}")
         padding_idx = int(padding_idx) % num
-    if input.numel():
-        lo, hi = int(input.array.min()), int(input.array.max())
+    idx = input.array
+    if idx.size and input.device.kind != "cpu":  # a device: checked without a sync
+        defer_check(((idx < 0) | (idx >= num)).any(),
+                    f"embedding: indices must be in [0, {num}) for weight {tuple(weight.shape)}; a "
+                    f"call on {input.device} had indices out of range")
+    elif idx.size:
+        lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= num:
             raise ValueError(f"embedding: indices must be in [0, {num}) for weight {tuple(weight.shape)}, "
                              f"got values from {lo} to {hi} in input {tuple(input.shape)}")

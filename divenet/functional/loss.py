@@ -13,7 +13,7 @@ from ..ops import loss as L
 from ..tensor import Tensor
 from ._checks import require_float, require_tensor
 
-__all__ = ["cross_entropy", "nll_loss", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
+__all__ = ["check_deferred", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
            "binary_cross_entropy", "binary_cross_entropy_with_logits"]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -59,7 +59,15 @@ def _check_class_targets(op, input, target, ignore_index):
         raise TypeError(f"{op}: ignore_index must be an int, got {ignore_index!r}")
     n_cls = input.shape[0] if input.ndim == 1 else input.shape[1]
     y = target.array
-    if y.size and (int(y.min()) < 0 or int(y.max()) >= n_cls):  # the usual case costs two reductions
+    if not y.size:
+        return n_cls
+    if target.device.kind != "cpu":  # a device: no sync here (see defer_check)
+        bad = (y < 0) | (y >= n_cls)
+        bad &= y != ignore_index
+        defer_check(bad.any(), f"{op}: target values must be in [0, {n_cls}) for input of shape "
+                               f"(*, {n_cls}, ...) (or equal ignore_index={ignore_index}); a batch "
+                               f"on {input.device} had targets out of range")
+    elif int(y.min()) < 0 or int(y.max()) >= n_cls:  # the usual case costs two reductions
         bad = (y < 0) | (y >= n_cls)
         bad &= y != ignore_index
         if bool(bad.any()):
@@ -69,6 +77,38 @@ def _check_class_targets(op, input, target, ignore_index):
                              f"(or equal ignore_index={ignore_index}), got {wrong.size} out of range, "
                              f"e.g. {some} (min {int(wrong.min())}, max {int(wrong.max())})")
     return n_cls
+
+
+# ---- argument checks a device makes without a host sync ---------------------------------------------
+# On the CPU a bad target or index is a ValueError at the call. On a GPU, reading whether any
+# was bad would stall the device's queue at every call (PyTorch's CUDA kernels make the same
+# trade with a device-side assert that surfaces later), so the check's verdict, a 0-d bool
+# device array, is recorded here and read by check_deferred(): the Trainer calls it at its log
+# points and at the end of evaluate(); a hand-written loop can call it where it reads its loss.
+# Meanwhile an out-of-range index reads a wrapped-around row, as CuPy's indexing does.
+_deferred: dict = {}  # message -> 0-d bool device array: "some call since the last check was bad"
+
+
+def defer_check(bad, message):
+    """Record the device verdict ``bad`` (0-d bool, True: the arguments were wrong) to be
+    raised as ``ValueError(message)`` by the next :func:`check_deferred`."""
+    flag = _deferred.get(message)
+    if flag is None:
+        _deferred[message] = bad
+    else:
+        flag |= bad  # in place, on the device
+
+
+def check_deferred():
+    """Raise ValueError for the first deferred argument check that failed since the last call
+    (and forget them all). One host sync per kind of check recorded; none when nothing was."""
+    if not _deferred:
+        return
+    pending = list(_deferred.items())
+    _deferred.clear()
+    for message, flag in pending:
+        if bool(flag):
+            raise ValueError(message + " (checked lazily on the device; see check_deferred)")
 
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,

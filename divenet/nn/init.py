@@ -1,5 +1,6 @@
-"""Weight initializers, in place on a Tensor's data, drawn from divenet's seeded generator.
-The defaults of the layers match PyTorch's."""
+"""Weight initializers, in place on a Tensor's data, drawn from divenet's seeded generator of
+the tensor's device (``divenet.random.generator(device)``: drawn in device memory, nothing is
+uploaded). The defaults of the layers match PyTorch's."""
 from __future__ import annotations
 
 import math
@@ -37,15 +38,15 @@ def _set(t, values):
 
 
 def uniform_(t, a=0.0, b=1.0):
-    return _set(t, generator().uniform(a, b, t.shape))
+    return _set(t, generator(t.device).uniform(a, b, t.shape))
 
 
 def normal_(t, mean=0.0, std=1.0):
-    return _set(t, mean + std * generator().standard_normal(t.shape))
+    return _set(t, mean + std * generator(t.device).standard_normal(t.shape))
 
 
 def constant_(t, value):
-    return _set(t, np.full(t.shape, value))
+    return _set(t, t.device.xp.full(t.shape, value, dtype=t.dtype))
 
 
 def zeros_(t):

@@ -32,15 +32,17 @@ def _flat_targets(xp, y, n_cls):
     return flat
 
 
-def _class_targets(ctx, xp, y, n_cls, weight, ignore_index):
+def _class_targets(ctx, xp, y, n_cls, weight, ignore_index, dtype):
     """Shared preparation of integer class targets. Sets on ``ctx``: ``flat`` (target positions
     in the C-contiguous input), ``valid`` (None when nothing is ignored, else a boolean mask of
     y's shape), ``wy`` (None without class weights, else weight[y] zeroed where ignored) and
     ``denom`` (the 'mean' divisor: the number of counted targets, or the sum of their
-    weights)."""
+    weights; on a device a 0-d device array in ``dtype``)."""
     y = y.astype(xp.int64, copy=False)  # uint8 / int32 targets: no overflow in the positions
     ignored = y == ignore_index
-    if ignored.size and bool(ignored.any()):
+    # On the CPU a batch without ignored targets skips the mask; a device always applies it,
+    # as PyTorch's CUDA kernels do, since asking whether any target is ignored is a host sync.
+    if xp is not np or (ignored.size and ignored.any()):
         valid = ~ignored
         y = xp.where(ignored, 0, y)
     else:
@@ -49,7 +51,12 @@ def _class_targets(ctx, xp, y, n_cls, weight, ignore_index):
     ctx.valid = valid
     if weight is None:
         ctx.wy = None
-        ctx.denom = int(y.size if valid is None else valid.sum())
+        if valid is None:
+            ctx.denom = y.size
+        elif xp is np:
+            ctx.denom = int(valid.sum())
+        else:  # stays on the device, in the loss's dtype (a count below 2^24 is exact in float32)
+            ctx.denom = valid.sum(dtype=dtype)
     else:
         wy = weight[y]
         if valid is not None:
@@ -73,10 +80,8 @@ def _safe_divide(xp, total, denom, dtype):
         if denom == 0:
             return xp.asarray(np.nan, dtype=dtype)
         return total / dtype.type(denom)
-    if xp is np:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return total / denom
-    return total / denom
+    with np.errstate(invalid="ignore", divide="ignore"):  # NumPy's (and sim's) warning; CuPy has none
+        return total / denom
 
 
 def _expand(v):
@@ -116,7 +121,7 @@ class CrossEntropy(Function):
         n_cls = x.shape[1]
         eps = float(label_smoothing)
         ctx.reduction, ctx.eps, ctx.squeeze = reduction, eps, squeeze
-        _class_targets(ctx, xp, y, n_cls, weight, ignore_index)
+        _class_targets(ctx, xp, y, n_cls, weight, ignore_index, x.dtype)
 
         p, s, shift = shifted_exp(x, 1)
         p /= s  # the softmax, kept for backward
@@ -240,7 +245,7 @@ class NLLLoss(Function):
         x, y, squeeze = _as_batch(x, y)
         x = xp.ascontiguousarray(x)
         ctx.reduction, ctx.squeeze, ctx.shape, ctx.dtype = reduction, squeeze, x.shape, x.dtype
-        _class_targets(ctx, xp, y, x.shape[1], weight, ignore_index)
+        _class_targets(ctx, xp, y, x.shape[1], weight, ignore_index, x.dtype)
         loss = -xp.take(x.reshape(-1), ctx.flat)
         if ctx.wy is not None:
             loss *= ctx.wy

@@ -97,21 +97,40 @@ def test_sgd_never_writes_into_grad():
 
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])
 @pytest.mark.parametrize("max_norm", [1.0, 100.0])
-def test_clip_grad_norm_matches_torch(norm_type, max_norm):
+def test_clip_grad_norm_matches_torch(norm_type, max_norm, device):
+    from divenet import sim
+
     rng = np.random.default_rng(3)
     grads = [rng.standard_normal(s).astype(np.float32) * 3 for s in ((3, 4), (5,))]
-    ours = [Parameter(np.zeros(g.shape, np.float32)) for g in grads]
+    ours = [Parameter(dn.zeros(g.shape, device=device)) for g in grads]
     theirs = [torch.nn.Parameter(torch.zeros(g.shape)) for g in grads]
     for p, q, g in zip(ours, theirs, grads):
-        p.grad, q.grad = dn.tensor(g), torch.tensor(g)
+        p.grad, q.grad = dn.tensor(g, device=device), torch.tensor(g)
     kept = [p.grad for p in ours]
-    total = optim.clip_grad_norm_(ours, max_norm, norm_type)
+    with sim.counting() as counts:
+        total = optim.clip_grad_norm_(ours, max_norm, norm_type)
+    if device == "sim":  # one device reduction, scaled without reading it back
+        assert (counts["sync"], counts["upload"]) == (0, 0)
     t_total = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type)
     assert isinstance(total, dn.Tensor) and total.shape == () and total.dtype == np.float32
+    assert total.device == dn.device(device)
     np.testing.assert_allclose(total.item(), t_total.item(), rtol=1e-5)
     for p, q, k in zip(ours, theirs, kept):
         assert p.grad is k  # scaled in place, as PyTorch does
-        np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_clip_grad_norm_error_if_nonfinite_on_a_device_reads_only_when_asked(device):
+    from divenet import sim
+
+    p = Parameter(dn.zeros(3, device=device))
+    p.grad = dn.tensor([1.0, float("nan"), -2.0], device=device)
+    with sim.counting() as counts:
+        optim.clip_grad_norm_(p, 1.0)  # clips to NaN silently, as PyTorch does
+    assert counts["sync"] == 0 and np.isnan(p.grad.numpy()).all()
+    with sim.counting() as counts, pytest.raises(RuntimeError, match="norm of order 2.0 .* is nan"):
+        optim.clip_grad_norm_(p, 1.0, error_if_nonfinite=True)
+    assert counts["sync"] == (1 if device == "sim" else 0)
 
 
 def test_clip_grad_norm_nonfinite_and_value():
