@@ -54,3 +54,17 @@ def read_image(source, channels, side, *, name=None, max_pixels=None, formats=No
         raise ImageError(f"{name}: not a readable image ({exc})") from None
     arr = np.asarray(img, dtype=np.float32) / 255.0
     return (arr[None] if channels == 1 else arr.transpose(2, 0, 1)), "; ".join(notes) or None
+
+
+def normalize(batch, meta, invert=False):
+    """What a model's metadata (a checkpoint's, or an ONNX file's metadata_props) says to do with
+    images from :func:`read_image` (C, H, W) or a stack of them: ``1 - x`` when ``invert`` or
+    ``meta["invert"]``, then ``(x - mean) / std`` per channel when ``meta["mean"]`` is set."""
+    import numpy as np
+
+    if invert or meta.get("invert"):
+        batch = 1.0 - batch
+    if meta.get("mean") is not None:
+        shape = (-1, 1, 1)
+        batch = ((batch - np.reshape(meta["mean"], shape)) / np.reshape(meta["std"], shape)).astype(np.float32)
+    return batch

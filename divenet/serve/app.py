@@ -26,6 +26,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
+from ..data.images import ImageError, normalize, read_image
 from .batcher import Batcher, Closed, QueueFull
 from .metrics import Metrics
 
@@ -209,8 +210,6 @@ async def _image_bytes(request, body):
 
 
 def _decode_image(data, st):
-    from ..data.images import ImageError, read_image
-
     c, side = st.engine.input_shape[0], st.engine.image_side
     try:
         return read_image(io.BytesIO(data), c, side, name="the uploaded image", max_pixels=st.max_pixels,
@@ -323,8 +322,7 @@ async def predict(request):
     invert = _query_bool(request, "invert")
     data = await _image_bytes(request, await _read_body(request, st))
     image, note = await run_in_threadpool(_decode_image, data, st)
-    if invert:
-        image = 1.0 - image
+    image = normalize(image, e.meta, invert)  # as divenet predict does
     logits = (await _infer(st, image[None]))[0].astype(np.float64)
     p = np.exp(logits - logits.max())
     p /= p.sum()

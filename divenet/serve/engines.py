@@ -24,8 +24,9 @@ class Engine:
     output_name = "logits"
     max_batch = None  # the largest batch the model takes (None: any)
 
-    def __init__(self, model_name, input_shape, classes=None):
+    def __init__(self, model_name, input_shape, classes=None, meta=None):
         self.model_name = model_name
+        self.meta = dict(meta or {})  # preprocessing for /v1/predict: invert, mean, std (data/images.normalize)
         self.input_shape = tuple(int(d) for d in input_shape)  # (C, H, W), without the batch axis
         out = self.infer(np.zeros((1, *self.input_shape), np.float32))  # warm-up, and the class count
         if out.ndim != 2 or out.shape[0] != 1:
@@ -58,7 +59,7 @@ class DivenetEngine(Engine):
         self.model = model.eval()
         self.device = dn.device(device) if isinstance(device, str) else device
         side = meta.get("input_size", 28)
-        super().__init__(meta["model"], (meta["in_channels"], side, side), meta.get("classes"))
+        super().__init__(meta["model"], (meta["in_channels"], side, side), meta.get("classes"), meta)
 
     def infer(self, batch):
         dn = self._dn
@@ -67,8 +68,9 @@ class DivenetEngine(Engine):
 
 
 class OnnxEngine(Engine):
-    """An ONNX classifier with one float input (N, C, H, W) and a (N, K) output. Class names come
-    from ``meta`` or the file's metadata_props entry ``classes`` (a JSON list)."""
+    """An ONNX classifier with one float input (N, C, H, W) and a (N, K) output. Class names and
+    preprocessing (invert, mean, std) come from ``meta`` or else from the file's metadata_props,
+    each value JSON-encoded as divenet.onnx.export writes them."""
 
     kind = "onnxruntime"
 
@@ -96,18 +98,18 @@ class OnnxEngine(Engine):
         if isinstance(shape[0], int):
             self.max_batch = shape[0]  # exported with a fixed batch
         self.input_name, self.output_name = inp.name, outputs[0].name
-        meta = meta or {}
+        if meta is None:
+            meta = {}
+            for key, text in self.session.get_modelmeta().custom_metadata_map.items():
+                try:
+                    meta[key] = json.loads(text)
+                except ValueError:
+                    raise ValueError(f"{path}: metadata {key!r} is not JSON ({text[:40]!r})") from None
         classes = meta.get("classes")
-        if classes is None:
-            props = self.session.get_modelmeta().custom_metadata_map
-            try:
-                classes = json.loads(props["classes"]) if "classes" in props else None
-            except ValueError:
-                raise ValueError(f"{path}: metadata 'classes' is not a JSON list") from None
-            if classes is not None and (not isinstance(classes, list)
-                                        or not all(isinstance(c, str) for c in classes)):
-                raise ValueError(f"{path}: metadata 'classes' must be a list of names, got {classes!r}")
-        super().__init__(meta.get("model", Path(path).stem), shape[1:], classes)
+        if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
+            raise ValueError(f"{path}: metadata 'classes' must be a list of names, got {classes!r}")
+        name = meta.get("model") if isinstance(meta.get("model"), str) else Path(path).stem
+        super().__init__(name, shape[1:], classes, meta)
 
     def infer(self, batch):
         return self.session.run([self.output_name], {self.input_name: batch})[0]
@@ -126,7 +128,7 @@ def _export_onnx(model, meta, device):
     side = meta.get("input_size", 28)
     example = dn.zeros(1, meta["in_channels"], side, side, device=device)
     path = Path(tempfile.mkdtemp(prefix="divenet-serve-")) / f"{meta['model']}.onnx"
-    export(model, example, path)
+    export(model, example, path)  # OnnxEngine takes the checkpoint's metadata directly
     return path
 
 
