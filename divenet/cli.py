@@ -145,6 +145,38 @@ def input_shape(text):
         raise argparse.ArgumentTypeError(str(exc).removeprefix("summary: ")) from None
 
 
+def model_or_checkpoint(text):
+    """``divenet export``'s source: a checkpoint (run directory, epoch-NNN.json) or a zoo model name."""
+    try:
+        return existing_path(text)
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        return model_name(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: neither a checkpoint (no such file or "
+                                         "directory) nor a zoo model name (see divenet models)") from None
+
+
+def output_onnx(text):
+    """An ONNX file to write: a name ending in .onnx in an existing, writable directory."""
+    path = _path(text)
+    if path.suffix.lower() != ".onnx":
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: must be a .onnx file name")
+    parent = path.parent
+    if not _exists(parent, text) or not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: no such directory {str(parent)!r}")
+    if _exists(path, text) and path.is_dir():
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: is a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: {parent} is not writable")
+    return path
+
+
+def opset_number(text):
+    return _number(text, int, lambda v: v >= 13, "an ONNX opset number of at least 13")
+
+
 def port_number(text):
     return _number(text, int, lambda v: 0 <= v <= 65535, "a port number from 0 to 65535 (0: any free port)")
 
@@ -418,7 +450,10 @@ def cmd_predict(args):
     import divenet as dn
     import divenet.functional as F
 
-    meta, model = _load_model(args.checkpoint, args.device, args.allow_nonfinite)
+    if args.checkpoint.suffix.lower() == ".onnx":  # an ONNX file: classes etc. from its metadata
+        meta, model = _onnx_model(args.checkpoint, args.device)
+    else:
+        meta, model = _load_model(args.checkpoint, args.device, args.allow_nonfinite)
     if meta.get("kind", "image") != "image":
         raise CLIError(f"predict: {meta['model']} is not an image classifier")
     side = meta.get("input_size", 28)
@@ -435,8 +470,12 @@ def cmd_predict(args):
         images.append(image)
     if images:
         batch = np.stack(images)
-        if args.invert:
+        if args.invert or meta.get("invert"):
             batch = 1.0 - batch
+        if meta.get("mean") is not None:  # the normalization a model's metadata names
+            shape = (-1, 1, 1)
+            batch = (batch - np.reshape(meta["mean"], shape)) / np.reshape(meta["std"], shape)
+            batch = batch.astype(np.float32)
         with dn.no_grad():
             probs = F.softmax(model(dn.tensor(batch, device=args.device)), dim=1).numpy()
         classes = meta.get("classes") or [str(i) for i in range(probs.shape[1])]
@@ -444,6 +483,44 @@ def cmd_predict(args):
             top = np.argsort(-p)[: args.top]
             print(f"{path}: " + ", ".join(f"{classes[i]} {p[i]:.3f}" for i in top))
     return 0 if len(paths) == len(args.images) else 1
+
+
+def _onnx_model(path, device):
+    """(metadata, module) of an ONNX file for predict (divenet/onnx/load.py)."""
+    try:
+        from .onnx.load import load, predict_metadata
+        model = load(path)
+    except ImportError as exc:
+        raise CLIError(f"an ONNX file needs {exc.name}: pip install 'divenet[onnx]'") from None
+    return predict_metadata(model), model.to(device)
+
+
+def cmd_export(args):
+    """A zoo model (untrained weights, at the input size it trains at) or a checkpoint (its
+    weights; classes and preprocessing into the file's metadata) as an ONNX file (docs/onnx.md)."""
+    from .models import get_spec
+
+    if isinstance(args.source, Path):
+        meta, model = _load_model(args.source, "cpu", args.allow_nonfinite)
+        spec = get_spec(meta["model"])
+        shape = summary_shape(spec, args.input or ((meta.get("seq_len"),) if spec.kind == "text" else
+                                                   (meta["in_channels"], meta.get("input_size", 28),
+                                                    meta.get("input_size", 28))))
+        if spec.kind == "image" and shape[0] != meta["in_channels"]:
+            raise CLIError(f"argument --input: {args.source} takes {meta['in_channels']}-channel images, "
+                           f"got {'x'.join(map(str, shape))}")
+    else:
+        spec = get_spec(args.source)
+        shape = summary_shape(spec, args.input)
+        meta = {"model": spec.name, "kind": spec.kind, "num_classes": 10,
+                "in_channels": 1 if spec.kind == "text" else shape[0], "input_size": shape[-1]}
+        model = build_model(meta)
+    try:
+        from .onnx.export import export_command
+        print(export_command(model, meta, args.onnx, shape, args.opset))
+    except ImportError as exc:
+        raise CLIError(f"export needs {exc.name}: pip install 'divenet[onnx]'") from None
+    return 0
 
 
 def summary_shape(spec, shape):
@@ -630,6 +707,18 @@ def make_parser():
     pr.add_argument("--top", type=positive_int, default=3)
     pr.add_argument("--invert", action="store_true", help="invert (dark object on light ground)")
     pr.set_defaults(fn=cmd_predict)
+
+    x = sub.add_parser("export", help="write a zoo model or a checkpoint as an ONNX file")
+    x.add_argument("source", metavar="CKPT_OR_MODEL", type=model_or_checkpoint,
+                   help="a run directory, an epoch-NNN.json, or a zoo model name (untrained weights)")
+    x.add_argument("--onnx", type=output_onnx, required=True, help="the .onnx file to write")
+    x.add_argument("--input", type=input_shape,
+                   help="S, HxW or CxHxW without the batch axis (default: the size the model trains "
+                   "at); charlm: a sequence length")
+    x.add_argument("--opset", type=opset_number, default=17, help="ONNX opset (default 17)")
+    x.add_argument("--allow-nonfinite", action="store_true",
+                   help="export weights that hold NaN or infinity (refused by default)")
+    x.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("summary", help="layer shapes, parameters and MACs")
     s.add_argument("model", type=model_name)
