@@ -212,6 +212,9 @@ def check_args(args):
                 raise CLIError(f"{args.model} trains on a text file: pass --text FILE")
         elif args.text is not None:
             raise CLIError(f"argument --text: {args.model} is an image model; --text is for charlm")
+        if text and args.distributed:
+            raise CLIError(f"argument --distributed: trains image models; {args.model}'s text loader "
+                           "has no distributed sampler")
         if args.out is None:
             try:
                 args.out = output_dir(f"runs/{args.model}")
@@ -335,11 +338,29 @@ def _resume_settings(args, out, checkpoint):
 
 
 def cmd_train(args):
+    if args.distributed:  # every rank of mpirun runs this; an error on one stops them all
+        from .distributed.launch import abort_on_error, setup
+
+        comm, args.device = setup(args.device, args.threads)
+        with abort_on_error(comm, "train", (CLIError, ValueError, RuntimeError, OSError)):
+            return _train(args, comm)
+    return _train(args, None)
+
+
+def _silent(*args, **kwargs):
+    pass
+
+
+def _train(args, comm):
+    """``divenet train``; with ``comm`` (``--distributed``) this rank's part of a data-parallel
+    run: rank 0 alone prints, evaluates and writes (divenet/distributed/launch.py)."""
     import divenet as dn
     from .data import DataLoader
     from .models import get_spec
     from .optim import SGD, Adam
     from .train import Trainer, run_state
+
+    say = print if comm is None or comm.rank == 0 else _silent
 
     spec = get_spec(args.model)
     recipe = spec.recipe
@@ -356,7 +377,7 @@ def cmd_train(args):
             raise CLIError(f"argument --epochs: {out} has already trained {done} epochs and --epochs is "
                            f"the total to reach, so it must be at least {done}, got {epochs}")
         if epochs == done:
-            print(f"{out} has already trained {epochs} epochs; nothing to do (pass a larger --epochs to "
+            say(f"{out} has already trained {epochs} epochs; nothing to do (pass a larger --epochs to "
                   "train on)")
             return 0
     try:  # now, not after the first epoch: a run directory that cannot be made fails at once
@@ -365,6 +386,11 @@ def cmd_train(args):
         raise CLIError(f"argument --out: cannot create {out}: {exc.strerror or exc}") from None
     lr = args.lr if args.lr is not None else recipe.lr
     batch = args.batch_size or recipe.batch_size
+    if comm is not None:  # --batch-size is the global batch; each rank loads its share
+        from .distributed import launch
+        from .distributed.ddp import DistributedDataParallel
+
+        rank_batch = launch.check_batch(batch, comm)
     optimizer_name = args.optimizer or recipe.optimizer
     seed = args.seed if args.seed is not None else 0
     device = args.device
@@ -385,8 +411,9 @@ def cmd_train(args):
         train_set = _dataset(args.dataset, True, args.limit)
         test_set = _dataset(args.dataset, False, args.limit)
         tf = _input_transform(args.resize)
-        train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, seed=seed,
-                                  transform=tf, device=device)
+        order = {"shuffle": True} if comm is None else launch.train_order(train_set, comm, seed)
+        train_loader = DataLoader(train_set, batch_size=batch if comm is None else rank_batch, seed=seed,
+                                  transform=tf, device=device, **order)
         test_loader = DataLoader(test_set, batch_size=batch, transform=tf, device=device)
         meta = {"model": args.model, "kind": "image", "num_classes": len(train_set.classes),
                 "in_channels": 1, "input_size": args.resize, "dataset": args.dataset,
@@ -401,16 +428,17 @@ def cmd_train(args):
     meta["args"] = {"lr": lr, "batch_size": batch, "optimizer": optimizer_name, "seed": seed,
                     "resize": args.resize, "dataset": args.dataset, "clip_grad": args.clip_grad,
                     "limit": args.limit}
-    print(f"training {args.model} on {meta.get('dataset', args.text)}: {epochs} epochs, batch {batch}, "
+    say(f"training {args.model} on {meta.get('dataset', args.text)}: {epochs} epochs, batch {batch}, "
           f"{optimizer_name} lr {lr}, {model.num_parameters():,} parameters, device {device}, out {out}",
           flush=True)
-    trainer = Trainer(model, optimizer, train_loader, test_loader, epochs=epochs, out_dir=out,
+    trainer = Trainer(model if comm is None else DistributedDataParallel(model, comm), optimizer,
+                      train_loader, test_loader, epochs=epochs, out_dir=out, comm=comm,
                       clip_grad=args.clip_grad, task=task, metadata=meta, progress=not args.quiet,
                       log=lambda s: print(s, flush=True), keep=args.keep, keep_best=args.keep_best,
                       divergence_check=not args.no_divergence_check, tensorboard=args.tensorboard)
     history = trainer.fit(resume=args.resume)
     if history:
-        print(f"done: {out}/metrics.jsonl, checkpoint {out}/epoch-{history[-1]['epoch']:03d}.json")
+        say(f"done: {out}/metrics.jsonl, checkpoint {out}/epoch-{history[-1]['epoch']:03d}.json")
     return 0
 
 
