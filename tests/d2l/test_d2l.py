@@ -255,7 +255,7 @@ def test_pooling(framework):
     np.testing.assert_array_equal(r["avg_pool"], [[[[2.5, 4.5], [10.5, 12.5]], [[3.5, 5.5], [11.5, 13.5]]]])
 
 
-@pytest.mark.slow  # 590 steps of 256 images: the sigmoid LeNet's plateau lasts ~250 of them
+@pytest.mark.slow  # 1570 steps of 256 images: the sigmoid LeNet's plateau can last 940 of them
 def test_lenet(framework):
     r, _, _ = run("ch_lenet.py", framework)
     assert r["layer_shapes"] == [
