@@ -211,7 +211,7 @@ def _label(op):
 class _Graph:
     """Turns a trace into ONNX nodes and initializers (the ``g`` of the op table)."""
 
-    def __init__(self, model, inputs, input_names, ops, second, opset):
+    def __init__(self, model, inputs, input_names, second, opset):
         from onnx import helper, numpy_helper
 
         self.helper, self.numpy_helper = helper, numpy_helper
@@ -407,7 +407,7 @@ def build(model, example_input, opset=DEFAULT_OPSET, dynamic_batch=True, input_n
     out_vary = _compare(first, second, b, b + 1) if dynamic_batch else [() for _ in outs]
     out_names = _names(output_names, len(outs), "output", "output_names")
 
-    g = _Graph(model, inputs, in_names, ops, second[0] if second else None, opset)
+    g = _Graph(model, inputs, in_names, second[0] if second else None, opset)
     for k, op in enumerate(ops):
         g.emit(k, op)
     # the graph's outputs: rename the values that hold them (or pass inputs/constants through)
@@ -485,9 +485,9 @@ def export_command(model, meta, onnx_path, shape, opset):
     metadata), exported at the input ``shape`` (without batch axis). Returns the line to print."""
     import divenet as dn
 
-    kind = meta.get("kind", "image")
-    x = dn.zeros(1, *shape, dtype="int64") if kind == "text" else dn.zeros(1, *shape)
-    if kind == "image":  # a non-constant input, so that nothing folds by accident
+    if meta.get("kind", "image") == "text":
+        x = dn.zeros(1, *shape, dtype="int64")  # token ids
+    else:
         x = dn.tensor(np.random.default_rng(0).random((1, *shape), dtype=np.float32))
     proto = export(model, x, onnx_path, opset=opset, metadata=metadata_of(meta, shape))
     size = Path(onnx_path).stat().st_size

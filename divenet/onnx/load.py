@@ -94,8 +94,8 @@ class OnnxModule(Module):
         for k, proto_node in enumerate(graph.node):
             node = _Node(proto_node, opset, self, consts, k)
             runner = IMPORT[node.op_type](node)
-            ins = [i for i in node.inputs]
-            if all(not i or i in consts for i in ins) and node.op_type not in ("RandomNormal", "RandomUniform"):
+            ins = node.inputs
+            if all(not i or i in consts for i in ins):
                 with no_grad():  # constant folding: run it now, once
                     outs = _run_step(node, runner, [consts[i] if i else None for i in ins])
                 for name, t in zip(node.outputs, outs):
