@@ -323,3 +323,21 @@ def test_load_runtime_errors_name_the_node(tmp_path):
     back = dn.onnx.load(proto)
     with pytest.raises(ValueError, match=r"node '0/Gemm_\d+' \(Gemm\): linear: input \(1, 5\) has 5 features"):
         back(dn.tensor(_randn(1, 5)))
+
+
+def test_export_and_load_on_a_device(device, tmp_path):
+    # a model on the device exports (constants come to the host) and a loaded one runs there,
+    # shape arithmetic included (PyTorch's LSTM export computes its initial states with it)
+    model = Fn(lambda m, x: dn.cat([m.rnn(x.flatten(2).permute(1, 0, 2))[1][0][-1],
+                                    m.shuffle(x).amax(dim=(2, 3))], dim=1),
+               rnn=nn.LSTM(16, 3), shuffle=nn.ChannelShuffle(2)).to(device).eval()
+    x = _randn(2, 4, 4, 4)
+    dn.onnx.export(model, dn.tensor(x[:1], device=device), tmp_path / "d.onnx")
+    back = dn.onnx.load(tmp_path / "d.onnx").to(device)
+    with dn.no_grad():
+        ref = model(dn.tensor(x, device=device))
+        out = back(dn.tensor(x, device=device))
+    assert out.device == ref.device
+    assert_close(out.numpy(), ref.numpy(), f"on {device}")
+    (ours,) = run_ort(session(tmp_path / "d.onnx"), x)
+    assert_close(ours, ref.numpy(), f"exported on {device}")
