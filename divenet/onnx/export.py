@@ -36,7 +36,8 @@ MIN_OPSET = 13  # Unsqueeze/Squeeze/Split/ReduceSum take axes as inputs from her
 _local = threading.local()
 _patch_lock = threading.Lock()
 _patch_users = 0
-_apply = Function.__dict__["apply"].__func__
+_original_apply = Function.__dict__["apply"]
+_apply = _original_apply.__func__
 _apply_inplace = autograd.apply_inplace
 _signatures = {}
 
@@ -119,7 +120,7 @@ def _recording(ops):
         with _patch_lock:
             _patch_users -= 1
             if _patch_users == 0:
-                Function.apply = classmethod(_apply)
+                Function.apply = _original_apply
                 autograd.apply_inplace = _apply_inplace
 
 

@@ -218,5 +218,9 @@ def predict_metadata(model):
                              f"shape {shape} is not (batch, C, H, W) with fixed C, H, W")
         meta.setdefault("in_channels", shape[1])
         meta.setdefault("input_size", shape[2] if shape[2] == shape[3] else [shape[2], shape[3]])
+    side = meta["input_size"]
+    if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+        shown = "x".join(map(str, side)) if isinstance(side, list) else repr(side)
+        raise ValueError(f"{model.source}: predict reads square images, but the model takes {shown} inputs")
     meta["kind"] = "image"
     return meta

@@ -115,3 +115,11 @@ def test_predict_refuses_an_onnx_file_that_is_not_an_image_classifier(tmp_path, 
     (tmp_path / "a.png").write_bytes(b"")
     assert main(["predict", str(tmp_path / "v.onnx"), str(tmp_path / "a.png")]) == 2
     assert "is not (batch, C, H, W)" in capsys.readouterr().err
+
+
+def test_predict_refuses_an_onnx_image_model_that_is_not_square(tmp_path, capsys):
+    model = dn.nn.Sequential(dn.nn.Conv2d(1, 2, 3), dn.nn.Flatten(), dn.nn.Linear(2 * 4 * 6, 3))
+    dn.onnx.export(model, dn.zeros(1, 1, 6, 8), tmp_path / "r.onnx")
+    (tmp_path / "a.png").write_bytes(b"")
+    assert main(["predict", str(tmp_path / "r.onnx"), str(tmp_path / "a.png")]) == 2
+    assert "predict reads square images, but the model takes 6x8 inputs" in capsys.readouterr().err
