@@ -68,3 +68,11 @@ def test_mixing_devices_raises():
     b = dn.zeros(2, 3, device="gpu:0")
     for fn in (lambda: a + b, lambda: b * a, lambda: dn.cat([a, b]), lambda: a @ b.T):
         assert_raises_naming(ValueError, fn, "cpu", "gpu:0", ".to(")
+
+
+def test_cuda_namespace_answers_d2ls_try_gpu():
+    """D2L's try_gpu: ``torch.device(f'cuda:{i}') if torch.cuda.device_count() >= i + 1 else cpu``."""
+    assert dn.cuda.is_available() == dn.gpu_available()
+    assert dn.cuda.device_count() == (0 if not dn.gpu_available() else dn.cuda.device_count())
+    if not dn.cuda.is_available():
+        assert dn.cuda.device_count() == 0
