@@ -73,6 +73,4 @@ def test_mixing_devices_raises():
 def test_cuda_namespace_answers_d2ls_try_gpu():
     """D2L's try_gpu: ``torch.device(f'cuda:{i}') if torch.cuda.device_count() >= i + 1 else cpu``."""
     assert dn.cuda.is_available() == dn.gpu_available()
-    assert dn.cuda.device_count() == (0 if not dn.gpu_available() else dn.cuda.device_count())
-    if not dn.cuda.is_available():
-        assert dn.cuda.device_count() == 0
+    assert (dn.cuda.device_count() >= 1) == dn.gpu_available()
