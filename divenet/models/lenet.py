@@ -15,6 +15,8 @@ def xavier_init(model):
 
 @register("lenet", Recipe(lr=0.9, epochs=10, batch_size=256))
 def lenet(num_classes=10, in_channels=1):
+    """D2L's LeNet-5: two 5x5 convolutions (6 and 16 channels) with sigmoid and 2x2 average
+    pooling, then dense layers of 120, 84 and num_classes units."""
     model = nn.Sequential(
         nn.Conv2d(in_channels, 6, kernel_size=5, padding=2), nn.Sigmoid(),
         nn.AvgPool2d(kernel_size=2, stride=2),
@@ -30,6 +32,7 @@ def lenet(num_classes=10, in_channels=1):
 
 @register("lenet-bn", Recipe(lr=1.0, epochs=10, batch_size=256))
 def lenet_bn(num_classes=10, in_channels=1):
+    """D2L's LeNet with batch normalization after every convolution and hidden dense layer."""
     model = nn.Sequential(
         nn.Conv2d(in_channels, 6, kernel_size=5), nn.BatchNorm2d(6), nn.Sigmoid(),
         nn.AvgPool2d(kernel_size=2, stride=2),
