@@ -276,7 +276,7 @@ def _check_raw_arrays(fn, device, arrays, kwargs):
         for key, v in values:
             if isinstance(v, np.ndarray):
                 wrong = not on_cpu
-            elif on_cpu and not isinstance(v, (int, float, np.generic)):
+            elif on_cpu and not isinstance(v, (int, float, tuple, str, np.generic)) and v is not None:
                 wrong = is_device_array(v)
             else:
                 continue

@@ -347,6 +347,9 @@ class Tensor:
                     "pass gradient= explicitly")
             g = array_module(self.array).ones_like(self.array)
         else:
+            if isinstance(gradient, Tensor) and gradient.device != self.device:
+                raise ValueError(f"backward: gradient lives on {gradient.device} but the tensor on "
+                                 f"{self.device}; move it with .to(device) first")
             g = gradient.array if isinstance(gradient, Tensor) else array_module(self.array).asarray(gradient)
             if g.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {g.shape} but the tensor has shape {self.shape}")

@@ -229,3 +229,8 @@ def test_host_data_next_to_a_device_tensor_moves_over(device):
     y.sum().backward()
     np.testing.assert_array_equal(y.numpy(), [2.0, 0.0, 4.0])
     np.testing.assert_array_equal(x.grad.numpy(), [1.0, 0.0, 1.0])
+
+
+def test_backward_refuses_a_gradient_on_another_device():
+    y = dn.ones(2, device="sim", requires_grad=True) * 2
+    assert_raises_naming(ValueError, lambda: y.backward(dn.ones(2)), "gradient", "cpu", "sim")
