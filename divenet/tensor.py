@@ -63,11 +63,24 @@ def _normalize_axes(dim, ndim):
     return tuple(out)
 
 
+class _HookHandle:
+    """What a hook registration returns: ``remove()`` unregisters the hook."""
+
+    __slots__ = ("_hooks", "_key")
+
+    def __init__(self, hooks, key):
+        self._hooks, self._key = hooks, key
+
+    def remove(self):
+        self._hooks.pop(self._key, None)
+
+
 class Tensor:
     # _version: [version, stale], shared with views (autograd.py); _base: the tensor a view was
-    # made from, and _view_index its index for x[index]: set only on views (read with getattr)
+    # made from, and _view_index its index for x[index]: set only on views (read with getattr);
+    # _post_accumulate_hooks: register_post_accumulate_grad_hook's list (read with getattr)
     __slots__ = ("array", "device", "requires_grad", "_grad", "_node", "_slot", "_version", "_base",
-                 "_view_index", "__weakref__")
+                 "_view_index", "_post_accumulate_hooks", "__weakref__")
     __array_priority__ = 1000  # numpy scalars on the left defer to Tensor's operators
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
@@ -367,6 +380,25 @@ class Tensor:
         else:
             grad.array += g
             grad._version[0] += 1
+        hooks = getattr(self, "_post_accumulate_hooks", None)
+        if hooks:
+            for hook in tuple(hooks.values()):
+                hook(self)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` each time backward has accumulated a gradient into this leaf's
+        ``.grad`` (PyTorch's; DistributedDataParallel starts reductions from it). Returns a
+        handle whose ``remove()`` unregisters it."""
+        if self._node is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors accumulate a .grad")
+        if not callable(hook):
+            raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, got {type(hook).__name__}")
+        hooks = getattr(self, "_post_accumulate_hooks", None)
+        if hooks is None:
+            hooks = self._post_accumulate_hooks = {}
+        key = object()
+        hooks[key] = hook
+        return _HookHandle(hooks, key)
 
     def zero_grad(self):
         self.grad = None
