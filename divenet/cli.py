@@ -41,6 +41,13 @@ def positive_int(text):
     return _number(text, int, lambda v: v > 0, "a positive integer")
 
 
+MAX_SIDE = 4096  # an image side beyond this is a typo, not a model input (224 is D2L's largest)
+
+
+def image_side(text):
+    return _number(text, int, lambda v: 0 < v <= MAX_SIDE, f"an image side from 1 to {MAX_SIDE}")
+
+
 def nonnegative_int(text):
     return _number(text, int, lambda v: v >= 0, "a non-negative integer")
 
@@ -140,9 +147,12 @@ def input_shape(text):
     from .summary import parse_shape
 
     try:
-        return parse_shape(text)
+        shape = parse_shape(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("summary: ")) from None
+    if max(shape) > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"sizes must be at most {MAX_SIDE}, got {text!r}")
+    return shape
 
 
 def model_or_checkpoint(text):
@@ -697,7 +707,7 @@ def make_parser():
     t.add_argument("--batch-size", type=positive_int)
     t.add_argument("--lr", type=positive_float)
     t.add_argument("--optimizer", choices=("sgd", "adam"))
-    t.add_argument("--resize", type=positive_int, help="input side length (D2L: 224 for AlexNet/VGG, 96 ...)")
+    t.add_argument("--resize", type=image_side, help="input side length (D2L: 224 for AlexNet/VGG, 96 ...)")
     device_option(t)
     t.add_argument("--threads", type=positive_int,
                    help="BLAS threads (default: all cores; 1 is faster while other jobs compete for the cores)")

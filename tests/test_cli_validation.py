@@ -48,8 +48,8 @@ NONSENSE = [
       for v in ("0", "-0.1", "nan", "inf", "1e-400", "fast")],
     (["train", "lenet", "--lr=-inf"], "--lr", "must be a positive finite number, got -inf"),
     (["train", "lenet", "--optimizer", "rmsprop"], "--optimizer", "invalid choice: 'rmsprop'"),
-    *[(["train", "lenet", "--resize", v], "--resize", f"must be a positive integer, got {v}")
-      for v in ("0", "-28", "big")],
+    *[(["train", "lenet", "--resize", v], "--resize", f"must be an image side from 1 to 4096, got {v}")
+      for v in ("0", "-28", "big", "100000")],
     (["train", "lenet", "--device", "tpu"], "--device", "unknown device 'tpu'"),
     (["train", "lenet", "--device", "gpu:x"], "--device", "bad GPU index"),
     (["train", "lenet", "--device", "gpu:-1"], "--device", "bad GPU index"),
@@ -91,6 +91,7 @@ NONSENSE = [
       for v in ("3xabc", "3x", "x224", "3xx224", "", "2.5")],
     *[(["summary", "alexnet", "--input", v], "--input", "positive sizes") for v in ("0x224x224", "3x-1")],
     (["summary", "alexnet", "--input", "1x3x224x224"], "--input", "without the batch axis"),
+    *[(["summary", "alexnet", "--input", v], "--input", "at most 4096") for v in ("100000", "3x5000x224")],
     (["summary", "charlm", "--input", "3x64"], "--input", "sequence of token ids"),
     *[(["summary", "lenet", "--num-classes", v], "--num-classes", f"must be a positive integer, got {v}")
       for v in ("0", "-10")],
