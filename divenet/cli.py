@@ -110,11 +110,11 @@ def output_dir(text):
     return path
 
 
-def output_png(text):
-    """A PNG file to write: a name ending in .png in an existing, writable directory."""
+def _output_file(text, suffix):
+    """A file to write: a name ending in ``suffix`` in an existing, writable directory."""
     path = _path(text)
-    if path.suffix.lower() != ".png":
-        raise argparse.ArgumentTypeError(f"{_shown(text)}: must be a .png file name")
+    if path.suffix.lower() != suffix:
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: must be a {suffix} file name")
     parent = path.parent
     if not _exists(parent, text) or not parent.is_dir():
         raise argparse.ArgumentTypeError(f"{_shown(text)}: no such directory {str(parent)!r}")
@@ -123,6 +123,10 @@ def output_png(text):
     if not os.access(parent, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{_shown(text)}: {parent} is not writable")
     return path
+
+
+def output_png(text):
+    return _output_file(text, ".png")
 
 
 def device_spec(text):
@@ -169,18 +173,7 @@ def model_or_checkpoint(text):
 
 
 def output_onnx(text):
-    """An ONNX file to write: a name ending in .onnx in an existing, writable directory."""
-    path = _path(text)
-    if path.suffix.lower() != ".onnx":
-        raise argparse.ArgumentTypeError(f"{_shown(text)}: must be a .onnx file name")
-    parent = path.parent
-    if not _exists(parent, text) or not parent.is_dir():
-        raise argparse.ArgumentTypeError(f"{_shown(text)}: no such directory {str(parent)!r}")
-    if _exists(path, text) and path.is_dir():
-        raise argparse.ArgumentTypeError(f"{_shown(text)}: is a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"{_shown(text)}: {parent} is not writable")
-    return path
+    return _output_file(text, ".onnx")
 
 
 def opset_number(text):
