@@ -54,9 +54,22 @@ def library():
     return None
 
 
+@functools.cache
+def fast_here() -> bool:
+    """Whether this CPU runs the kernels faster than im2col + GEMM. Their register tiles are
+    AVX-512 vectors of 16 floats. On an AVX2-only AMD EPYC (Zen 3, 2026-12-01) GCC's code for
+    them spilled and ran 5-20x slower than the NumPy path (LeNet conv1 b256: forward 50 ms
+    against 9 ms, input gradient 350 ms against 17-30 ms), so there the NumPy path runs.
+    ``DIVENET_NATIVE=1`` takes them anyway (the tests check their results on every CPU)."""
+    from ._cpu import _has_avx512
+
+    return os.environ.get("DIVENET_NATIVE") == "1" or _has_avx512()
+
+
 def usable(*arrays) -> bool:
-    """Whether the kernels are loaded and every array is a float32 NumPy array."""
-    return library() is not None and all(type(a) is np.ndarray and a.dtype == np.float32 for a in arrays)
+    """Whether the kernels are loaded, fast on this CPU, and every array a float32 NumPy array."""
+    return (library() is not None and fast_here()
+            and all(type(a) is np.ndarray and a.dtype == np.float32 for a in arrays))
 
 
 def _geometry(p, h=None, w=None):
