@@ -344,15 +344,19 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(root=root))
     rng = random.Random(0)
+    duration = None  # of the uninterrupted run's training: kills land at fractions of it
 
     def run(out, mode, kill=False):
+        nonlocal duration
         p = subprocess.Popen([sys.executable, str(script), str(out), mode], cwd=root,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         p.stdout.readline()  # "ready": imported, about to train
-        if kill:
-            time.sleep(rng.uniform(0.0, 1.2))
+        start = time.perf_counter()
+        if kill:  # three kills within the first 30% each: at least two land on any machine
+            time.sleep(rng.uniform(0.05, 0.3) * duration)
             p.send_signal(signal.SIGKILL)
         err = p.communicate()[1].decode()
+        duration = duration or time.perf_counter() - start
         return p.returncode, err
 
     rc, err = run(tmp_path / "ref", "fresh")
