@@ -1,79 +1,11 @@
 # A multilayer perceptron from scratch (D2L 4.2) on a Fashion-MNIST slice: nn.Parameter
-# weights, a hand-written ReLU, nn.CrossEntropyLoss(reduction='none') and torch.optim.SGD. The harness injects
-# train_images, train_labels, test_images, test_labels (uint8 NumPy arrays).
+# weights, a hand-written ReLU, nn.CrossEntropyLoss(reduction='none') and torch.optim.SGD. d2l.py's
+# load_fashion_mnist reads the slice the harness injects.
 import torch
 from torch import nn
-from torch.utils import data
+from d2l import *  # load_fashion_mnist, accuracy, the training loops (d2l.py)
 
 torch.manual_seed(0)
-
-
-def load_fashion_mnist(batch_size):
-    """The injected slices as DataLoaders of (1, 28, 28) float images in [0, 1] and int64 labels."""
-    def dataset(images, labels):
-        X = torch.tensor(images, dtype=torch.float32).reshape((-1, 1, 28, 28)) / 255
-        return data.TensorDataset(X, torch.from_numpy(labels).long())
-    return (data.DataLoader(dataset(train_images, train_labels), batch_size, shuffle=True),
-            data.DataLoader(dataset(test_images, test_labels), batch_size, shuffle=False))
-
-
-class Accumulator:
-    """Running sums of n quantities."""
-    def __init__(self, n):
-        self.sums = [0.0] * n
-
-    def add(self, *values):
-        self.sums = [s + float(v) for s, v in zip(self.sums, values)]
-
-    def __getitem__(self, i):
-        return self.sums[i]
-
-
-def accuracy(y_hat, y):
-    """Number of correct predictions."""
-    if len(y_hat.shape) > 1 and y_hat.shape[1] > 1:
-        y_hat = y_hat.argmax(axis=1)
-    cmp = y_hat.type(y.dtype) == y
-    return float(cmp.type(y.dtype).sum())
-
-
-def evaluate_accuracy(net, data_iter):
-    if isinstance(net, torch.nn.Module):
-        net.eval()
-    metric = Accumulator(2)  # correct, seen
-    with torch.no_grad():
-        for X, y in data_iter:
-            metric.add(accuracy(net(X), y), y.numel())
-    return metric[0] / metric[1]
-
-
-def train_epoch(net, train_iter, loss, updater):
-    if isinstance(net, torch.nn.Module):
-        net.train()
-    metric = Accumulator(3)  # loss sum, correct, seen
-    for X, y in train_iter:
-        y_hat = net(X)
-        l = loss(y_hat, y)
-        if isinstance(updater, torch.optim.Optimizer):
-            updater.zero_grad()
-            l.mean().backward()
-            updater.step()
-        else:
-            l.sum().backward()
-            updater(X.shape[0])
-        metric.add(float(l.sum()), accuracy(y_hat, y), y.numel())
-    return metric[0] / metric[2], metric[1] / metric[2]
-
-
-def train(net, train_iter, test_iter, loss, num_epochs, updater):
-    history = []
-    for epoch in range(num_epochs):
-        train_loss, train_acc = train_epoch(net, train_iter, loss, updater)
-        test_acc = evaluate_accuracy(net, test_iter)
-        history.append((train_loss, train_acc, test_acc))
-        print(f'epoch {epoch + 1}, loss {train_loss:.3f}, train acc {train_acc:.3f}, test acc {test_acc:.3f}')
-    return history
-
 
 
 num_inputs, num_outputs, num_hiddens = 784, 10, 256

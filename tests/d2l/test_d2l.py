@@ -13,6 +13,7 @@ import random
 import re
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -85,13 +86,22 @@ def run(name: str, framework: str):
     np.random.seed(0)
     path = HERE / name
     namespace = {"__name__": "__d2l__", "__file__": str(path)}
-    if "train_images" in path.read_text():
-        namespace.update({k: v.copy() for k, v in fashion_mnist_slice(TRAIN_SLICE.get(name, N_TRAIN)).items()})
     printed = []
 
     def capture_print(*args, sep=" ", end="\n", **kwargs):
         printed.append(sep.join(str(a) for a in args))
     namespace["print"] = capture_print
+    text = path.read_text()
+    uses_lib = "from d2l import" in text
+    if uses_lib:  # the shared helpers as a fresh module, imports swapped as the chapter's
+        lib = types.ModuleType("d2l")
+        lib.__file__ = str(HERE / "d2l.py")
+        lib.print = capture_print
+        lib.__dict__.update({k: v.copy() for k, v in fashion_mnist_slice(TRAIN_SLICE.get(name, N_TRAIN)).items()})
+        exec(compile(source_for("d2l.py", framework), lib.__file__, "exec"), lib.__dict__)
+        sys.modules["d2l"] = lib
+    elif "train_images" in text:
+        namespace.update({k: v.copy() for k, v in fashion_mnist_slice(TRAIN_SLICE.get(name, N_TRAIN)).items()})
     # spinning worker threads (torch's OpenMP, divenet's OpenBLAS) slow small ops up to 30x
     # when other processes hold the cores (measured: the RNN chapter on torch 261 s on two
     # threads, 8 s on one); both frameworks run on one thread, steady and comparable
@@ -107,6 +117,8 @@ def run(name: str, framework: str):
     finally:
         if threads:
             put(threads)
+        if uses_lib:
+            del sys.modules["d2l"]
     seconds = time.perf_counter() - start
     sys.stdout.write(f"\n[d2l] {name} on {framework}: {seconds:.1f} s\n")
     return to_numpy(namespace["RESULT"], framework), printed, seconds
@@ -131,7 +143,7 @@ def framework(request):
 
 def test_scripts_import_only_torch_lines_that_map_to_divenet():
     assert SCRIPTS, "no ch_*.py scripts found"
-    for name in SCRIPTS:
+    for name in SCRIPTS + ["d2l.py"]:
         for number, line in enumerate((HERE / name).read_text().splitlines(), 1):
             if re.match(r"\s*(import|from)\s+torch\b", line):
                 assert line.strip() in IMPORTS, f"{name}:{number}: import not in the swap table: {line!r}"
