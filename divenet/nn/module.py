@@ -369,17 +369,11 @@ class Module:
             for _, t in m._entries():
                 if not isinstance(t, Tensor):
                     continue
-                t.array = _moved(t.array, dev, dtype)
-                if dev is not None:
-                    t.device = dev
-                g = t.grad
-                if g is not None:
-                    if isinstance(g, Tensor):
-                        g.array = _moved(g.array, dev, dtype)
+                for u in (t, t.grad):  # a grad is a Tensor: it moves with its tensor
+                    if u is not None:
+                        u.array = _moved(u.array, dev, dtype)
                         if dev is not None:
-                            g.device = dev
-                    else:
-                        t.grad = _moved(g, dev, dtype)
+                            u.device = dev
         if dev is not None:
             self._device = dev
         return self
