@@ -292,12 +292,7 @@ class MSELoss(Function):
         (d,) = ctx.saved
         dt = d.dtype.type
         s = _grad_scale(ctx, g)
-        gd = d * (s * dt(2))
-        sa, sb = ctx.shapes
-        need = ctx.needs_input_grad
-        ga = unbroadcast(gd, sa) if need[0] else None
-        gb = unbroadcast(-gd, sb) if need[1] else None
-        return ga, gb
+        return _pair_grads(ctx, d * (s * dt(2)))
 
 
 def _pair_grads(ctx, gd):
