@@ -214,6 +214,34 @@ def _stale_error(op):
         "graph changed after the view was taken; take the view again after the in-place op")
 
 
+class OpHooks:
+    """Observers of every op this thread runs: the tracers (ONNX export, ``dn.compile``) and the
+    profiler subclass it and override what they watch. ``with hooks:`` installs an instance for
+    the current thread only (other threads run untouched) and restores the previous one on exit.
+    Each method must run the op by calling the base method (or ``run_apply`` and friends)."""
+
+    def apply(self, cls, inputs, kwargs):
+        return run_apply(cls, inputs, kwargs)
+
+    def apply_inplace(self, fn, target, others, name, kwargs):
+        return run_inplace(fn, target, others, name, kwargs)
+
+    def backward(self, node, grads):
+        return node.fn.backward(node.ctx, *grads)
+
+    def __enter__(self):
+        self._previous = getattr(_state, "hooks", None)
+        _state.hooks = self
+        return self
+
+    def __exit__(self, *exc):
+        _state.hooks = self._previous
+
+
+def current_hooks():
+    return getattr(_state, "hooks", None)
+
+
 class Function:
     @staticmethod
     def forward(ctx, *args, **kwargs):
@@ -225,45 +253,53 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **kwargs):
-        from .tensor import Tensor
+        hooks = getattr(_state, "hooks", None)
+        if hooks is not None:
+            return hooks.apply(cls, inputs, kwargs)
+        return run_apply(cls, inputs, kwargs)
 
-        arrays = []
-        device = None
-        needs = []
-        stale = False
-        for t in inputs:
-            if isinstance(t, Tensor):
-                if device is None:
-                    device = t.device
-                elif t.device != device:
-                    raise ValueError(
-                        f"{cls.__name__.lower()}: inputs live on different devices "
-                        f"({device} and {t.device}); move them with .to(device) first"
-                    )
-                arrays.append(t.array)
-                needs.append(t.requires_grad)
-                if t._version[1]:
-                    stale = True
-            else:
-                arrays.append(t)
-                needs.append(False)
-        if device is not None:
-            _check_raw_arrays(cls, device, arrays, kwargs)
-        record = is_grad_enabled() and any(needs)
-        ctx = Context(tuple(needs))
-        out = cls.forward(ctx, *arrays, **kwargs)
-        multi = isinstance(out, tuple)
-        outs = out if multi else (out,)
-        node = None
-        if record:
-            if stale:
-                raise _stale_error(cls.__name__.lower())
-            node = Node(cls, ctx, list(inputs), [(o.shape, o.dtype) for o in outs])
-        results = tuple(Tensor._make(o, device, node, i) for i, o in enumerate(outs))
-        _share_views(results, inputs)
-        if record and ctx.saved:
-            node.checks = _saved_checks(ctx.saved, inputs, results)
-        return results if multi else results[0]
+
+def run_apply(cls, inputs, kwargs):
+    """``cls.apply(*inputs, **kwargs)`` without the hooks."""
+    from .tensor import Tensor
+
+    arrays = []
+    device = None
+    needs = []
+    stale = False
+    for t in inputs:
+        if isinstance(t, Tensor):
+            if device is None:
+                device = t.device
+            elif t.device != device:
+                raise ValueError(
+                    f"{cls.__name__.lower()}: inputs live on different devices "
+                    f"({device} and {t.device}); move them with .to(device) first"
+                )
+            arrays.append(t.array)
+            needs.append(t.requires_grad)
+            if t._version[1]:
+                stale = True
+        else:
+            arrays.append(t)
+            needs.append(False)
+    if device is not None:
+        _check_raw_arrays(cls, device, arrays, kwargs)
+    record = is_grad_enabled() and any(needs)
+    ctx = Context(tuple(needs))
+    out = cls.forward(ctx, *arrays, **kwargs)
+    multi = isinstance(out, tuple)
+    outs = out if multi else (out,)
+    node = None
+    if record:
+        if stale:
+            raise _stale_error(cls.__name__.lower())
+        node = Node(cls, ctx, list(inputs), [(o.shape, o.dtype) for o in outs])
+    results = tuple(Tensor._make(o, device, node, i) for i, o in enumerate(outs))
+    _share_views(results, inputs)
+    if record and ctx.saved:
+        node.checks = _saved_checks(ctx.saved, inputs, results)
+    return results if multi else results[0]
 
 
 def _check_raw_arrays(fn, device, arrays, kwargs):
@@ -291,6 +327,14 @@ def apply_inplace(fn, target, *others, name, **kwargs):
     into ``target.array`` (an in-place op: ``add_``, ``x[i] = v``); bump the version; with grad
     mode on and a gradient involved, record a node and rebase ``target`` onto it (see the
     module docstring). Returns ``target``."""
+    hooks = getattr(_state, "hooks", None)
+    if hooks is not None:
+        return hooks.apply_inplace(fn, target, others, name, kwargs)
+    return run_inplace(fn, target, others, name, kwargs)
+
+
+def run_inplace(fn, target, others, name, kwargs):
+    """``apply_inplace`` without the hooks."""
     from .tensor import Tensor
 
     version = target._version
@@ -413,6 +457,7 @@ def backward(tensor, grad, retain_graph=False):
         if tensor.requires_grad:
             tensor._accumulate(grad)
         return
+    hooks = getattr(_state, "hooks", None)
     pending = {id(root): [None] * len(root.out_meta)}
     pending[id(root)][tensor._slot] = grad
     for node in _topological_order(root):
@@ -433,7 +478,7 @@ def backward(tensor, grad, retain_graph=False):
             g if g is not None else xp.zeros(shape, dtype=dtype)
             for g, (shape, dtype) in zip(grads, node.out_meta)
         ]
-        in_grads = node.fn.backward(node.ctx, *grads)
+        in_grads = node.fn.backward(node.ctx, *grads) if hooks is None else hooks.backward(node, grads)
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
         inputs = node.inputs

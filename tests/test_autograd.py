@@ -234,3 +234,35 @@ def test_host_data_next_to_a_device_tensor_moves_over(device):
 def test_backward_refuses_a_gradient_on_another_device():
     y = dn.ones(2, device="sim", requires_grad=True) * 2
     assert_raises_naming(ValueError, lambda: y.backward(dn.ones(2)), "gradient", "cpu", "sim")
+
+
+def test_op_hooks_see_this_threads_ops_forward_and_backward_and_nest():
+    import threading
+
+    from divenet import autograd
+
+    seen, grads = [], []
+
+    class Watch(autograd.OpHooks):
+        def apply(self, cls, inputs, kwargs):
+            seen.append(cls.__name__)
+            return super().apply(cls, inputs, kwargs)
+
+        def backward(self, node, g):
+            grads.append(node.fn.__name__)
+            return super().backward(node, g)
+
+    x = dn.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    other = []
+    with Watch() as outer:
+        t = threading.Thread(target=lambda: other.append(dn.relu(x)))  # another thread: untouched
+        t.start()
+        t.join()
+        y = (dn.relu(x) * 2).sum()
+        with autograd.OpHooks():  # nested: the inner (plain) hooks see the ops, then outer again
+            dn.tanh(x)
+        assert autograd.current_hooks() is outer
+        y.backward()
+    assert autograd.current_hooks() is None
+    assert len(seen) == 3 and "Tanh" not in seen and seen.count(seen[0]) == 1
+    assert len(grads) == 3 and other and x.grad.tolist() == [2.0, 0.0, 2.0]

@@ -1,10 +1,10 @@
 """ONNX export: trace one eval-mode forward pass, then write each recorded op as ONNX nodes.
 
 Tracing: every divenet op goes through ``Function.apply`` (autograd.py), so while a trace runs
-that method is wrapped by one that appends each application (op class, inputs, options,
-outputs, and the module path it ran in) to a list held by the tracing thread; other threads
-pass straight through. Residual adds, concatenations, flatten, channel shuffle and custom
-forwards are therefore recorded as they run, whatever module wrote them. An in-place op in the
+an ``autograd.OpHooks`` of the tracing thread appends each application (op class, inputs,
+options, outputs, and the module path it ran in) to a list; other threads run untouched.
+Residual adds, concatenations, flatten, channel shuffle and custom forwards are therefore
+recorded as they run, whatever module wrote them. An in-place op in the
 forward is refused (its effect would be lost).
 
 Dynamic batch: the forward runs twice, at the example's batch size b and at b + 1; the axes
@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import inspect
 import json
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from .. import autograd
-from ..autograd import Function, no_grad
+from ..autograd import no_grad
 from ..backend import cpu, transfer
 from ..tensor import Tensor
 from .ops import EXPORT, ExportError
@@ -33,12 +31,6 @@ __all__ = ["export", "ExportError", "DEFAULT_OPSET"]
 DEFAULT_OPSET = 17
 MIN_OPSET = 13  # Unsqueeze/Squeeze/Split/ReduceSum take axes as inputs from here on
 
-_local = threading.local()
-_patch_lock = threading.Lock()
-_patch_users = 0
-_original_apply = Function.__dict__["apply"]
-_apply = _original_apply.__func__
-_apply_inplace = autograd.apply_inplace
 _signatures = {}
 
 
@@ -82,46 +74,28 @@ def _module_path():
     return path(stack) if stack and len(stack) > 1 else ""
 
 
-def _traced_apply(cls, *inputs, **kwargs):
-    ops = getattr(_local, "ops", None)
-    if ops is None or _local.depth:
-        return _apply(cls, *inputs, **kwargs)
-    _local.depth += 1  # an op that applies others inside its own apply is recorded once
-    try:
-        out = _apply(cls, *inputs, **kwargs)
-    finally:
-        _local.depth -= 1
-    ops.append(_Op(cls, inputs, kwargs, out if isinstance(out, tuple) else (out,), _module_path()))
-    return out
+class _Recorder(autograd.OpHooks):
+    """Appends each op application of this thread to ``ops``; refuses in-place ops."""
 
+    def __init__(self, ops):
+        self.ops, self.depth = ops, 0
 
-def _traced_apply_inplace(fn, target, *others, name, **kwargs):
-    if getattr(_local, "ops", None) is not None:
+    def apply(self, cls, inputs, kwargs):
+        if self.depth:
+            return autograd.run_apply(cls, inputs, kwargs)
+        self.depth += 1  # an op that applies others inside its own apply is recorded once
+        try:
+            out = autograd.run_apply(cls, inputs, kwargs)
+        finally:
+            self.depth -= 1
+        self.ops.append(_Op(cls, inputs, kwargs, out if isinstance(out, tuple) else (out,), _module_path()))
+        return out
+
+    def apply_inplace(self, fn, target, others, name, kwargs):
         where = _module_path()
         raise ExportError(f"{where + ': ' if where else ''}the forward pass changes a tensor in place "
                           f"({name}); an exported graph has no in-place ops: write it out of place "
                           "(x = x + y)")
-    return _apply_inplace(fn, target, *others, name=name, **kwargs)
-
-
-@contextmanager
-def _recording(ops):
-    global _patch_users
-    with _patch_lock:
-        if _patch_users == 0:
-            Function.apply = classmethod(_traced_apply)
-            autograd.apply_inplace = _traced_apply_inplace
-        _patch_users += 1
-    _local.ops, _local.depth = ops, 0
-    try:
-        yield
-    finally:
-        _local.ops = None
-        with _patch_lock:
-            _patch_users -= 1
-            if _patch_users == 0:
-                Function.apply = _original_apply
-                autograd.apply_inplace = _apply_inplace
 
 
 def _flat_outputs(out):
@@ -137,7 +111,7 @@ def _flat_outputs(out):
 
 def _trace(model, inputs):
     ops = []
-    with no_grad(), _recording(ops):
+    with no_grad(), _Recorder(ops):
         out = model(*inputs)
     return ops, _flat_outputs(out)
 
