@@ -2,6 +2,8 @@
 
 Every request is checked before it reaches the batcher; a bad one is answered 4xx with
 ``{"error": "..."}`` naming what was wrong (KServe's error body), and never reaches the engine.
+Infer takes JSON tensors or, in Triton's binary tensor extension, a JSON header followed by the
+raw FP32 bytes (``Inference-Header-Content-Length``), and answers in the same way when asked.
 Bodies are read with a size limit (413) and a time limit (408), so a client that stops sending
 halfway holds its connection for at most ``read_timeout_s``. JSON parsing, tensor checks and
 image decoding run on worker threads, inference on the batcher's thread: the event loop only
@@ -118,10 +120,74 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _parse_infer(body, st):
-    """The input tensor of a KServe v2 infer request (N, C, H, W) float32, and the request's id."""
+def _split_binary(body, headers):
+    """The JSON header and the binary tail of a request in KServe's binary tensor extension
+    (Triton's ``Inference-Header-Content-Length``: that many bytes of JSON, then the raw
+    tensor bytes); a plain JSON request has no tail (None)."""
+    length = headers.get("inference-header-content-length")
+    if length is None:
+        return body, None
+    if not length.isdigit():
+        raise APIError(400, f"Inference-Header-Content-Length {length!r} is not a byte count")
+    if int(length) > len(body):
+        raise APIError(400, f"Inference-Header-Content-Length is {int(length):,}, but the body has only "
+                            f"{len(body):,} bytes")
+    return body[:int(length)], body[int(length):]
+
+
+def _params(d, where):
+    params = d.get("parameters", {})
+    if not isinstance(params, dict):
+        raise APIError(400, f"{where}.parameters must be an object, got {type(params).__name__}")
+    return params
+
+
+def _tensor_values(t, shape, tail):
+    """The FP32 values of input tensor ``t`` of ``shape``: from the binary tail when its
+    parameters give ``binary_data_size``, else from its JSON ``data`` list."""
+    need = math.prod(shape)
+    size = _params(t, "inputs[0]").get("binary_data_size")
+    if size is not None:
+        if tail is None:
+            raise APIError(400, "inputs[0].parameters.binary_data_size is set, but the request has no "
+                                "Inference-Header-Content-Length header saying where its JSON ends")
+        if "data" in t:
+            raise APIError(400, "inputs[0] has both 'data' and parameters.binary_data_size; send one")
+        if not _is_int(size) or size != 4 * need:
+            raise APIError(400, f"inputs[0].parameters.binary_data_size is {size!r}; shape {shape} of FP32 "
+                                f"takes {4 * need:,} bytes")
+        if len(tail) != size:
+            raise APIError(400, f"the body has {len(tail):,} bytes after its JSON header; "
+                                f"inputs[0].parameters.binary_data_size says {size:,}")
+        return np.frombuffer(tail, dtype="<f4").astype(np.float32).reshape(shape)
+    if tail:
+        raise APIError(400, f"the body has {len(tail):,} bytes after its JSON header, but no input "
+                            "declares them (parameters.binary_data_size)")
+    if "data" not in t:
+        raise APIError(400, "inputs[0] has no 'data' field (nor parameters.binary_data_size)")
+    data = t["data"]
+    if not isinstance(data, list):
+        raise APIError(400, f"inputs[0].data must be a list of numbers, got {type(data).__name__}")
+    try:
+        arr = np.asarray(data)
+    except (ValueError, TypeError, RecursionError):
+        raise APIError(400, "inputs[0].data is not a flat or rectangular nested list of numbers") from None
+    if arr.dtype.kind not in "iuf" or (arr.size == 0 and need != 0):
+        what = {"b": "booleans", "U": "strings", "O": "mixed or non-numeric values"}.get(arr.dtype.kind, arr.dtype)
+        raise APIError(400, f"inputs[0].data must hold FP32 numbers, got {what}")
+    if arr.size != need or (arr.ndim > 1 and list(arr.shape) != shape):
+        raise APIError(400, f"inputs[0].data holds {arr.size} values in shape {list(arr.shape)}; "
+                            f"shape {shape} needs {need}")
+    with np.errstate(over="ignore"):
+        return arr.astype(np.float32).reshape(shape)
+
+
+def _parse_infer(body, headers, st):
+    """The input tensor (N, C, H, W) float32 of a KServe v2 infer request (JSON, or with the
+    binary tensor extension), its id, and whether the output goes back as binary."""
     engine = st.engine
-    req = _json(body)
+    header, tail = _split_binary(body, headers)
+    req = _json(header)
     expect = f"[-1, {', '.join(map(str, engine.input_shape))}]"
     if not isinstance(req, dict):
         raise APIError(400, f"request body must be a JSON object with an 'inputs' list, got {type(req).__name__}")
@@ -136,7 +202,7 @@ def _parse_infer(body, st):
     if not isinstance(t, dict):
         raise APIError(400, f"inputs[0] must be an object with name, shape, datatype and data, got "
                             f"{type(t).__name__}")
-    for field in ("name", "shape", "datatype", "data"):
+    for field in ("name", "shape", "datatype"):
         if field not in t:
             raise APIError(400, f"inputs[0] has no {field!r} field")
     if t["name"] != engine.input_name:
@@ -155,31 +221,23 @@ def _parse_infer(body, st):
     if not 1 <= n <= st.max_batch:
         raise APIError(400, f"inputs[0].shape {shape}: a batch of {n}; this server takes 1 to "
                             f"{st.max_batch} per request (--max-batch)")
-    data = t["data"]
-    if not isinstance(data, list):
-        raise APIError(400, f"inputs[0].data must be a list of numbers, got {type(data).__name__}")
-    try:
-        arr = np.asarray(data)
-    except (ValueError, TypeError, RecursionError):
-        raise APIError(400, "inputs[0].data is not a flat or rectangular nested list of numbers") from None
-    if arr.dtype.kind not in "iuf" or (arr.size == 0 and math.prod(shape) != 0):
-        what = {"b": "booleans", "U": "strings", "O": "mixed or non-numeric values"}.get(arr.dtype.kind, arr.dtype)
-        raise APIError(400, f"inputs[0].data must hold FP32 numbers, got {what}")
-    if arr.size != math.prod(shape) or (arr.ndim > 1 and list(arr.shape) != shape):
-        raise APIError(400, f"inputs[0].data holds {arr.size} values in shape {list(arr.shape)}; "
-                            f"shape {shape} needs {math.prod(shape)}")
-    with np.errstate(over="ignore"):
-        x = arr.astype(np.float32).reshape(shape)
+    x = _tensor_values(t, shape, tail)
     if not np.isfinite(x).all():
         raise APIError(400, "inputs[0].data holds NaN, infinity or values beyond FP32's range")
+    binary_out = _params(req, "request").get("binary_data_output", False)
     outputs = req.get("outputs")
-    if outputs is not None and (not isinstance(outputs, list) or not all(
-            isinstance(o, dict) and o.get("name") == engine.output_name for o in outputs)):
-        raise APIError(400, f"'outputs' may only request the model's output {engine.output_name!r}, got {outputs!r}")
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(
+                isinstance(o, dict) and o.get("name") == engine.output_name for o in outputs):
+            raise APIError(400, f"'outputs' may only request the model's output {engine.output_name!r}, "
+                                f"got {outputs!r}")
+        binary_out = any(_params(o, "outputs[0]").get("binary_data", binary_out) for o in outputs)
+    if not isinstance(binary_out, bool):
+        raise APIError(400, f"binary_data / binary_data_output must be true or false, got {binary_out!r}")
     rid = req.get("id")
     if rid is not None and not isinstance(rid, str):
         raise APIError(400, f"'id' must be a string, got {rid!r}")
-    return x, rid
+    return x, rid, binary_out
 
 
 async def _image_bytes(request, body):
@@ -279,7 +337,8 @@ async def ping(request):  # TorchServe's health check
 async def server_metadata(request):
     from .. import __version__
 
-    return JSONResponse({"name": "divenet", "version": __version__, "extensions": []})
+    return JSONResponse({"name": "divenet", "version": __version__,
+                         "extensions": ["binary_tensor_data"]})
 
 
 async def model_metadata(request):
@@ -302,14 +361,20 @@ async def model_ready(request):
 async def infer(request):
     st = _model(request)
     body = await _read_body(request, st)
-    x, rid = await run_in_threadpool(_parse_infer, body, st)
+    x, rid, binary_out = await run_in_threadpool(_parse_infer, body, request.headers, st)
     out = await _infer(st, x)
-    reply = {"model_name": st.name, "model_version": "1",
-             "outputs": [{"name": st.engine.output_name, "datatype": "FP32", "shape": list(out.shape),
-                          "data": out.ravel().tolist()}]}
+    tensor = {"name": st.engine.output_name, "datatype": "FP32", "shape": list(out.shape)}
+    reply = {"model_name": st.name, "model_version": "1", "outputs": [tensor]}
     if rid is not None:
         reply["id"] = rid
-    return JSONResponse(reply)
+    if not binary_out:
+        tensor["data"] = out.ravel().tolist()
+        return JSONResponse(reply)
+    raw = np.ascontiguousarray(out, dtype="<f4").tobytes()
+    tensor["parameters"] = {"binary_data_size": len(raw)}
+    header = json.dumps(reply, separators=(",", ":")).encode()
+    return Response(header + raw, media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(header))})
 
 
 async def predict(request):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import socket
 import threading
 import time
@@ -76,6 +77,27 @@ class Served:
 def infer_body(x, name="input", **extra):
     return {"inputs": [{"name": name, "shape": list(x.shape), "datatype": "FP32",
                         "data": np.asarray(x, np.float32).ravel().tolist()}], **extra}
+
+
+def binary_body(x, name="input", binary_output=False, **extra):
+    """(content, headers) of an infer request in KServe's binary tensor extension."""
+    raw = np.ascontiguousarray(x, "<f4").tobytes()
+    req = {"inputs": [{"name": name, "shape": list(x.shape), "datatype": "FP32",
+                       "parameters": {"binary_data_size": len(raw)}}], **extra}
+    if binary_output:
+        req["parameters"] = {"binary_data_output": True}
+    header = json.dumps(req).encode()
+    return header + raw, {"inference-header-content-length": str(len(header)),
+                          "content-type": "application/octet-stream"}
+
+
+def read_binary_reply(r):
+    """(JSON header, output array) of a binary-extension reply."""
+    n = int(r.headers["inference-header-content-length"])
+    header = json.loads(r.content[:n])
+    (o,) = header["outputs"]
+    assert o["parameters"]["binary_data_size"] == len(r.content) - n and "data" not in o
+    return header, np.frombuffer(r.content[n:], "<f4").reshape(o["shape"])
 
 
 def png(width, height, mode="L", seed=0):

@@ -26,6 +26,15 @@ def _raw(obj):
     return json.dumps(obj).encode()
 
 
+def _binary(x_bytes=64, declared=64, header_length=None, **tensor):
+    """(content, headers) of a binary-extension request, with its sizes set as given."""
+    t = {"name": "input", "shape": [1, 1, 4, 4], "datatype": "FP32",
+         "parameters": {"binary_data_size": declared}, **tensor}
+    header = _raw({"inputs": [{k: v for k, v in t.items() if v is not ...}]})
+    length = str(len(header)) if header_length is None else header_length
+    return header + b"\0" * x_bytes, {"inference-header-content-length": length}
+
+
 def _gif():
     buf = io.BytesIO()
     Image.new("L", (4, 4)).save(buf, "GIF")
@@ -90,6 +99,23 @@ def bad_requests(rng):
         ("POST", INFER, _raw({**_body(), "outputs": [{"name": "probs"}]}), {}, 400,
          "'outputs' may only request the model's output 'logits'"),
         ("POST", INFER, _raw({**_body(), "id": 7}), {}, 400, "'id' must be a string, got 7"),
+        # the binary tensor extension
+        ("POST", INFER, *_binary(header_length="ten"), 400, "Inference-Header-Content-Length 'ten' is not a byte count"),
+        ("POST", INFER, *_binary(header_length="5000"), 400, "Inference-Header-Content-Length is 5,000, but the body"),
+        ("POST", INFER, *_binary(x_bytes=60), 400, "the body has 60 bytes after its JSON header; "
+                                                   "inputs[0].parameters.binary_data_size says 64"),
+        ("POST", INFER, *_binary(declared=60, x_bytes=60), 400, "binary_data_size is 60; shape [1, 1, 4, 4] of "
+                                                                 "FP32 takes 64 bytes"),
+        ("POST", INFER, *_binary(declared="64"), 400, "binary_data_size is '64'"),
+        ("POST", INFER, *_binary(data=[0.5] * 16), 400, "has both 'data' and parameters.binary_data_size"),
+        ("POST", INFER, *_binary(parameters=[1]), 400, "inputs[0].parameters must be an object, got list"),
+        ("POST", INFER, _binary()[0], {}, 400, "request body is not valid JSON"),
+        ("POST", INFER, _raw(_body(data=..., parameters={"binary_data_size": 64})), {}, 400,
+         "has no Inference-Header-Content-Length header"),
+        ("POST", INFER, _raw(_body()) + b"xx", {"inference-header-content-length": str(len(_raw(_body())))}, 400,
+         "the body has 2 bytes after its JSON header, but no input declares them"),
+        ("POST", INFER, _raw({**_body(), "parameters": {"binary_data_output": "yes"}}), {}, 400,
+         "binary_data / binary_data_output must be true or false, got 'yes'"),
         ("POST", INFER, big, {}, 413, "request body of 3,000 bytes is over the limit of 2,048 bytes"),
         ("POST", INFER, iter([big[:1000]] * 3), {}, 413, "request body is over the limit of 2,048 bytes"),
         ("POST", "/v2/models/other/infer", _raw(_body()), {}, 404, "model 'other' not found; this server serves 'toy'"),

@@ -11,7 +11,7 @@ import divenet as dn
 import divenet.functional as F
 from divenet.data.images import read_image
 
-from .helpers import CLASSES, client, infer_body, png
+from .helpers import CLASSES, binary_body, client, infer_body, png, read_binary_reply
 
 
 def _direct(model, x):
@@ -68,6 +68,28 @@ def test_infer_takes_nested_data_and_requested_outputs(serve, lenet):
         r = c.post("/v2/models/lenet/infer", json=body)
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(np.array(r.json()["outputs"][0]["data"]), _direct(model, x)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("binary_output", [False, True])
+def test_infer_in_the_binary_tensor_extension_equals_json(serve, lenet, binary_output):
+    engine, model = lenet
+    s = serve(engine)
+    x = np.random.default_rng(2).random((2, 1, 28, 28), dtype=np.float32)
+    content, headers = binary_body(x, binary_output=binary_output, id="bin-1")
+    with client(s.url) as c:
+        assert "binary_tensor_data" in c.get("/v2").json()["extensions"]
+        r = c.post("/v2/models/lenet/infer", content=content, headers=headers)
+        as_json = c.post("/v2/models/lenet/infer", json=infer_body(x)).json()["outputs"][0]["data"]
+    assert r.status_code == 200, r.text
+    if binary_output:
+        assert r.headers["content-type"] == "application/octet-stream"
+        header, out = read_binary_reply(r)
+    else:
+        header = r.json()
+        out = np.array(header["outputs"][0]["data"]).reshape(header["outputs"][0]["shape"])
+    assert header["id"] == "bin-1" and header["outputs"][0]["shape"] == [2, 10]
+    np.testing.assert_allclose(out, _direct(model, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out.ravel(), np.float32(as_json))
 
 
 @pytest.mark.parametrize("multipart", [False, True])
