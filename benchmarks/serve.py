@@ -5,6 +5,11 @@ SIGTERM after its cases; traffic is bounded by a request count and a time cap pe
 
     python -m benchmarks.serve [--requests 256] [--time-cap 60] [--concurrency 1,8,32]
                                [--engines divenet,onnxruntime] [--batches 1,32] [--json PATH]
+                               [--payload binary|json]
+
+The requests carry the image as raw FP32 bytes (KServe's binary tensor extension) by default;
+``--payload json`` sends it as a JSON list of 27,648 numbers instead, whose parsing then costs
+more than the inference (see docs/serving.md).
 
 Targets it reports: batching gives >= 2.5x the throughput of batch-1 serving at concurrency 32;
 p99 <= max-delay + 3 x one batch's compute time (the engine's mean time per batch in that case,
@@ -90,9 +95,46 @@ def _client(url):
     return httpx.Client(base_url=url, timeout=300, transport=transport)
 
 
-def run_case(server, path, body, concurrency, requests, time_cap):
-    """``requests`` POSTs of ``body`` from ``concurrency`` threads (stopping at ``time_cap`` s);
-    returns throughput, latency percentiles and the engine's batches during the case."""
+def compute_ceiling(ckpt, engine, shape, max_batch, rounds=5):
+    """The most that batching can give an engine, measured in this process without a server:
+    its time per sample at batch 1 over its time per sample at batch ``max_batch`` (medians of
+    alternating rounds). A server's batched throughput can beat batch-1 serving by more only if
+    batch-1 serving wastes time outside the engine."""
+    from divenet.cli import _load_model
+    from divenet.serve import open_engine
+
+    e = open_engine(ckpt, engine, load_checkpoint=lambda p: _load_model(p, "cpu", False))
+    rng = np.random.default_rng(1)
+    one, many = rng.random((1, *shape[1:]), dtype=np.float32), rng.random((max_batch, *shape[1:]), dtype=np.float32)
+    e.infer(one), e.infer(many)  # warm-up
+    t1, tn = [], []
+    for _ in range(rounds):
+        for x, times in ((one, t1), (many, tn)):
+            t0 = time.perf_counter()
+            e.infer(x)
+            times.append(time.perf_counter() - t0)
+    per1, pern = statistics.median(t1), statistics.median(tn) / max_batch
+    return {"engine": engine, "batch1_ms": per1 * 1e3, f"batch{max_batch}_ms_per_sample": pern * 1e3,
+            "ceiling": per1 / pern}
+
+
+def request_body(x, name, payload):
+    """(content, headers) of one infer request for input ``name``."""
+    tensor = {"name": name, "shape": list(x.shape), "datatype": "FP32"}
+    if payload == "json":
+        return json.dumps({"inputs": [{**tensor, "data": x.ravel().tolist()}]}).encode(), {
+            "content-type": "application/json"}
+    raw = np.ascontiguousarray(x, "<f4").tobytes()
+    header = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    return header + raw, {"content-type": "application/octet-stream",
+                          "inference-header-content-length": str(len(header))}
+
+
+def run_case(server, path, request, concurrency, requests, time_cap):
+    """``requests`` POSTs of ``request`` (content, headers) from ``concurrency`` threads (stopping
+    at ``time_cap`` s); returns throughput, latency percentiles and the engine's batches during
+    the case."""
+    body, headers = request
     count = [0]
     lock = threading.Lock()
     latencies, errors = [], []
@@ -108,7 +150,7 @@ def run_case(server, path, body, concurrency, requests, time_cap):
                         return
                     count[0] += 1
                 t0 = time.perf_counter()
-                r = c.post(path, content=body, headers={"content-type": "application/json"})
+                r = c.post(path, content=body, headers=headers)
                 dt = time.perf_counter() - t0
                 with lock:
                     (latencies if r.status_code == 200 else errors).append(dt if r.status_code == 200 else r.text)
@@ -147,17 +189,18 @@ def main(argv=None):
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--channels", type=int, default=3)
+    ap.add_argument("--payload", choices=("binary", "json"), default="binary",
+                    help="the image as raw FP32 bytes (default) or as a JSON list")
     ap.add_argument("--json", default="benchmarks/serve.json")
     args = ap.parse_args(argv)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     shape = (1, args.channels, args.size, args.size)
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    body = json.dumps({"inputs": [{"name": "input", "shape": list(shape), "datatype": "FP32",
-                                   "data": x.ravel().tolist()}]}).encode()
     rows = []
     print(f"divenet serve load test: {args.model} {args.channels}x{args.size}x{args.size}, {args.requests} "
-          f"requests per case (cap {args.time_cap:g} s), max delay {args.max_delay_ms:g} ms, {os.cpu_count()} CPUs")
+          f"requests per case (cap {args.time_cap:g} s), max delay {args.max_delay_ms:g} ms, {args.payload} "
+          f"payload, {os.cpu_count()} CPUs")
     print(f"  {'engine':<12} {'batch':>5} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'batches':>7} {'mean bs':>7} {'batch ms':>8} {'err':>4}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,7 +213,7 @@ def main(argv=None):
 
                     # the ONNX input's name is the exporter's: ask the metadata
                     name = httpx.get(f"{server.url}/v2/models/{args.model}").json()["inputs"][0]["name"]
-                    case_body = body if name == "input" else body.replace(b'"name": "input"', f'"name": "{name}"'.encode(), 1)
+                    case_body = request_body(x, name, args.payload)
                     path = f"/v2/models/{args.model}/infer"
                     run_case(server, path, case_body, 1, 2, args.time_cap)  # warm-up
                     for c in concurrencies:
@@ -182,6 +225,16 @@ def main(argv=None):
                               f"{row['batch_compute_ms']:>8.1f} {row['errors']:>4}", flush=True)
                 finally:
                     server.stop()
+    print("compute ceiling (the engine alone, no server): time per sample at batch 1 / at batch "
+          f"{max(batches)}")
+    ceilings = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = make_checkpoint(tmp, args.model, args.size, args.channels)
+        for engine in args.engines.split(","):
+            ceilings.append(compute_ceiling(ckpt, engine, shape, max(batches)))
+            c = ceilings[-1]
+            print(f"  {engine:<12} {c['batch1_ms']:8.1f} ms / {c[f'batch{max(batches)}_ms_per_sample']:6.1f} ms "
+                  f"per sample = {c['ceiling']:.2f}x", flush=True)
     targets = []
     for engine in args.engines.split(","):
         def find(b, c):
@@ -209,7 +262,8 @@ def main(argv=None):
         from common import environment
 
     Path(args.json).write_text(json.dumps({"environment": environment(), "model": args.model,
-                                           "input": list(shape[1:]), "rows": rows, "targets": targets}, indent=1))
+                                           "input": list(shape[1:]), "payload": args.payload, "rows": rows,
+                                           "compute_ceiling": ceilings, "targets": targets}, indent=1))
     print(f"wrote {args.json}")
 
 
