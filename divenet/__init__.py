@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 # subpackages and heavy modules, imported on first use (module __getattr__, PEP 562)
 _LAZY_MODULES = {"nn", "optim", "functional", "utils", "data", "io", "models", "train", "ops",
                  "cli", "onnx", "compile", "serve", "distributed", "sim", "cuda"}
-_LAZY_NAMES = {"save": "io.serialize", "load": "io.serialize"}
+_LAZY_NAMES = {"save": "io.serialize", "load": "io.serialize", "checkpoint": "utils.checkpoint"}
 
 
 def __getattr__(name):
