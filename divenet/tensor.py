@@ -75,6 +75,16 @@ class _HookHandle:
         self._hooks.pop(self._key, None)
 
 
+
+def _value_read(t, what):
+    """A host read of ``t``'s values: a tracer (dn.compile) refuses it for traced tensors."""
+    hooks = autograd.current_hooks()
+    if hooks is not None:
+        read = getattr(hooks, "value_read", None)
+        if read is not None:
+            read(t, what)
+
+
 class Tensor:
     # _version: [version, stale], shared with views (autograd.py); _base: the tensor a view was
     # made from, and _view_index its index for x[index]: set only on views (read with getattr);
@@ -215,12 +225,14 @@ class Tensor:
     # ---- conversion ---------------------------------------------------------------------------
     def numpy(self):
         """The values as a NumPy array (like PyTorch's .detach().cpu().numpy())."""
+        _value_read(self, "numpy()")
         return transfer(self.array, CPU)
 
     def __array__(self, dtype=None, copy=None):
         """NumPy and matplotlib take CPU tensors; a GPU tensor must be moved first, as in PyTorch."""
         if self.device != CPU:
             raise TypeError(f"can't convert a {self.device} tensor to a NumPy array; use .cpu() or .numpy() first")
+        _value_read(self, "np.asarray()")
         a = self.array
         if dtype is not None and np.dtype(dtype) != a.dtype:
             if copy is False:
@@ -237,11 +249,13 @@ class Tensor:
         return str(self)
 
     def item(self):
+        _value_read(self, "item()")
         if self.array.size != 1:
             raise ValueError(f"item: only a tensor with one element converts to a number, got shape {self.shape}")
         return self.array.reshape(-1)[0].item()
 
     def tolist(self):
+        _value_read(self, "tolist()")
         return self.numpy().tolist()
 
     def to(self, device=None, dtype=None):
@@ -331,6 +345,7 @@ class Tensor:
         return f"tensor({body}{extra})"
 
     def __bool__(self):
+        _value_read(self, "bool()")
         if self.array.size != 1:
             raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous")
         return bool(self.array.reshape(-1)[0])

@@ -1,0 +1,251 @@
+"""The executor of ``dn.compile``: replays a planned ``Graph`` on raw arrays.
+
+A ``Program`` turns the graph's nodes into steps (value ids become indices into one list of
+arrays, ``env``) and runs each op's ``forward(ctx, *arrays, **options)`` directly: no Tensor
+or autograd ``Node`` per op, which is most of eager mode's cost on small models.
+
+To autograd the whole replay is one op, ``CompiledGraph``: its forward runs the steps and
+keeps each op's context, its backward runs the ops' ``backward(ctx, ...)`` in reverse order,
+accumulating gradients per value, and returns the gradients of the call's inputs and of the
+parameters (which are its inputs too), so ``loss.backward()`` and the optimizers are
+unchanged. Inference replays (no gradient involved) keep no contexts at all.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import random as _random
+from ..autograd import Context, Function
+from ..backend import array_module
+from .passes import fold_recipe, pinned, records
+
+
+class _Step:
+    __slots__ = ("cls", "fn", "ins", "outs", "kw", "dyn", "needs", "keep", "free", "single", "scalar",
+                 "inplace", "ext_target", "effect", "pinned", "in_dtypes", "out_meta", "grad_any", "bn")
+
+    def __init__(self, graph, node, hole):
+        v = graph.values
+        self.cls = node.cls
+        self.fn = node.impl or node.cls.forward
+        self.ins = [hole if i is None else i for i in node.inputs]
+        self.outs = list(node.outputs)
+        self.kw = node.kwargs
+        self.dyn = list(node.dynamic.items()) or None
+        self.needs = node.needs
+        self.grad_any = any(node.needs)
+        self.keep = False
+        self.free = ()
+        self.single = len(self.outs) == 1
+        self.scalar = any(v[o].shape == () for o in self.outs)
+        self.inplace = node.inplace
+        t = v[node.inputs[0]] if node.inplace else None
+        self.ext_target = t.ref if t is not None and t.kind == "external" else None
+        self.effect = node.effect[1] if node.effect else None
+        self.pinned = pinned(node)
+        self.bn = node.effect is not None or "running_mean" in node.dynamic
+        self.in_dtypes = [None if i is None else v[i].dtype for i in node.inputs]
+        self.out_meta = [(v[o].shape, v[o].dtype) for o in self.outs]
+
+    def options(self, again=False):
+        """The options of this call; ``again`` (a recomputation): batch norm's running
+        statistics left out, since the first run already updated them."""
+        if self.dyn is None:
+            return self.kw
+        kw = dict(self.kw)
+        for key, (kind, ref) in self.dyn:
+            if again and self.bn and key in ("running_mean", "running_var", "momentum"):
+                kw[key] = None if key != "momentum" else 0.0
+            elif kind == "tensor":
+                kw[key] = ref.array
+            elif kind == "rng":
+                kw[key] = _random.generator(ref)
+            else:  # bn_momentum: PyTorch's cumulative average, 1 / batches seen
+                kw[key] = 1.0 / float(ref.num_batches_tracked.array)
+        return kw
+
+
+class Program:
+    """A graph ready to run: ``forward`` / ``backward`` (training) or ``infer``."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        plan = graph.plan
+        n = len(graph.values)
+        self.hole = n  # an env slot that stays None (absent optional inputs)
+        self.template = [None] * (n + 1)
+        for v in graph.values:
+            if v.kind == "const":
+                self.template[v.id] = v.array
+        self.records = records(graph)
+        grad_ext = [v for v in graph.externals if v.requires_grad] if self.records else []
+        self.grad_tensors = [v.ref for v in grad_ext]
+        self.arg_ids = list(graph.inputs) + [v.id for v in grad_ext]
+        self.arg_needs = [graph.values[i].requires_grad for i in self.arg_ids]
+        self.read_ext = [(v.id, v.ref) for v in graph.externals if not (self.records and v.requires_grad)]
+        self.derived = [v for v in graph.values if v.kind == "derived"]
+        self._fold_cache = {}
+        self.out_ids = list(graph.outputs)
+        self.steps = [_Step(graph, node, self.hole) for node in graph.nodes]
+        self.segments = plan.segments or [(0, len(self.steps))]
+        self.recomputed = set(plan.recomputed)
+        self.release = plan.release
+        self.segment_values = {}
+        for j, (a, b) in enumerate(self.segments):
+            if j in self.recomputed:
+                self.segment_values[j] = [o for s in self.steps[a:b] if not s.pinned for o in s.outs
+                                          if o not in self.out_ids]
+        self.release_after = plan.release_after_segment
+        for j, (a, b) in enumerate(self.segments):
+            for k in range(a, b):
+                s = self.steps[k]
+                s.keep = self.records and s.grad_any and (j not in self.recomputed or s.pinned)
+                s.free = tuple(plan.free_after[k])
+
+    # ---- forward ------------------------------------------------------------------------------
+    def _start(self, arrays):
+        env = self.template.copy()
+        for vid, a in zip(self.arg_ids, arrays):
+            env[vid] = a
+        for vid, t in self.read_ext:
+            env[vid] = t.array
+        if self.derived:
+            self._derive(env)
+        return env
+
+    def _derive(self, env):
+        for v in self.derived:
+            part, recipe = v.ref
+            params, mean, var = recipe[0], recipe[1], recipe[2]
+            tensors = [None if p is None else self.graph.values[p].ref for p in params] + [mean, var]
+            key = [(None, None) if t is None else (t.array, t._version[0]) for t in tensors]
+            hit = self._fold_cache.get(id(recipe))
+            if hit is None or any(a is not b or x != y for (a, x), (b, y) in zip(hit[0], key)):
+                arrays = [None if p is None else env[p] for p in params]
+                hit = self._fold_cache[id(recipe)] = (key, *fold_recipe(recipe, arrays))
+            env[v.id] = hit[1] if part == "w" else hit[2]
+
+    def _run(self, env, ctxs, start, stop, again=False):
+        steps = self.steps
+        for k in range(start, stop):
+            s = steps[k]
+            if again and s.pinned:
+                continue
+            if s.effect is not None and not again:
+                s.effect.num_batches_tracked.array += 1  # as the layer does before its op
+            ctx = Context(s.needs)
+            out = s.fn(ctx, *[env[i] for i in s.ins], **(s.kw if s.dyn is None else s.options(again)))
+            if s.inplace:
+                out = env[s.ins[0]]
+                if s.ext_target is not None and not again:
+                    s.ext_target._version[0] += 1
+            if s.single:
+                if s.scalar and isinstance(out, np.generic):
+                    out = np.asarray(out)  # as Tensor._make does
+                env[s.outs[0]] = out
+            else:
+                for vid, o in zip(s.outs, out):
+                    env[vid] = np.asarray(o) if s.scalar and isinstance(o, np.generic) else o
+            if again:
+                if s.grad_any:
+                    ctxs[k] = ctx
+            else:
+                if s.keep:
+                    ctxs[k] = ctx
+                if self.release:
+                    for vid in s.free:
+                        env[vid] = None
+
+    def infer(self, arrays):
+        """A replay without gradients: the output arrays."""
+        env = self._start(arrays)
+        self._run(env, None, 0, len(self.steps))
+        return tuple(env[v] for v in self.out_ids)
+
+    def forward(self, arrays):
+        env = self._start(arrays)
+        ctxs = [None] * len(self.steps)
+        self._run(env, ctxs, 0, len(self.steps))
+        return tuple(env[v] for v in self.out_ids), [env, ctxs]
+
+    # ---- backward -----------------------------------------------------------------------------
+    def backward(self, state, grads):
+        env, ctxs = state
+        steps = self.steps
+        genv = [None] * len(env)
+        for vid, g in zip(self.out_ids, grads):
+            if g is not None:
+                prev = genv[vid]
+                genv[vid] = g if prev is None else prev + g
+        release = self.release
+        for j in range(len(self.segments) - 1, -1, -1):
+            a, b = self.segments[j]
+            if j in self.recomputed:
+                self._run(env, ctxs, a, b, again=True)
+            for k in range(b - 1, a - 1, -1):
+                ctx = ctxs[k]
+                if ctx is None:
+                    continue
+                s = steps[k]
+                if release:
+                    ctxs[k] = None
+                if s.single:
+                    gs = [genv[s.outs[0]]]
+                    if gs[0] is None:
+                        continue
+                else:
+                    gs = [genv[v] for v in s.outs]
+                    if all(g is None for g in gs):
+                        continue
+                    xp = array_module(next(g for g in gs if g is not None))
+                    gs = [g if g is not None else xp.zeros(shape, dtype=dt) for g, (shape, dt) in zip(gs, s.out_meta)]
+                if release:
+                    for v in s.outs:
+                        genv[v] = None
+                res = s.cls.backward(ctx, *gs)
+                if not isinstance(res, tuple):
+                    res = (res,)
+                for vid, g, need, dt in zip(s.ins, res, s.needs, s.in_dtypes):
+                    if need and g is not None:
+                        if g.dtype != dt:
+                            g = g.astype(dt)
+                        prev = genv[vid]
+                        genv[vid] = g if prev is None else prev + g
+            if j in self.recomputed:
+                for vid in self.segment_values[j]:
+                    env[vid] = None
+                for vid in self.release_after.get(j, ()):
+                    env[vid] = None
+        if release:
+            state[0] = state[1] = None
+        return tuple(genv[v] if need else None for v, need in zip(self.arg_ids, self.arg_needs))
+
+    def versions(self):
+        return [t._version[0] for t in self.grad_tensors]
+
+    def check_versions(self, versions):
+        for t, v, vid in zip(self.grad_tensors, versions, self.arg_ids[len(self.graph.inputs):]):
+            if t._version[0] != v:
+                name = self.graph.values[vid].name
+                raise RuntimeError(
+                    f"backward: {name} (shape {tuple(t.shape)}), which the compiled graph saved for the "
+                    f"gradient, was changed by an in-place operation (now at version {t._version[0]}, "
+                    f"saved at version {v}); call backward() before optimizer.step()")
+
+
+class CompiledGraph(Function):
+    """One compiled forward, as a single autograd op (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, *arrays, program):
+        outs, state = program.forward(arrays)
+        ctx.program, ctx.state, ctx.versions = program, state, program.versions()
+        return outs
+
+    @staticmethod
+    def backward(ctx, *grads):
+        if ctx.state[1] is None:
+            raise RuntimeError("backward: this compiled graph was already freed by an earlier backward(); "
+                               "dn.compile(model, passes=...) without 'release' keeps it for retain_graph=True")
+        ctx.program.check_versions(ctx.versions)
+        return ctx.program.backward(ctx.state, grads)

@@ -1,0 +1,322 @@
+"""The graph passes of ``dn.compile``: each a small function ``pass(graph, options)`` that
+rewrites the graph in place (ir.py), switchable by name (``dn.compile(model, passes=...)``).
+
+Rewriting passes (run in this order):
+
+* ``dce``: drops nodes whose outputs nobody reads (not random ones, not ones that update
+  state such as batch norm in training).
+* ``fold_constants``: runs, once at compile time, pure nodes whose inputs are all constants
+  (tensors made inside the forward from Python numbers), keeping their results as constants.
+* ``fold_batchnorm``: in inference graphs (nothing needs a gradient), an eval-mode batch
+  norm after a convolution that only it reads becomes part of the convolution: the weights
+  ``w * gamma / sqrt(var + eps)`` and bias are *derived* values, recomputed by the executor
+  whenever a source array or its version counter changes (an optimizer step, ``no_grad``
+  in-place edits, ``load_state_dict``), never stale.
+
+Memory passes (they fill ``graph.plan``):
+
+* ``recompute`` (``recompute="sqrt"`` or a number of segments): cuts the nodes into segments
+  of about equal saved bytes; the forward keeps only the values that cross a segment
+  boundary (and what random ops drew) and re-runs each segment just before its backward.
+* ``inplace``: ReLU and Add write into an input that no later node reads, that no backward
+  context saved and that is no view of (or viewed by) another value.
+* ``release``: drops every array after its last forward reader; the backward drops each
+  node's context as soon as its backward ran. Off, the executor keeps every array of the
+  forward until the backward ends (eager mode's peak).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..autograd import Context
+from ..backend import array_module
+from .ir import Plan
+
+DEFAULT_PASSES = ("dce", "fold_constants", "fold_batchnorm", "inplace", "release")
+
+
+def records(graph):
+    """Whether replays of ``graph`` record a backward (grad mode on and a gradient involved)."""
+    return graph.grad and any(any(n.needs) for n in graph.nodes)
+
+
+def _removable(node):
+    return node.pure and node.effect is None
+
+
+# ---- rewriting passes ---------------------------------------------------------------------------
+def dce(graph, options=None):
+    """Dead-code elimination: remove pure nodes whose outputs no later node nor the graph reads."""
+    live = set(graph.outputs)
+    kept = []
+    for node in reversed(graph.nodes):
+        if _removable(node) and not any(v in live for v in node.outputs):
+            continue
+        kept.append(node)
+        live.update(v for v in node.inputs if v is not None)
+    removed = len(graph.nodes) - len(kept)
+    graph.nodes = kept[::-1]
+    graph.renumber()
+    return removed
+
+
+def fold_constants(graph, options=None):
+    """Run pure nodes whose inputs are all constants now; their outputs become constants."""
+    kept, folded = [], 0
+    for node in graph.nodes:
+        vals = [None if v is None else graph.values[v] for v in node.inputs]
+        if not _removable(node) or not vals or any(v is not None and v.kind != "const" for v in vals) \
+                or all(v is None for v in vals):
+            kept.append(node)
+            continue
+        ctx = Context((False,) * len(vals))
+        out = node.cls.forward(ctx, *[None if v is None else v.array for v in vals], **node.kwargs)
+        for vid, o in zip(node.outputs, out if isinstance(out, tuple) else (out,)):
+            v = graph.values[vid]
+            v.kind, v.array, v.producer, v.requires_grad = "const", o, None, False
+        folded += 1
+    graph.nodes = kept
+    graph.renumber()
+    return folded
+
+
+def fold_batchnorm(graph, options=None):
+    """Eval-mode batch norm folded into the convolution before it (inference graphs only)."""
+    from ..ops.conv import Conv2d
+    from ..ops.norm import BatchNorm
+
+    if records(graph):
+        return 0
+    readers = graph.readers()
+    outputs = set(graph.outputs)
+    drop, folded = set(), 0
+    for bn in graph.nodes:
+        if bn.cls is not BatchNorm or bn.kwargs.get("training") or \
+                set(bn.dynamic) != {"running_mean", "running_var"} or bn.inputs[0] is None:
+            continue
+        src = graph.values[bn.inputs[0]]
+        conv = graph.nodes[src.producer] if src.kind == "op" else None
+        if conv is None or conv.cls is not Conv2d or readers.get(src.id) != [bn.index] or src.id in outputs:
+            continue
+        params = [conv.inputs[1], conv.inputs[2] if len(conv.inputs) > 2 else None, bn.inputs[1], bn.inputs[2]]
+        if any(p is not None and graph.values[p].kind not in ("external", "const") for p in params):
+            continue
+        w = graph.values[params[0]]
+        recipe = (params, bn.dynamic["running_mean"][1], bn.dynamic["running_var"][1], bn.kwargs.get("eps", 1e-5))
+        wid = graph.add_value("derived", w.shape, w.dtype, name=f"folded weight ({bn.path or 'bn'})", ref=("w", recipe))
+        bid = graph.add_value("derived", (w.shape[0],), w.dtype, name=f"folded bias ({bn.path or 'bn'})",
+                              ref=("b", recipe))
+        conv.inputs = [conv.inputs[0], wid, bid]
+        conv.needs = (conv.needs[0], False, False)
+        conv.outputs = list(bn.outputs)
+        graph.values[bn.outputs[0]].producer = conv.index
+        src.producer = None
+        drop.add(bn.index)
+        folded += 1
+    graph.nodes = [n for n in graph.nodes if n.index not in drop]
+    graph.renumber()
+    return folded
+
+
+def fold_recipe(recipe, arrays):
+    """The folded convolution weight and bias from (w, b, gamma, beta), mean, var, eps."""
+    (w, b, gamma, beta), mean, var, eps = arrays, recipe[1].array, recipe[2].array, recipe[3]
+    xp = array_module(w)
+    dt = w.dtype.type
+    scale = 1 / xp.sqrt(var.astype(w.dtype) + dt(eps))
+    if gamma is not None:
+        scale = scale * gamma
+    shift = -mean.astype(w.dtype) * scale
+    if beta is not None:
+        shift = shift + beta
+    wf = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+    bf = shift if b is None else b * scale + shift
+    return wf, bf
+
+
+# ---- memory passes ------------------------------------------------------------------------------
+def _bn_stats(node):
+    from ..ops.norm import BatchNorm
+
+    return node.cls is BatchNorm and set(node.dynamic) <= {"running_mean", "running_var", "momentum"}
+
+
+def pinned(node):
+    """A node a recomputation must not re-run: it draws random numbers or changes state that
+    the first run already changed (kept: its context and outputs from the forward)."""
+    return bool(node.dynamic) and not _bn_stats(node)
+
+
+def recompute(graph, options):
+    """Cut the nodes into segments (see the module docstring); fills plan.segments/stored."""
+    plan = graph.plan
+    how = options.get("recompute")
+    n = len(graph.nodes)
+    if not how or not records(graph) or n < 2:
+        return 0
+    k = max(1, min(n, math.ceil(math.sqrt(n)) if how == "sqrt" else int(how)))
+    cost = [max(node.saved_bytes, 1) for node in graph.nodes]
+    total = sum(cost)
+    bounds, acc = [0], 0
+    for i, c in enumerate(cost):
+        acc += c
+        if acc >= total * len(bounds) / k and i + 1 < n and len(bounds) < k:
+            bounds.append(i + 1)
+    bounds.append(n)
+    plan.segments = [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+    seg_of = {}
+    for j, (a, b) in enumerate(plan.segments):
+        for i in range(a, b):
+            seg_of[i] = j
+    last = len(plan.segments) - 1
+    plan.recomputed = tuple(j for j, (a, b) in enumerate(plan.segments)
+                            if j != last and not any(graph.nodes[i].inplace for i in range(a, b)))
+    recomputed = set(plan.recomputed)
+    need = {}  # value id -> segments that will re-read it in a recomputation
+    for node in graph.nodes:
+        j = seg_of[node.index]
+        if j not in recomputed:
+            continue
+        for vid in node.inputs:
+            if vid is None:
+                continue
+            v = graph.values[vid]
+            if v.kind != "op" or seg_of[v.producer] != j or pinned(graph.nodes[v.producer]):
+                need.setdefault(vid, set()).add(j)
+        if pinned(node):
+            for vid in node.outputs:
+                need.setdefault(vid, set()).add(j)
+    for vid, segs in need.items():
+        plan.stored.add(vid)
+        plan.release_after_segment.setdefault(min(segs), []).append(vid)
+    return len(plan.segments)
+
+
+def inplace(graph, options=None):
+    """ReLU and Add run in place on a dead, unsaved, unaliased input (see the module docstring)."""
+    from ..ops.activation import ReLU
+    from ..ops.elementwise import Add
+
+    plan = graph.plan
+    rec = records(graph)
+    readers = graph.readers()
+    outputs = set(graph.outputs)
+    viewed = set()
+    for node in graph.nodes:
+        for j, i in node.views:
+            if not (node.inplace and j == 0 and i == 0):
+                viewed.add(node.outputs[j])
+                viewed.add(node.inputs[i])
+    saved = set()
+    if rec:
+        for node in graph.nodes:
+            saved.update(node.inputs[i] for i in node.saved_inputs)
+            saved.update(node.outputs[j] for j in node.saved_outputs)
+    group = {}  # value id -> the list of values sharing its storage (in-place chains)
+    for node in graph.nodes:
+        if node.inplace:
+            g = group.setdefault(node.inputs[0], [node.inputs[0]])
+            g.append(node.outputs[0])
+            group[node.outputs[0]] = g
+    seg = plan.segment_of if plan.segments else (lambda k: 0)
+    count = 0
+    for node in graph.nodes:
+        if node.cls is ReLU:
+            candidates = (0,)
+        elif node.cls is Add:
+            candidates = (0, 1)
+        else:
+            continue
+        out = graph.values[node.outputs[0]]
+        for i in candidates:
+            vid = node.inputs[i]
+            if vid is None:
+                continue
+            members = group.get(vid, [vid])
+            ok = True
+            for m in members:
+                v = graph.values[m]
+                if v.kind != "op" or m in outputs or m in viewed or m in saved or m in plan.stored \
+                        or readers.get(m, [node.index])[-1] > node.index or seg(v.producer) != seg(node.index):
+                    ok = False
+                    break
+            v = graph.values[vid]
+            if not ok or v.shape != out.shape or np.dtype(v.dtype) != np.dtype(out.dtype):
+                continue
+            if node.cls is Add and readers[vid].count(node.index) > 1:  # x + x
+                continue
+            node.impl = _relu_inplace if node.cls is ReLU else (_add_into_a if i == 0 else _add_into_b)
+            g = group.setdefault(vid, [vid])
+            g.append(out.id)
+            group[out.id] = g
+            count += 1
+            break
+    return count
+
+
+# in-place twins of ops/activation.py ReLU and ops/elementwise.py Add: the same arithmetic
+# (so bitwise the same values) and the same context for their backward
+def _relu_inplace(ctx, x):
+    array_module(x).maximum(x, x.dtype.type(0), out=x)
+    ctx.save_for_backward(x)
+    return x
+
+
+def _add_into_a(ctx, a, b):
+    ctx.shapes = (a.shape, b.shape)
+    array_module(a).add(a, b, out=a)
+    return a
+
+
+def _add_into_b(ctx, a, b):
+    ctx.shapes = (a.shape, b.shape)
+    array_module(b).add(a, b, out=b)
+    return b
+
+
+def release(graph, options=None):
+    """Liveness: each value is dropped after its last forward reader (see Plan)."""
+    plan = graph.plan
+    readers = graph.readers()
+    keep = set(graph.outputs) | plan.stored
+    count = 0
+    for v in graph.values:
+        if v.id in keep or v.kind not in ("op", "input", "external", "derived", "const"):
+            continue
+        r = readers.get(v.id)
+        if r:
+            last = r[-1]
+        elif v.kind == "op" and v.producer is not None:
+            last = v.producer
+        else:
+            continue
+        plan.free_after[last].append(v.id)
+        count += 1
+    plan.release = True
+    return count
+
+
+REWRITES = {"dce": dce, "fold_constants": fold_constants, "fold_batchnorm": fold_batchnorm}
+MEMORY = {"inplace": inplace, "release": release}
+ALL = tuple(REWRITES) + tuple(MEMORY)
+
+
+def run(graph, passes, options):
+    """Run the selected passes in their fixed order; fills graph.plan and graph.passes."""
+    for name, fn in REWRITES.items():
+        if name in passes:
+            fn(graph, options)
+            graph.passes.append(name)
+    if "dce" in passes and "fold_batchnorm" in passes:
+        dce(graph, options)
+    graph.plan = Plan(len(graph.nodes))
+    graph.plan.release = False
+    if recompute(graph, options):
+        graph.passes.append("recompute")
+    for name, fn in MEMORY.items():
+        if name in passes:
+            fn(graph, options)
+            graph.passes.append(name)
+    return graph
