@@ -1,11 +1,11 @@
 """Convolution (cross-correlation) as one GEMM over an im2col matrix, batch innermost.
 
 Layout. The API shape of an activation is NCHW, but the memory this kernel writes is laid out
-as (C, H, W, N), batch innermost: the output is computed as
+batch-last (ops/layout.py), (C, H, W, N): the output is computed as
 ``W2d (O, C*kh*kw) @ cols (C*kh*kw, OH*OW*N)``, which lands as (O, OH, OW, N), and is returned
-as its ``transpose(3, 0, 1, 2)`` view (no copy). The next convolution reads
-``x.transpose(1, 2, 3, 0)``, which is then contiguous; any other input is copied into that
-layout once (for a network's input: one small transposition).
+as its NCHW view (no copy). The next convolution reads that buffer in place; any other input
+is copied into that layout once (for a network's input: one small transposition). Which
+implementation runs is decided in one place, ``_choose``.
 
 im2col. ``cols[c, i, j, oh, ow, n] = xpad[c, i*dh + oh*sh, j*dw + ow*sw, n]`` is one copy per
 kernel tap (i, j) of the input rectangle it reads, plus zeros where it reads padding. With the
@@ -41,6 +41,7 @@ import numpy as np
 from .. import _native
 from ..autograd import Function
 from ..backend import array_module, constant, device_of
+from .layout import BATCH_LAST, permuted, restore, stored
 
 
 def output_size(n, k, s=1, p=0, d=1):
@@ -163,7 +164,7 @@ def _dense_forward(ctx, xh, w, b, p, pairs):
         out += b.reshape(p.O, 1, 1, 1)
     need = ctx.needs_input_grad
     ctx.save_for_backward(x2 if need[1] else None, d if need[0] else None)
-    return out.transpose(3, 0, 1, 2)
+    return out
 
 
 def _dense_backward(ctx, g):
@@ -171,7 +172,7 @@ def _dense_backward(ctx, g):
     p, pairs = ctx.plan, ctx.pairs
     xp = array_module(g)
     need = ctx.needs_input_grad
-    g2 = g.transpose(1, 2, 3, 0).reshape(p.O * p.OH * p.OW, p.N)
+    g2 = permuted(g, BATCH_LAST).reshape(p.O * p.OH * p.OW, p.N)
     gx = gw = gb = None
     if need[1]:
         gd = (g2 @ x2.T).reshape(p.O, p.OH * p.OW, p.C, p.H * p.W)
@@ -182,7 +183,7 @@ def _dense_backward(ctx, g):
     if ctx.has_bias and need[2]:
         gb = xp.einsum("on->o", g2.reshape(p.O, -1))
     if need[0]:
-        gx = (d.T @ g2).reshape(p.C, p.H, p.W, p.N).transpose(3, 0, 1, 2)
+        gx = restore((d.T @ g2).reshape(p.C, p.H, p.W, p.N), BATCH_LAST)
     return gx, gw, gb
 
 
@@ -223,31 +224,25 @@ def col2im(dcols, plan):
     return dx
 
 
-def batch_last(x):
-    """An NCHW array as (C, H, W, N), contiguous: a view of what convolutions return."""
-    xh = x.transpose(1, 2, 3, 0)
-    return xh if xh.flags.c_contiguous else array_module(x).ascontiguousarray(xh)
-
-
 def _forward(ctx, x, w, b, stride, padding, dilation, groups):
     """x (N, C, H, W), w (O, C/groups, kh, kw), b (O,) or None; stride, dilation pairs,
-    padding ((top, bottom), (left, right)). Returns (N, O, OH, OW) laid out as (O, OH, OW, N)."""
+    padding ((top, bottom), (left, right)). Returns (N, O, OH, OW) laid out batch-last."""
     plan = _Plan(x.shape, w.shape, stride, padding, dilation, groups)
-    C, N, O, G, OH, OW = plan.C, plan.N, plan.O, groups, plan.OH, plan.OW
-    P = OH * OW * N
-    K = w.shape[1] * plan.kh * plan.kw
-    xh = batch_last(x)
+    xh = stored(x, BATCH_LAST)
     ctx.plan = plan
     ctx.has_bias = b is not None
     ctx.pairs = _dense_pairs(plan, x)
-    if ctx.pairs is not None:
-        return _dense_forward(ctx, xh, w, b, plan, ctx.pairs)
-    ctx.direct = _direct(plan, xh, w, b)
-    if ctx.direct:
-        need = ctx.needs_input_grad
+    ctx.kind = _choose(plan, ctx.pairs, xh, w, b)
+    if ctx.kind == "dense":
+        return restore(_dense_forward(ctx, xh, w, b, plan, ctx.pairs), BATCH_LAST)
+    need = ctx.needs_input_grad
+    if ctx.kind == "direct":
         ctx.save_for_backward(xh if need[1] else None, w if need[0] else None)
-        return _native.conv_forward(xh, w, b, plan).transpose(3, 0, 1, 2)
-    if plan.pointwise:
+        return restore(_native.conv_forward(xh, w, b, plan), BATCH_LAST)
+    C, N, O, G, OH, OW = plan.C, plan.N, plan.O, groups, plan.OH, plan.OW
+    P = OH * OW * N
+    K = w.shape[1] * plan.kh * plan.kw
+    if ctx.kind == "pointwise":
         cols = xh.reshape(C, P)
     else:
         cols = im2col(xh, plan).reshape(C * plan.kh * plan.kw, P)
@@ -257,9 +252,29 @@ def _forward(ctx, x, w, b, stride, padding, dilation, groups):
         out = (w.reshape(G, O // G, K) @ cols.reshape(G, K, P)).reshape(O, P)
     if b is not None:
         out += b.reshape(O, 1)
-    need = ctx.needs_input_grad
     ctx.save_for_backward(cols if need[1] else None, w if need[0] else None)
-    return out.reshape(O, OH, OW, N).transpose(3, 0, 1, 2)
+    return restore(out.reshape(O, OH, OW, N), BATCH_LAST)
+
+
+def _choose(p, pairs, xh, w, b):
+    """THE dispatch of a convolution among its implementations (forward and both gradients
+    follow the same choice), with the measured reason for each branch:
+
+    - ``"dense"``: maps with fewer pixels than kernel taps (ResNet's 2x2 and 1x1 stages at
+      28x28) as one product with a dense (output pixel, input pixel) weight (``_dense_pairs``):
+      im2col there did 9/4 and 9x the needed work in zero padding (D2L ResNet-18 step at 28x28,
+      b256: 0.39 -> 0.30 s).
+    - ``"direct"``: the native kernels (divenet/_native.c, on CPUs where ``_native.fast_here``)
+      for small convolutions (LeNet's): 0.32-0.81x the time of im2col + GEMM up to
+      ``_DIRECT_MAX_OUT`` output channels and ``_DIRECT_MAX_TAPS`` taps, 1.03-1.6x beyond.
+    - ``"pointwise"``: 1x1, stride 1, no padding: the input is already the patch matrix.
+    - ``"im2col"``: everything else, one GEMM (per group) over the patch matrix.
+    """
+    if pairs is not None:
+        return "dense"
+    if _direct(p, xh, w, b):
+        return "direct"
+    return "pointwise" if p.pointwise else "im2col"
 
 
 # Where the one-thread direct kernels beat im2col + a two-thread GEMM, forward + backward
@@ -279,14 +294,14 @@ def _direct(p, xh, w, b):
 def _direct_backward(ctx, g):
     xh, w = ctx.saved
     p, need = ctx.plan, ctx.needs_input_grad
-    gh = np.ascontiguousarray(g.transpose(1, 2, 3, 0))  # a view when g is laid out (O, OH, OW, N)
+    gh = stored(g, BATCH_LAST)  # a view when g is laid out batch-last
     gx = gw = gb = None
     if need[1]:
         gw = _native.conv_weight_grad(xh, gh, p)
     if ctx.has_bias and need[2]:
         gb = np.einsum("op->o", gh.reshape(p.O, -1))
     if need[0]:
-        gx = _native.conv_input_grad(gh, w, p).transpose(3, 0, 1, 2)
+        gx = restore(_native.conv_input_grad(gh, w, p), BATCH_LAST)
     return gx, gw, gb
 
 
@@ -314,9 +329,9 @@ def _weight_grad(cols, g2):
 
 
 def _backward(ctx, g):
-    if ctx.pairs is not None:
+    if ctx.kind == "dense":
         return _dense_backward(ctx, g)
-    if ctx.direct:
+    if ctx.kind == "direct":
         return _direct_backward(ctx, g)
     cols, w = ctx.saved
     p = ctx.plan
@@ -324,7 +339,7 @@ def _backward(ctx, g):
     P = OH * OW * N
     K = C // G * kh * kw
     need = ctx.needs_input_grad
-    g2 = g.transpose(1, 2, 3, 0).reshape(O, P)  # a view when g is laid out as (O, OH, OW, N)
+    g2 = permuted(g, BATCH_LAST).reshape(O, P)  # a view when g is laid out batch-last
     gx = gw = gb = None
     if need[1]:
         if G == 1:
@@ -340,11 +355,11 @@ def _backward(ctx, g):
             dcols = w.reshape(O, K).T @ g2
         else:
             dcols = w.reshape(G, O // G, K).transpose(0, 2, 1) @ g2.reshape(G, O // G, P)
-        if p.pointwise:
+        if ctx.kind == "pointwise":
             dxh = dcols.reshape(C, p.H, p.W, N)
         else:
             dxh = col2im(dcols.reshape(C, kh, kw, OH, OW, N), p)
-        gx = dxh.transpose(3, 0, 1, 2)
+        gx = restore(dxh, BATCH_LAST)
     return gx, gw, gb
 
 

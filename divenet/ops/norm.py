@@ -1,8 +1,8 @@
 """Normalization kernels: batch norm, layer norm, local response norm.
 
 Batch norm views its input as ``(P, C, L)`` with statistics over P and L: ``(1, C, N*H*W)`` when
-the NCHW input is a view of a CNHW buffer (what convolution returns; no copy, and the output keeps
-that layout), ``(N, C, H*W)`` otherwise. On the CPU the channels go in blocks of about the L2
+the input's memory is channel-major (ops/layout.py: batch-last, what convolution returns, or
+channels-first; no copy, and the output keeps that layout), ``(N, C, H*W)`` otherwise. On the CPU the channels go in blocks of about the L2
 cache's size, so each block is read from memory once: its sum (an einsum reduction, float32
 kept), then, in the cache, the centred values are written into the output block, their sum of
 squares taken (einsum, the square never materialized) and the block scaled and shifted in place.
@@ -17,50 +17,34 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import array_module
+from .layout import BATCH_LAST, CHANNELS_FIRST, NCHW, layout_of, restore, stored
 
 _BLOCK_BYTES = 1 << 20
 
 
 # ---- batch norm --------------------------------------------------------------------------------
-def _channel_major(x):
-    """The axis order (channel axis first) in which ``x`` (N, C, ...) is C-contiguous, if its
-    memory is channel-major: what convolutions return, (C, H, W, N), or (C, N, H, W)."""
-    if x.flags.c_contiguous or x.ndim < 3:
-        return None
-    rest = [a for a in range(x.ndim) if a != 1]
-    for order in ((1, *rest), (1, *rest[1:], 0)):
-        if x.transpose(order).flags.c_contiguous:
-            return order
-    return None
-
-
 def channels_view(x):
-    """``x`` (N, C, ...) as (P, C, L) plus the way back: a channel-major input is read in
-    place as (1, C, L), anything else as a contiguous (N, C, L)."""
-    xp = array_module(x)
-    n, c = x.shape[0], x.shape[1]
-    order = _channel_major(x)
-    if order is not None:
-        moved = x.transpose(order)
-        return moved.reshape(1, c, -1), (order, moved.shape)
-    return xp.ascontiguousarray(x).reshape(n, c, -1), (None, x.shape)
+    """``x`` (N, C, ...) as (P, C, L) plus the way back: a channel-major input (batch-last or
+    channels-first, ops/layout.py) is read in place as (1, C, L), anything else as a contiguous
+    (N, C, L)."""
+    c = x.shape[1]
+    layout = layout_of(x)
+    if layout in (BATCH_LAST, CHANNELS_FIRST):
+        buf = stored(x, layout)  # a view
+        return buf.reshape(1, c, -1), (layout, buf.shape)
+    return array_module(x).ascontiguousarray(x).reshape(x.shape[0], c, -1), (NCHW, x.shape)
 
 
 def channels_like(g, layout):
     """A gradient of the input's shape in the same (P, C, L) layout as the input."""
-    xp = array_module(g)
-    order, shape = layout
-    c = g.shape[1]
-    if order is not None:
-        return xp.ascontiguousarray(g.transpose(order)).reshape(1, c, -1)
-    return xp.ascontiguousarray(g).reshape(g.shape[0], c, -1)
+    name, _ = layout
+    rows = 1 if name != NCHW else g.shape[0]
+    return stored(g, name).reshape(rows, g.shape[1], -1)
 
 
 def channels_restore(y, layout):
-    order, shape = layout
-    if order is not None:
-        return y.reshape(shape).transpose(tuple(int(a) for a in np.argsort(order)))
-    return y.reshape(shape)
+    name, shape = layout
+    return restore(y.reshape(shape), name)
 
 
 def _sum_c(u):

@@ -31,39 +31,36 @@ import numpy as np
 from ..autograd import Function
 from ..backend import array_module, constant, device_of
 from .conv import spans, window_taps
+from .layout import BATCH_LAST, CHANNELS_FIRST, NCHW, buffer, permuted, restore, stored
 
 _CHUNK_BYTES = 1 << 20  # working set per chunk of planes: about the size of one core's L2
 
 
 # ---- layout ------------------------------------------------------------------------------------
 def as_planes(x):
-    """``x`` (..., H, W) as contiguous planes (B, H, W). A 4-D NCHW view of a CNHW buffer keeps
-    the buffer's (c-major) order, without a copy. Returns ``(planes, cnhw)``."""
+    """``x`` (..., H, W) as contiguous planes (B, H, W). A channels-first 4-D input
+    (ops/layout.py) keeps its buffer's (c-major) order, without a copy. Returns
+    ``(planes, cnhw)``."""
     h, w = x.shape[-2:]
-    if x.ndim == 4 and not x.flags.c_contiguous:
-        t = x.transpose(1, 0, 2, 3)
-        if t.flags.c_contiguous:
-            return t.reshape(-1, h, w), True
+    buf = buffer(x, CHANNELS_FIRST) if x.ndim == 4 else None
+    if buf is not None:
+        return buf.reshape(-1, h, w), True
     return array_module(x).ascontiguousarray(x).reshape(-1, h, w), False
 
 
 def from_planes(p, lead, cnhw):
-    """Planes (B, OH, OW) back to ``lead + (OH, OW)``, as an NCHW view of a CNHW buffer when
-    ``cnhw``."""
+    """Planes (B, OH, OW) back to ``lead + (OH, OW)``, as a channels-first view when ``cnhw``."""
     oh, ow = p.shape[-2:]
     if cnhw:
         n, c = lead
-        return p.reshape(c, n, oh, ow).transpose(1, 0, 2, 3)
+        return restore(p.reshape(c, n, oh, ow), CHANNELS_FIRST)
     return p.reshape(tuple(lead) + (oh, ow))
 
 
 def grad_planes(g, cnhw):
     """An output gradient as planes in the same order as the forward's planes."""
-    xp = array_module(g)
     h, w = g.shape[-2:]
-    if cnhw:
-        return xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(-1, h, w)
-    return xp.ascontiguousarray(g).reshape(-1, h, w)
+    return stored(g, CHANNELS_FIRST if cnhw else NCHW).reshape(-1, h, w)
 
 
 def _chunk(xp, planes, plane_elems, itemsize):
@@ -76,23 +73,17 @@ def _chunk(xp, planes, plane_elems, itemsize):
 _BATCH_LAST_MIN = 64  # below this batch the runs are short: the planes path is faster
 
 
-def batch_last_view(x):
-    """(C, H, W, N) view of an NCHW array whose memory is laid out that way, else None."""
-    if x.ndim != 4 or x.flags.c_contiguous:
-        return None
-    xh = x.transpose(1, 2, 3, 0)
-    return xh if xh.flags.c_contiguous else None
-
-
 def _pool_input(x):
-    """``(x, xh)``: the batch-last view when the batch is large enough for that path; a
-    batch-last input with a small batch is copied to (C, N, H, W) for the planes path
-    (measured, 3x3 stride-2 max pool forward + backward: 8 images 12.0 -> 4.5 + 0.4 ms for the
-    copy, 32 images 24 -> 15 + 3.5 ms; from 64 images on the batch-last path is faster)."""
-    xh = batch_last_view(x)
+    """``(x, xh)``: the (C, H, W, N) buffer of a batch-last input when the batch is large enough
+    for that path, else None; a batch-last input with a small batch is copied to channels-first
+    for the planes path (measured, 3x3 stride-2 max pool forward + backward: 8 images 12.0 ->
+    4.5 + 0.4 ms for the copy, 32 images 24 -> 15 + 3.5 ms; from 64 images on the batch-last
+    path is faster. ResNet's stem pool at 112x112, 8 images, Zen 3: planes 133 ms, batch-last
+    248 ms)."""
+    xh = buffer(x, BATCH_LAST) if x.ndim == 4 else None
     if xh is None or x.shape[0] >= _BATCH_LAST_MIN:
         return x, xh
-    return array_module(x).ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3), None
+    return restore(stored(x, CHANNELS_FIRST), CHANNELS_FIRST), None
 
 
 def _taps(in_hw, out_hw, kernel, stride, padding, dilation):
@@ -395,7 +386,7 @@ class MaxPool2d(Function):
             out, idx = max_pool_batch_last(xh, ctx.taps, out_hw, ctx.needs_input_grad[0])
             ctx.save_for_backward(idx)
             ctx.in_hw = x.shape[-2:]
-            return out.transpose(3, 0, 1, 2)
+            return restore(out, BATCH_LAST)
         a, cnhw = as_planes(x)
         win = Windows(x.shape[-2:], out_hw, kernel, stride, padding, dilation)
         need_idx = ctx.needs_input_grad[0] or return_indices
@@ -414,8 +405,8 @@ class MaxPool2d(Function):
     def backward(ctx, g, *unused):
         (idx,) = ctx.saved
         if ctx.taps is not None:
-            gx = max_pool_batch_last_backward(g.transpose(1, 2, 3, 0), idx, ctx.taps, ctx.in_hw)
-            return gx.transpose(3, 0, 1, 2)
+            gx = max_pool_batch_last_backward(permuted(g, BATCH_LAST), idx, ctx.taps, ctx.in_hw)
+            return restore(gx, BATCH_LAST)
         gx = max_pool_planes_backward(grad_planes(g, ctx.cnhw), idx, ctx.win)
         return from_planes(gx, ctx.in_shape[:-2], ctx.cnhw)
 
@@ -515,7 +506,7 @@ class AvgPool2d(Function):
         ctx.taps = None
         if xh is not None:
             ctx.taps = _taps(x.shape[-2:], out_hw, kernel, stride, padding, (1, 1))
-            return avg_pool_batch_last(xh, ctx.taps, out_hw, scale).transpose(3, 0, 1, 2)
+            return restore(avg_pool_batch_last(xh, ctx.taps, out_hw, scale), BATCH_LAST)
         a, cnhw = as_planes(x)
         ctx.cnhw = cnhw
         out = avg_pool_planes(a, win, scale)
@@ -524,9 +515,9 @@ class AvgPool2d(Function):
     @staticmethod
     def backward(ctx, g):
         if ctx.taps is not None:
-            gx = avg_pool_batch_last_backward(g.transpose(1, 2, 3, 0), ctx.taps, ctx.in_shape[-2:],
+            gx = avg_pool_batch_last_backward(permuted(g, BATCH_LAST), ctx.taps, ctx.in_shape[-2:],
                                               ctx.scale, ctx.win.tiled)
-            return gx.transpose(3, 0, 1, 2)
+            return restore(gx, BATCH_LAST)
         gx = avg_pool_planes_backward(grad_planes(g, ctx.cnhw), ctx.win, ctx.scale)
         return from_planes(gx, ctx.in_shape[:-2], ctx.cnhw)
 
