@@ -142,6 +142,29 @@ class Context:
 _seq = itertools.count()
 
 
+class _Edge:
+    """What a node keeps of an input made by another node: that node and the output slot, with
+    the shape and dtype to check gradients against, but not the array. Keeping the Tensor would
+    keep every intermediate array alive until backward, saved for the gradient or not; with
+    edges only what ``save_for_backward`` kept stays (PyTorch's edges point to a grad_fn too).
+    Taken when the node is recorded, so a later in-place rebase of the tensor does not move it."""
+
+    __slots__ = ("_node", "_slot", "shape", "dtype")
+    requires_grad = True
+
+    def __init__(self, t):
+        self._node, self._slot, self.shape, self.dtype = t._node, t._slot, t.shape, t.dtype
+
+
+def _edges(inputs):
+    """A node's inputs: the leaf Tensors that accumulate a gradient, an _Edge for each input
+    that another node made, None for the rest (no gradient flows there)."""
+    from .tensor import Tensor
+
+    return [None if not isinstance(t, Tensor) or not t.requires_grad else t if t._node is None else _Edge(t)
+            for t in inputs]
+
+
 class Node:
     """One recorded op application in the graph."""
 
@@ -150,7 +173,7 @@ class Node:
     def __init__(self, fn, ctx, inputs, out_meta):
         self.fn = fn
         self.ctx = ctx
-        self.inputs = inputs  # Tensors (or None) in positional order
+        self.inputs = _edges(inputs)  # leaf Tensors, _Edges or None, in positional order
         self.out_meta = out_meta  # (shape, dtype) per output, to zero-fill unused outputs
         self.freed = False
         self.seq = next(_seq)  # creation order: see _edge

@@ -124,8 +124,8 @@ class _Reducer:
         seen = {id(n) for n in stack}
         while stack:
             node = stack.pop()
-            for t in node.inputs:
-                if not isinstance(t, Tensor):
+            for t in node.inputs:  # leaf Tensors, edges to other nodes, or None
+                if t is None:
                     continue
                 t, child = _edge(t, node.seq)
                 if child is None:
