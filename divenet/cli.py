@@ -1,4 +1,4 @@
-"""The ``divenet`` command: train, evaluate, predict, summary, datasets, generate.
+"""The ``divenet`` command: train, evaluate, predict, summary, profile, graph, datasets, generate.
 
 Every option is checked while parsing (the ``type=`` functions below) or right after it
 (:func:`check_args`), before any data or weights load; a bad value is one line on stderr,
@@ -127,6 +127,26 @@ def _output_file(text, suffix):
 
 def output_png(text):
     return _output_file(text, ".png")
+
+
+def output_json(text):
+    return _output_file(text, ".json")
+
+
+def _output_one_of(text, suffixes):
+    suffix = _path(text).suffix.lower()
+    if suffix not in suffixes:
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: must be a {', '.join(suffixes[:-1])} or "
+                                         f"{suffixes[-1]} file name")
+    return _output_file(text, suffix)
+
+
+def output_graph(text):
+    return _output_one_of(text, (".dot", ".svg", ".png"))
+
+
+def output_picture(text):
+    return _output_one_of(text, (".svg", ".png"))
 
 
 def device_spec(text):
@@ -628,6 +648,22 @@ def cmd_models(args):
     return 0
 
 
+def cmd_profile(args):
+    """Per-op times, MACs, GFLOP/s and bytes live of a zoo model (divenet/profiler.py)."""
+    from .models import get_spec
+    from .profiler import command
+
+    return command(args, summary_shape(get_spec(args.model), args.input))
+
+
+def cmd_graph(args):
+    """The traced graph with its memory plan, and the memory timeline (divenet/graphviz.py)."""
+    from .graphviz import command
+    from .models import get_spec
+
+    return command(args, summary_shape(get_spec(args.model), args.input))
+
+
 def cmd_show(args):
     from .show import run
 
@@ -818,6 +854,38 @@ def make_parser():
                     help="load weights that hold NaN or infinity (refused by default)")
     device_option(sv)
     sv.set_defaults(fn=cmd_serve)
+
+    pf = sub.add_parser("profile", help="per-op time, MACs, GFLOP/s and bytes live of a zoo model; Chrome trace")
+    pf.add_argument("model", type=model_name)
+    pf.add_argument("--input", type=input_shape,
+                    help="S, HxW or CxHxW without the batch axis (default: the size the model trains at)")
+    pf.add_argument("--batch", type=positive_int, default=32, help="default 32")
+    pf.add_argument("--steps", type=positive_int, default=3, help="recorded steps, averaged (default 3)")
+    pf.add_argument("--warmup", type=nonnegative_int, default=1,
+                    help="unrecorded steps first (default 1; the last one samples bytes live)")
+    pf.add_argument("--eval", action="store_true", help="profile eval forwards instead of training steps")
+    pf.add_argument("--compile", action="store_true", help="profile dn.compile(model)")
+    pf.add_argument("--trace", type=output_json, help="write a Chrome trace-event file (Perfetto, chrome://tracing)")
+    pf.add_argument("--top", type=positive_int, default=20, help="rows per table (default 20)")
+    pf.add_argument("--depth", type=positive_int, default=1,
+                    help="module table: paths cut to this many names (default 1: the top-level blocks)")
+    pf.add_argument("--no-memory", action="store_true", help="do not sample bytes live (no tracemalloc)")
+    device_option(pf)
+    pf.set_defaults(fn=cmd_profile)
+
+    gr = sub.add_parser("graph", help="draw the traced graph (Graphviz) with its memory plan; memory timeline")
+    gr.add_argument("model", type=model_name)
+    gr.add_argument("--input", type=input_shape,
+                    help="S, HxW or CxHxW without the batch axis (default: the size the model trains at)")
+    gr.add_argument("--batch", type=positive_int, default=1, help="default 1")
+    gr.add_argument("--out", type=output_graph, required=True,
+                    help="graph.dot, or graph.svg / graph.png (rendered by Graphviz's dot)")
+    gr.add_argument("--timeline", type=output_picture,
+                    help="also draw bytes live through one training step (eager, dn.checkpoint per block, "
+                    "dn.compile) into this .svg or .png")
+    gr.add_argument("--eval", action="store_true", help="trace an eval forward instead of a training one")
+    device_option(gr)
+    gr.set_defaults(fn=cmd_graph)
     return p
 
 
