@@ -483,6 +483,7 @@ def backward(tensor, grad, retain_graph=False):
     hooks = getattr(_state, "hooks", None)
     pending = {id(root): [None] * len(root.out_meta)}
     pending[id(root)][tensor._slot] = grad
+    summed = set()  # (node id, slot) of the pending gradients that are sums made below
     for node in _topological_order(root):
         grads = pending.pop(id(node), None)
         if grads is None:
@@ -527,6 +528,12 @@ def backward(tensor, grad, retain_graph=False):
             else:
                 slots = pending.setdefault(id(child), [None] * len(child.out_meta))
                 prev = slots[t._slot]
-                slots[t._slot] = g if prev is None else prev + g
+                if prev is None:
+                    slots[t._slot] = g
+                elif (id(child), t._slot) in summed:
+                    prev += g  # a sum this walk made: no one else holds it
+                else:  # the first g may be shared (Add hands one array to both inputs)
+                    slots[t._slot] = prev + g
+                    summed.add((id(child), t._slot))
     # the root keeps its (freed) node, so that a second backward() raises instead of
     # silently accumulating into the root

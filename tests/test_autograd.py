@@ -266,3 +266,20 @@ def test_op_hooks_see_this_threads_ops_forward_and_backward_and_nest():
     assert autograd.current_hooks() is None
     assert len(seen) == 3 and "Tanh" not in seen and seen.count(seen[0]) == 1
     assert len(grads) == 3 and other and x.grad.tolist() == [2.0, 0.0, 2.0]
+
+
+def test_fan_out_gradients_sum_without_touching_shared_arrays():
+    import torch
+
+    def run(lib, w):
+        h = w * 1.5  # a non-leaf read by four consumers: its gradient is summed three times
+        k = h * 2
+        s = (h + k) + (h * h) + h  # Add hands one gradient array to both of its inputs
+        return (s * s).sum(), h, k
+
+    wd = dn.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    wt = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    for lib, w in ((dn, wd), (torch, wt)):
+        loss, h, k = run(lib, w)
+        loss.backward()
+    np.testing.assert_allclose(wd.grad.numpy(), wt.grad.numpy(), rtol=1e-6)
