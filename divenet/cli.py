@@ -862,7 +862,7 @@ def make_parser():
     pf.add_argument("--batch", type=positive_int, default=32, help="default 32")
     pf.add_argument("--steps", type=positive_int, default=3, help="recorded steps, averaged (default 3)")
     pf.add_argument("--warmup", type=nonnegative_int, default=1,
-                    help="unrecorded steps first (default 1; the last one samples bytes live)")
+                    help="unrecorded steps first (default 1; one more then samples bytes live)")
     pf.add_argument("--eval", action="store_true", help="profile eval forwards instead of training steps")
     pf.add_argument("--compile", action="store_true", help="profile dn.compile(model)")
     pf.add_argument("--trace", type=output_json, help="write a Chrome trace-event file (Perfetto, chrome://tracing)")

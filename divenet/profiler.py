@@ -11,7 +11,7 @@ one's *self* time, which the tables add up (nothing is counted twice).
 Bytes live is what the NumPy buffers (and Python objects) alive take, ``tracemalloc``'s current
 size sampled after each op (NumPy reports its buffers to tracemalloc); on a GPU, the bytes CuPy's
 memory pool has handed out. tracemalloc about doubles a step's time, so ``profile(model, x)``
-samples bytes live in its (last) warm-up step and times the recorded steps without it, then
+samples bytes live in one step after the warm-up and times the recorded steps without it, then
 copies each op's bytes live over (the steps run the same ops). Used as a context manager the
 profile samples in the block itself. On a GPU each op is synchronized, so times are its own.
 
@@ -442,21 +442,25 @@ def _default_loss(out):
 def run_step(model, inputs, train=True, loss_fn=None):
     """One step as the profiler runs it: training (forward, loss, backward; gradients dropped
     first, as ``zero_grad()`` does) or, with ``train=False``, an eval forward under no_grad."""
+    is_module = hasattr(model, "train") and hasattr(model, "zero_grad")  # or a plain function
     if train:
-        model.train()
-        model.zero_grad()
+        if is_module:
+            model.train()
+            model.zero_grad()
         out = model(*inputs)
         (loss_fn or _default_loss)(out).backward()
     else:
-        model.eval()
+        if is_module:
+            model.eval()
         with autograd.no_grad():
             model(*inputs)
 
 
 def profile(model=None, input=None, *, steps=1, warmup=1, train=True, loss_fn=None, memory=True):
     """Profile ``model`` on ``input`` (a Tensor or a tuple of them): ``warmup`` unrecorded steps,
-    then ``steps`` recorded ones (training steps; ``train=False``: eval forwards). Returns the
-    ``Profile``. Without a model, returns an empty ``Profile`` to use as a context manager."""
+    (with ``memory`` and a warm-up) one step that samples bytes live, then ``steps`` timed ones
+    (training steps; ``train=False``: eval forwards). Returns the ``Profile``. Without a model,
+    returns an empty ``Profile`` to use as a context manager."""
     if model is None:
         if input is not None:
             raise TypeError("profile: input given without a model")
@@ -471,10 +475,10 @@ def profile(model=None, input=None, *, steps=1, warmup=1, train=True, loss_fn=No
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise ValueError(f"profile: {name} must be an integer >= {low}, got {v!r}")
     params = list(model.parameters()) if hasattr(model, "parameters") else []
-    for _ in range(warmup - 1):
+    for _ in range(warmup):
         run_step(model, inputs, train, loss_fn)
     sampled = None
-    if warmup:  # the last warm-up step samples bytes live, so tracemalloc does not slow the timed ones
+    if warmup and memory:  # one more step samples bytes live, so tracemalloc does not slow the timed ones
         sampled = Profile(memory=memory, params=params, inputs=inputs)
         with sampled:
             run_step(model, inputs, train, loss_fn)
