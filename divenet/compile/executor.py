@@ -82,6 +82,12 @@ class Program:
         self.grad_tensors = [v.ref for v in grad_ext]
         self.arg_ids = list(graph.inputs) + [v.id for v in grad_ext]
         self.arg_needs = [graph.values[i].requires_grad for i in self.arg_ids]
+        # leaves (parameters) take their gradients as eager mode gives them, one contribution
+        # at a time into .grad, so that no second copy of every gradient lives at the end
+        self.leaves = [None] * (n + 1)
+        for v in grad_ext:
+            if v.ref._node is None:
+                self.leaves[v.id] = v.ref
         self.read_ext = [(v.id, v.ref) for v in graph.externals if not (self.records and v.requires_grad)]
         self.derived = [v for v in graph.values if v.kind == "derived"]
         self._fold_cache = {}
@@ -96,6 +102,10 @@ class Program:
                 self.segment_values[j] = [o for s in self.steps[a:b] if not s.pinned for o in s.outs
                                           if o not in self.out_ids]
         self.release_after = plan.release_after_segment
+        # without recomputation the backward visits nodes in eager mode's order (autograd's
+        # depth-first topological sort), so gradients that meet are summed in the same order
+        # and the results are bitwise eager's
+        self.order = None if plan.segments else _eager_order(graph)
         for j, (a, b) in enumerate(self.segments):
             for k in range(a, b):
                 s = self.steps[k]
@@ -173,16 +183,18 @@ class Program:
         env, ctxs = state
         steps = self.steps
         genv = [None] * len(env)
+        summed = [False] * len(env)
         for vid, g in zip(self.out_ids, grads):
             if g is not None:
                 prev = genv[vid]
                 genv[vid] = g if prev is None else prev + g
         release = self.release
+        leaves = self.leaves
         for j in range(len(self.segments) - 1, -1, -1):
             a, b = self.segments[j]
             if j in self.recomputed:
                 self._run(env, ctxs, a, b, again=True)
-            for k in range(b - 1, a - 1, -1):
+            for k in (range(b - 1, a - 1, -1) if self.order is None else self.order):
                 ctx = ctxs[k]
                 if ctx is None:
                     continue
@@ -209,8 +221,18 @@ class Program:
                     if need and g is not None:
                         if g.dtype != dt:
                             g = g.astype(dt)
+                        leaf = leaves[vid]
+                        if leaf is not None:
+                            leaf._accumulate(g)
+                            continue
                         prev = genv[vid]
-                        genv[vid] = g if prev is None else prev + g
+                        if prev is None:
+                            genv[vid] = g
+                        elif summed[vid]:
+                            prev += g  # a sum made here: no one else holds it (as autograd does)
+                        else:  # the first g may be shared (Add hands one array to both inputs)
+                            genv[vid] = prev + g
+                            summed[vid] = True
             if j in self.recomputed:
                 for vid in self.segment_values[j]:
                     env[vid] = None
@@ -231,6 +253,36 @@ class Program:
                     f"backward: {name} (shape {tuple(t.shape)}), which the compiled graph saved for the "
                     f"gradient, was changed by an in-place operation (now at version {t._version[0]}, "
                     f"saved at version {v}); call backward() before optimizer.step()")
+
+
+def _eager_order(graph):
+    """Node indices, consumers first, as autograd's _topological_order visits them from the
+    graph's outputs (an iterative depth-first search over inputs in positional order)."""
+    values, nodes = graph.values, graph.nodes
+
+    def producer(vid):
+        v = values[vid] if vid is not None else None
+        return v.producer if v is not None and v.kind == "op" else None
+
+    order, visited = [], set()
+    for root in (producer(v) for v in graph.outputs):
+        if root is None or root in visited:
+            continue
+        visited.add(root)
+        stack = [(root, iter(nodes[root].inputs))]
+        while stack:
+            k, it = stack[-1]
+            for vid in it:
+                child = producer(vid)
+                if child is not None and child not in visited:
+                    visited.add(child)
+                    stack.append((child, iter(nodes[child].inputs)))
+                    break
+            else:
+                stack.pop()
+                order.append(k)
+    order.reverse()
+    return order
 
 
 class CompiledGraph(Function):

@@ -52,7 +52,8 @@ class Value:
 
 class Node:
     __slots__ = ("index", "cls", "inputs", "outputs", "kwargs", "dynamic", "needs", "path", "inplace",
-                 "saved_inputs", "saved_outputs", "saved_bytes", "views", "effect", "impl")
+                 "saved_inputs", "saved_outputs", "saved_bytes", "views", "effect", "impl",
+                 "same_layout")
 
     def __init__(self, cls, inputs, outputs, kwargs, dynamic, needs, path, inplace=False):
         self.index = -1
@@ -70,6 +71,7 @@ class Node:
         self.views = ()  # (output index, input index) pairs that share storage
         self.effect = None  # ("bn_count", module): a counter eager mode bumps before the op
         self.impl = None  # a pass's replacement forward (in-place kernels), else None
+        self.same_layout = ()  # per input: laid out in memory as output 0 was (equal strides)
 
     @property
     def op(self):

@@ -19,7 +19,8 @@ Memory passes (they fill ``graph.plan``):
   of about equal saved bytes; the forward keeps only the values that cross a segment
   boundary (and what random ops drew) and re-runs each segment just before its backward.
 * ``inplace``: ReLU and Add write into an input that no later node reads, that no backward
-  context saved and that is no view of (or viewed by) another value.
+  context saved, that is no view of (or viewed by) another value, and whose memory layout
+  is the one eager mode's result had (so later kernels take the same paths, bit for bit).
 * ``release``: drops every array after its last forward reader; the backward drops each
   node's context as soon as its backward ran. Off, the executor keeps every array of the
   forward until the backward ends (eager mode's peak).
@@ -243,7 +244,9 @@ def inplace(graph, options=None):
                     ok = False
                     break
             v = graph.values[vid]
-            if not ok or v.shape != out.shape or np.dtype(v.dtype) != np.dtype(out.dtype):
+            # the same memory layout as eager mode's result, so later kernels take the same paths
+            if not ok or v.shape != out.shape or np.dtype(v.dtype) != np.dtype(out.dtype) \
+                    or not node.same_layout[i]:
                 continue
             if node.cls is Add and readers[vid].count(node.index) > 1:  # x + x
                 continue

@@ -180,6 +180,9 @@ class Recorder(autograd.OpHooks):
         out_arrays = [o.array for o in outs]
         node.views = tuple((j, i) for j, oa in enumerate(out_arrays) for i, ia in enumerate(in_arrays)
                            if hasattr(ia, "shape") and not isinstance(ia, np.generic) and _same_storage(oa, ia))
+        o0 = getattr(out_arrays[0], "strides", None)
+        node.same_layout = tuple(getattr(a, "strides", None) == o0 and getattr(a, "shape", None) == out_arrays[0].shape
+                                 for a in in_arrays)
         recorded = outs[0]._node
         if recorded is not None and recorded.ctx is not None and not inplace:
             saved = [s for s in recorded.ctx.saved
@@ -188,7 +191,11 @@ class Recorder(autograd.OpHooks):
                                       and not isinstance(a, np.generic) and any(_same_storage(s, a) for s in saved))
             node.saved_outputs = tuple(j for j, a in enumerate(out_arrays) if any(_same_storage(s, a) for s in saved))
             seen, total = set(), 0
+            fixed = [a for a, vid in zip(in_arrays, ins) if vid is not None and g.values[vid].kind != "op"
+                     and hasattr(a, "shape")]
             for s in saved:
+                if any(_same_storage(s, a) for a in fixed):
+                    continue  # a parameter's storage lives on anyway: no cost of this node
                 base = s if getattr(s, "base", None) is None else s.base
                 if id(base) not in seen:
                     seen.add(id(base))
