@@ -176,7 +176,9 @@ class Profile:
         self._position = 0
         self._t0 = None
         self._hooks = None
-        self._by_node = {}  # id(node) -> (node, OpRecord): matches backward steps to forward ops
+        # id(node) -> (node.seq, OpRecord): matches backward steps to forward ops; the sequence
+        # number, not the node, so a node backward never reaches does not keep its arrays alive
+        self._by_node = {}
         self._made = {}  # id(tensor) -> (weakref, OpRecord index): the graph's edges
         self._params = {id(p) for p in (params or ())}
         self._inputs = {id(t) for t in (inputs or ())}
@@ -273,7 +275,7 @@ class Profile:
         node = getattr(outs[0], "_node", None) if outs else None
         if node is not None:
             rec.recorded = True
-            self._by_node[id(node)] = (node, rec)
+            self._by_node[id(node)] = (node.seq, rec)
         for o in outs:
             if isinstance(o, Tensor):
                 self._made[id(o)] = (weakref.ref(o), rec.index)
@@ -282,7 +284,7 @@ class Profile:
 
     def _backward(self, node, needs, out, t0, t1, child):
         found = self._by_node.pop(id(node), None)
-        rec = found[1] if found is not None and found[0] is node else None
+        rec = found[1] if found is not None and found[0] == node.seq else None
         macs = 0
         if rec is not None and rec.macs:
             macs = rec.macs * sum(1 for n in needs[:2] if n)  # one product per input and weight gradient

@@ -102,6 +102,17 @@ def test_bytes_live_follow_the_arrays():
     assert w.shape == z.shape
 
 
+def test_a_graph_never_backpropagated_is_not_kept_alive():
+    a = dn.randn(1024, 1024, requires_grad=True)
+    small = dn.randn(4)
+    with profile() as prof:
+        y = (a * 2).exp()  # Exp saves its 4 MiB output for backward
+        del y  # dropped without a backward: its nodes and arrays go
+        small + 1
+    assert prof.events[1].live_bytes >= 4 * 2 ** 20
+    assert prof.events[-1].live_bytes < 2 ** 20
+
+
 def test_recomputed_ops_are_not_counted_twice():
     model = nn.Sequential(nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 16))
     x = dn.randn(8, 16, requires_grad=True)
