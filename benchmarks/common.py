@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 
@@ -14,25 +15,36 @@ def threads():
 
 
 def setup_torch():
+    """PyTorch, with its threads and NumPy's OpenBLAS threads both set to ``threads()``."""
     import torch
 
+    from divenet import _cpu
+
     torch.set_num_threads(threads())
+    _cpu.set_blas_threads(threads())
     return torch
+
+
+def time_rounds(fns, rounds=5, warmup=1):
+    """Median seconds of each of ``fns``; every round runs each once, and the one that goes
+    first rotates from round to round."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for r in range(rounds):
+        for i in range(len(fns)):
+            k = (i + r) % len(fns)
+            t0 = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def time_pair(ours, theirs, rounds=5, warmup=1):
     """Median seconds of ``ours()`` and ``theirs()``, alternating which goes first."""
-    for _ in range(warmup):
-        ours()
-        theirs()
-    a, b = [], []
-    for r in range(rounds):
-        order = [(ours, a), (theirs, b)] if r % 2 == 0 else [(theirs, b), (ours, a)]
-        for fn, bucket in order:
-            t0 = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - t0)
-    return statistics.median(a), statistics.median(b)
+    a, b = time_rounds((ours, theirs), rounds, warmup)
+    return a, b
 
 
 class Table:
@@ -45,9 +57,12 @@ class Table:
                "ratio": ours / theirs if theirs else float("nan")}
         row.update(extra)
         self.rows.append(row)
-        print(f"  {case:<48} {row['divenet']:>10.2f} {row['pytorch']:>10.2f} {unit:<4} {row['ratio']:>6.2f}x",
-              flush=True)
+        self.show(row)
         return row
+
+    def show(self, row):
+        print(f"  {row['case']:<48} {row['divenet']:>10.2f} {row['pytorch']:>10.2f} {row['unit']:<4} "
+              f"{row['ratio']:>6.2f}x", flush=True)
 
     def header(self):
         print(f"\n{self.title}  (threads={threads()}; ratio = divenet / PyTorch, lower is better)")
@@ -59,7 +74,13 @@ def environment():
 
     info = {"python": platform.python_version(), "numpy": numpy.__version__, "machine": platform.machine(),
             "cpus": os.cpu_count(), "threads": threads(),
-            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "(auto)")}
+            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "(auto)"), **cpu_model(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    from divenet import _cpu
+
+    info["blas_threads"] = _cpu.blas_threads()
+    if "onnxruntime" in sys.modules:
+        info["onnxruntime"] = sys.modules["onnxruntime"].__version__
     try:
         import torch
 
@@ -69,8 +90,39 @@ def environment():
     return info
 
 
+def cpu_model():
+    """The CPU's model name, family and model numbers, and whether it has AVX-512, from
+    /proc/cpuinfo: results differ between AVX-512 CPUs of one vendor (issue 14)."""
+    from divenet import _cpu
+
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return {"cpu": platform.processor() or "(unknown)"}
+    return {"cpu": f"{fields.get('model name', '(unknown)')} (family {fields.get('cpu family', '?')} "
+                   f"model {fields.get('model', '?')})", "avx512": _cpu._has_avx512()}
+
+
 def write_json(path, tables):
-    out = {"environment": environment(), "tables": {t.title: t.rows for t in tables}}
+    """Write ``tables`` into ``path``; the tables of an earlier run that this one did not
+    measure stay, each with the environment it was measured in."""
+    env = environment()
+    out = {"environment": env, "tables": {}, "environments": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        out["tables"] = old.get("tables", {})
+        out["environments"] = {t: old.get("environments", {}).get(t, old.get("environment"))
+                               for t in out["tables"]}
+    for t in tables:
+        out["tables"][t.title] = t.rows
+        out["environments"][t.title] = env
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
     print(f"\nwrote {path}")
