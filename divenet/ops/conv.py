@@ -36,6 +36,8 @@ is exact. Groups split C and O into G blocks and run one GEMM per group.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .. import _native
@@ -187,12 +189,38 @@ def _dense_backward(ctx, g):
     return gx, gw, gb
 
 
-def im2col(xh, plan):
+_scratch = threading.local()
+
+
+def workspace(slot, shape, like):
+    """A per-thread CPU buffer for a temporary of ``shape`` and ``like``'s dtype, kept across
+    calls and steps (a fresh array on a GPU, whose allocator pools). Arrays above 32 MiB,
+    glibc's largest heap allocation, are mapped fresh and page-faulted in on every call
+    otherwise: 8 ms for one of resnet18's 58 MB patch matrices at 224x224, b8 (Zen 3), about
+    as long as filling it. The caller must be done with it before the next call for ``slot``
+    on its thread, and never hand it out."""
+    xp = array_module(like)
+    n = int(np.prod(shape))
+    if xp is not np:
+        return xp.empty(shape, dtype=like.dtype)
+    key = (slot, like.dtype.str)
+    buf = getattr(_scratch, "bufs", None)
+    if buf is None:
+        buf = _scratch.bufs = {}
+    b = buf.get(key)
+    if b is None or b.size < n:
+        b = buf[key] = np.empty(n, dtype=like.dtype)
+    return b[:n].reshape(shape)
+
+
+def im2col(xh, plan, out=None):
     """``xh``: the input as (C, H, W, N), contiguous. Returns cols (C, kh, kw, OH, OW, N):
-    ``cols[c, i, j, oh, ow, n] = xpad[c, i*dh + oh*sh, j*dw + ow*sw, n]``."""
+    ``cols[c, i, j, oh, ow, n] = xpad[c, i*dh + oh*sh, j*dw + ow*sw, n]``, written into
+    ``out`` when given (C-contiguous, that many elements)."""
     xp = array_module(xh)
     p = plan
-    cols = xp.empty((p.C, p.kh, p.kw, p.OH, p.OW, p.N), dtype=xh.dtype)
+    shape = (p.C, p.kh, p.kw, p.OH, p.OW, p.N)
+    cols = xp.empty(shape, dtype=xh.dtype) if out is None else out.reshape(shape)
     for i, j, out, src in p.taps():
         dst = cols[:, i, j]
         if out is None:
@@ -242,18 +270,36 @@ def _forward(ctx, x, w, b, stride, padding, dilation, groups):
     C, N, O, G, OH, OW = plan.C, plan.N, plan.O, groups, plan.OH, plan.OW
     P = OH * OW * N
     K = w.shape[1] * plan.kh * plan.kw
+    shape = (C * plan.kh * plan.kw, P)
+    # the patch matrix is saved for the weight gradient, or rebuilt in backward (``_recompute``)
+    ctx.recompute = need[1] and ctx.kind == "im2col" and _recompute(shape, xh)
     if ctx.kind == "pointwise":
-        cols = xh.reshape(C, P)
+        cols = xh.reshape(shape)
     else:
-        cols = im2col(xh, plan).reshape(C * plan.kh * plan.kw, P)
+        temporary = not need[1] or ctx.recompute
+        cols = im2col(xh, plan, workspace("cols", shape, xh) if temporary else None).reshape(shape)
     if G == 1:
         out = w.reshape(O, K) @ cols
     else:
         out = (w.reshape(G, O // G, K) @ cols.reshape(G, K, P)).reshape(O, P)
     if b is not None:
         out += b.reshape(O, 1)
-    ctx.save_for_backward(cols if need[1] else None, w if need[0] else None)
+    saved = (xh if ctx.recompute else cols) if need[1] else None
+    ctx.save_for_backward(saved, w if need[0] else None)
     return restore(out.reshape(O, OH, OW, N), BATCH_LAST)
+
+
+# resnet18 at 224x224, b8 (Zen 3, 1 thread, CPU time of alternating steps): keeping every patch
+# matrix 2081 ms a step and 829 MB peak RSS; rebuilding those of 32 MB and up (the stem and
+# layer1's, 58 MB each) 2195 ms and 625 MB; those of 16 MB and up 2291 ms and 542 MB.
+_RECOMPUTE_MIN_BYTES = 1 << 25
+
+
+def _recompute(shape, xh):
+    """Whether backward rebuilds the patch matrix from the saved input (which the previous op
+    keeps anyway) instead of forward keeping it: for the large ones, a 5% slower step for a
+    quarter less memory (above)."""
+    return shape[0] * shape[1] * xh.itemsize >= _RECOMPUTE_MIN_BYTES
 
 
 def _choose(p, pairs, xh, w, b):
@@ -308,16 +354,30 @@ def _direct_backward(ctx, g):
 _WGRAD_CHUNK = 2048
 
 
+_WGRAD_COPY_MAX = 1 << 21  # O*K above which the transposed copy costs more than it saves
+
+
 def _weight_grad(cols, g2):
-    """``g2 (O, P) @ cols.T (P, K)``. When O*K is tiny and P huge (LeNet's first layer: 6 x
-    200704 x 25), OpenBLAS streams the long reduction at 20 GFLOP/s on one thread; summing
-    products over P-chunks that stay in cache runs 2.4x faster (measured). Otherwise it is
-    ``(cols @ g2.T).T``, which with OpenBLAS's SkylakeX kernels (divenet/_cpu.py) ran 1.3x (ResNet
-    64->64 3x3) to 2x (LeNet 6->16 5x5) faster than ``g2 @ cols.T``."""
+    """``g2 (O, P) @ cols.T (P, K)``, in C order (the optimizer's one-pass update needs it).
+    One dispatch over three formulations of the same product, as measured:
+
+    - O*K tiny and P huge (LeNet's first layer: 6 x 200704 x 25): OpenBLAS streams the long
+      reduction at 20 GFLOP/s on one thread; sums of products over P-chunks that stay in cache
+      run 2.4x faster.
+    - OpenBLAS runs this product fast only with the longer of O and K as the result's rows.
+      K >= O (3x3 and 7x7 layers): ``(cols @ g2.T).T`` and a copy to C order: ResNet 64->64 3x3
+      1.3x and LeNet 6->16 5x5 2x faster than ``g2 @ cols.T`` with the SkylakeX kernels; on
+      Zen 3 (Haswell kernels, resnet18 at 224x224, b8) 1.7-6x faster from 64x147 to 512x2304.
+      K < O (ResNet's 1x1 stride-2 downsamples, 64 -> 128 ... 256 -> 512): ``g2 @ cols.T``
+      3-20x faster (Zen 3: 128x64x6272 21 against 444 ms, loaded host).
+    - O*K above ``_WGRAD_COPY_MAX`` (resnet18's 512x4608 layers): the transposed copy of 9 MB
+      alone took 24 ms on Zen 3 (power-of-two strides), more than ``g2 @ cols.T`` loses:
+      107 against 152 ms (loaded host)."""
     (K, P), O = cols.shape, g2.shape[0]
     n = P // _WGRAD_CHUNK
     if O * K > 1024 or n < 16:
-        # C order for the optimizer's one-pass update (a copy of O*K values, cheap next to the GEMM)
+        if K < O or O * K > _WGRAD_COPY_MAX:
+            return g2 @ cols.T
         return array_module(cols).ascontiguousarray((cols @ g2.T).T)
     main = n * _WGRAD_CHUNK
     parts = (g2[:, :main].reshape(O, n, _WGRAD_CHUNK).transpose(1, 0, 2)
@@ -338,7 +398,10 @@ def _backward(ctx, g):
     C, N, O, G, kh, kw, OH, OW = p.C, p.N, p.O, p.G, p.kh, p.kw, p.OH, p.OW
     P = OH * OW * N
     K = C // G * kh * kw
+    if ctx.recompute:  # ``cols`` is the input: rebuild its patch matrix
+        cols = im2col(cols, p, workspace("cols", (C * kh * kw, P), cols)).reshape(C * kh * kw, P)
     need = ctx.needs_input_grad
+    xp = array_module(g)
     g2 = permuted(g, BATCH_LAST).reshape(O, P)  # a view when g is laid out batch-last
     gx = gw = gb = None
     if need[1]:
@@ -351,10 +414,13 @@ def _backward(ctx, g):
     if ctx.has_bias and need[2]:
         gb = array_module(g2).einsum("op->o", g2)  # 4x faster than sum(axis=1) on LeNet's conv1
     if need[0]:
+        # the patch gradient is a temporary unless it is the input gradient itself (pointwise)
+        dcols = None if ctx.kind == "pointwise" else workspace("dcols", (G, K, P), g2)
         if G == 1:
-            dcols = w.reshape(O, K).T @ g2
+            dcols = xp.matmul(w.reshape(O, K).T, g2, out=None if dcols is None else dcols[0])
         else:
-            dcols = w.reshape(G, O // G, K).transpose(0, 2, 1) @ g2.reshape(G, O // G, P)
+            dcols = xp.matmul(w.reshape(G, O // G, K).transpose(0, 2, 1), g2.reshape(G, O // G, P),
+                              out=dcols)
         if ctx.kind == "pointwise":
             dxh = dcols.reshape(C, p.H, p.W, N)
         else:
