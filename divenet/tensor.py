@@ -77,7 +77,8 @@ class _HookHandle:
 
 
 def _value_read(t, what):
-    """A host read of ``t``'s values: a tracer (dn.compile) refuses it for traced tensors."""
+    """A host read of ``t``'s values, or a result computed without an op (comparisons, argmax):
+    a tracer (dn.compile) refuses it for traced tensors, which a replay could not recompute."""
     hooks = autograd.current_hooks()
     if hooks is not None:
         read = getattr(hooks, "value_read", None)
@@ -487,7 +488,9 @@ class Tensor:
         return matmul(self._lift(o), self)
 
     def _compare(self, o, op):
+        _value_read(self, "a comparison (or bitwise op)")
         if isinstance(o, Tensor):
+            _value_read(o, "a comparison (or bitwise op)")
             if o.device != self.device:
                 raise ValueError(f"comparison: the tensors live on {self.device} and {o.device}; "
                                  "move one with .to(device) first")
@@ -530,6 +533,7 @@ class Tensor:
     __rxor__ = __xor__
 
     def __invert__(self):
+        _value_read(self, "~")
         return Tensor._make(~self.array, self.device, None)
 
     def __floordiv__(self, o):
@@ -773,11 +777,13 @@ class Tensor:
 
     def _logical(self, fn, dim, keepdim, axis, keepdims):
         dim, keepdim = _dim_args(fn, dim, keepdim, axis, keepdims)
+        _value_read(self, f"{fn}()")
         out = getattr(self.array, fn)(axis=_normalize_axes(dim, self.shape), keepdims=keepdim)
         return Tensor._make(out, self.device, None)
 
     def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=None, _fn="argmax"):
         dim, keepdim = _dim_args(_fn, dim, keepdim, axis, keepdims)
+        _value_read(self, f"{_fn}()")
         xp = array_module(self.array)
         if dim is None:
             out = xp.asarray(getattr(xp, _fn)(self.array), dtype=np.int64)

@@ -119,6 +119,15 @@ class CompiledModule(Module):
             raise AttributeError(name)
         return getattr(model, name)
 
+    def __getitem__(self, index):  # a compiled Sequential indexes as the model does
+        return self._orig_mod[index]
+
+    def __len__(self):
+        return len(self._orig_mod)
+
+    def __iter__(self):
+        return iter(self._orig_mod)
+
     def train(self, mode=True):
         self._orig_mod.train(mode)
         self.__dict__["training"] = mode
@@ -186,7 +195,7 @@ class CompiledModule(Module):
     def _trace(self, key, args, kwargs):
         if self._cache:
             warnings.warn(f"dn.compile: {type(self._orig_mod).__name__} traced again for a new input "
-                          f"signature ({_diff(self._last, key)})", RecompileWarning, stacklevel=3)
+                          f"signature ({_diff(self._last, key)})", RecompileWarning, stacklevel=4)
         graph, out = trace(self._orig_mod, args, kwargs)
         _passes.run(graph, self._passes, self._options)
         program = Program(graph)
@@ -200,7 +209,7 @@ class CompiledModule(Module):
             old, _ = self._cache.popitem(last=False)
             warnings.warn(f"dn.compile: {type(self._orig_mod).__name__}'s cache of {self._cache_size} graphs "
                           f"is full; dropped the least recently used one ({_diff(old, key)} since it); "
-                          "raise cache_size= or keep input shapes fixed", RecompileWarning, stacklevel=3)
+                          "raise cache_size= or keep input shapes fixed", RecompileWarning, stacklevel=4)
         return out
 
 

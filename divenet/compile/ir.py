@@ -138,6 +138,9 @@ class Graph:
         return node
 
     def renumber(self):
+        for v in self.values:
+            if v.kind == "op":
+                v.producer = None  # a removed node's outputs have no producer any more
         for i, node in enumerate(self.nodes):
             node.index = i
             for vid in node.outputs:

@@ -145,11 +145,18 @@ class Recorder(autograd.OpHooks):
 
         traced = id(t) in self.of_tensor or id(getattr(t, "array", None)) in self.of_array
         if traced or id(t) in self.model_ids or (isinstance(t, Tensor) and t.requires_grad):
-            raise TraceError(
-                f"{self.where()}dn.compile: {what} reads the value of a traced tensor (shape "
-                f"{tuple(t.shape)}) at {user_frame()}; a compiled graph cannot replay Python code that "
-                "depends on tensor values: keep the computation in tensor ops (dn.where, masks), move "
-                "the read out of the compiled module, or run this module without dn.compile")
+            if what in ("argmax()", "argmin()", "any()", "all()", "~"):  # no op records them
+                why = ("is computed outside divenet's recorded ops, so a replay could not recompute it: "
+                       "compute it outside the compiled module")
+            elif what.startswith("a comparison"):
+                why = ("is computed outside divenet's recorded ops, so a replay could not recompute it: "
+                       "compute masks outside the compiled module (or from arithmetic ops)")
+            else:
+                why = ("reads the value on the host; a compiled graph cannot replay Python code that "
+                       "depends on tensor values: keep the computation in tensor ops, move the read out of "
+                       "the compiled module")
+            raise TraceError(f"{self.where()}dn.compile: {what} of a traced tensor (shape {tuple(t.shape)}) "
+                             f"at {user_frame()} {why}, or run this module without dn.compile")
 
     # ---- recording --------------------------------------------------------------------------
     def _record(self, cls, inputs, ins, kwargs, outs, inplace):
@@ -271,8 +278,18 @@ def trace(model, args, kwargs):
     names = {}
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         names.setdefault(id(t), name)
+    rec.keep.clear()
     for v in graph.externals:
         v.name = names.get(id(v.ref), "captured tensor")
+    # a tensor the forward made from constants (dn.ones(3), dn.tensor(2.0)) is referenced by
+    # nothing but this graph now: a constant of the graph (which constant folding may fold);
+    # one that something else holds (a private attribute) stays external, read at every call
+    for v in graph.externals:
+        t = v.ref
+        if v.name == "captured tensor" and not t.requires_grad and v.id not in graph.outputs \
+                and sys.getrefcount(t) <= 3:  # v.ref, t and getrefcount's argument
+            v.kind, v.array, v.ref = "const", t.array, None
+        del t
     bn_modules = {id(m.running_mean): m for m in model.modules()
                   if getattr(m, "running_mean", None) is not None and hasattr(m, "num_batches_tracked")}
     explained = set(rec.inplace_targets)

@@ -1,0 +1,426 @@
+"""dn.compile's module, cache, errors and passes: what a user sees (tests/compile/test_zoo_compiled.py
+checks every zoo model against eager mode)."""
+from __future__ import annotations
+
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+
+import divenet as dn
+import divenet.functional as F
+import divenet.nn as nn
+from divenet.compile import PASSES, RecompileWarning, TraceError, trace_graph
+from divenet.optim import SGD
+
+
+def _net():
+    dn.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+
+
+def _x(n=2, seed=0, side=8, device="cpu"):
+    return dn.tensor(np.random.default_rng(seed).standard_normal((n, 1, side, side)).astype(np.float32),
+                     device=device)
+
+
+def _step(model, x, y):
+    loss = F.cross_entropy(model(x), y)
+    for p in model.parameters():
+        p.grad = None
+    loss.backward()
+    return loss.numpy(), [p.grad.numpy() for p in model.parameters()]
+
+
+def _same_training(a, b, x, y, steps=2):
+    for _ in range(steps):
+        (la, ga), (lb, gb) = _step(a, x, y), _step(b, x, y)
+        np.testing.assert_array_equal(la, lb)
+        for u, v in zip(ga, gb):
+            np.testing.assert_array_equal(u, v)
+
+
+# ---- the module -----------------------------------------------------------------------------------
+def test_shares_parameters_state_dict_and_modes():
+    model = _net()
+    c = dn.compile(model)
+    assert callable(dn.compile) and dn.compile.compile is not None  # a package that is callable
+    assert [id(p) for p in c.parameters()] == [id(p) for p in model.parameters()]
+    assert list(c.state_dict()) == list(model.state_dict())
+    c.eval()
+    assert not model.training and all(not m.training for m in model.modules())
+    c.train()
+    assert model.training and c.training
+    c.load_state_dict(_net().state_dict())
+    assert c[0] is model[0]  # attributes and indexing reach the model
+    with pytest.raises(TypeError, match="expected a divenet.nn.Module"):
+        dn.compile(lambda x: x)
+
+
+def test_replay_is_one_autograd_node_and_skips_per_op_nodes():
+    c = dn.compile(_net())
+    x = _x()
+    c(x)  # the trace
+    out = c(x)
+    assert type(out.grad_fn.fn).__name__ in ("type", "ABCMeta") or out.grad_fn.fn.__name__ == "CompiledGraph"
+    assert out.grad_fn.fn.__name__ == "CompiledGraph"
+
+
+@pytest.mark.parametrize("options", [{}, {"recompute": "sqrt"}, {"recompute": 2}, {"passes": ()}])
+def test_training_matches_eager_bitwise(options, device):
+    eager, c = _net().to(device), dn.compile(_net().to(device), **options)
+    x, y = _x(device=device), dn.tensor(np.array([1, 3]), device=device)
+    _same_training(eager, c, x, y, steps=3)
+    for (n, p), q in zip(eager.named_buffers(), c.buffers()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)
+
+
+def test_sgd_training_loop_and_parameters_after_steps():
+    eager, c = _net(), dn.compile(_net())
+    x, y = _x(4), dn.tensor(np.array([0, 1, 2, 3]))
+    for model in (eager, c):
+        opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(3):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    for p, q in zip(eager.state_dict().values(), c.state_dict().values()):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_input_gradient_and_detach():
+    class Net(nn.Module):
+        def __init__(self):
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            h = self.fc(x)
+            return h * h.detach() + x  # no gradient through the detached factor
+
+    dn.manual_seed(0)
+    a = Net()
+    dn.manual_seed(0)
+    c = dn.compile(Net())
+    for _ in range(2):
+        grads = []
+        for m in (a, c):
+            x = dn.tensor(np.arange(6, dtype=np.float32).reshape(2, 3), requires_grad=True)
+            m(x).sum().backward()
+            grads.append(x.grad.numpy())
+        np.testing.assert_array_equal(*grads)
+
+
+def test_dropout_draws_fresh_masks_like_eager():
+    def build():
+        dn.manual_seed(0)
+        return nn.Sequential(nn.Linear(16, 64), nn.Dropout(0.5), nn.Linear(64, 4))
+
+    eager, c = build(), dn.compile(build())
+    x = dn.tensor(np.ones((8, 16), dtype=np.float32))
+    outs = []
+    for seed in (1, 2):
+        dn.manual_seed(seed)
+        e = eager(x).numpy()
+        dn.manual_seed(seed)
+        outs.append(c(x).numpy())
+        np.testing.assert_array_equal(e, outs[-1])
+    assert not np.array_equal(outs[0], outs[1])  # each replay draws new numbers
+    dn.manual_seed(3)
+    assert not np.array_equal(c(x).numpy(), c(x).numpy())
+
+
+def test_batch_norm_cumulative_momentum_and_counter():
+    def build():
+        dn.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3, momentum=None))
+
+    eager, c = build(), dn.compile(build())
+    for seed in range(4):
+        x = _x(seed=seed)
+        eager(x), c(x)
+    for (n, p), q in zip(eager.named_buffers(), c.buffers()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)
+    assert int(c[1].num_batches_tracked.item()) == 4
+
+
+def test_inplace_op_in_the_forward_is_replayed():
+    class Net(nn.Module):
+        def __init__(self):
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            y = self.fc(x)
+            y += 1
+            y *= x
+            return y
+
+    dn.manual_seed(0)
+    a = Net()
+    dn.manual_seed(0)
+    c = dn.compile(Net())
+    x = dn.tensor(np.arange(8, dtype=np.float32).reshape(2, 4))
+    for _ in range(3):
+        ra = a(x)
+        rb = c(x)
+        np.testing.assert_array_equal(ra.numpy(), rb.numpy())
+        for m, r in ((a, ra), (c, rb)):
+            m.zero_grad()
+            r.sum().backward()
+        np.testing.assert_array_equal(a.fc.weight.grad.numpy(), c.fc.weight.grad.numpy())
+
+
+def test_lazy_layers_are_made_by_the_trace():
+    dn.manual_seed(0)
+    a = nn.Sequential(nn.Linear(None, 3), nn.ReLU(), nn.Linear(None, 2))
+    dn.manual_seed(0)
+    c = dn.compile(nn.Sequential(nn.Linear(None, 3), nn.ReLU(), nn.Linear(None, 2)))
+    x = dn.tensor(np.ones((2, 5), dtype=np.float32))
+    first = []
+    for m in (a, c):
+        dn.manual_seed(1)  # the weights are drawn at the first forward
+        first.append(m(x).numpy())
+    np.testing.assert_array_equal(*first)
+    np.testing.assert_array_equal(a(x).numpy(), c(x).numpy())  # a replay
+    assert [tuple(p.shape) for p in c.parameters()] == [(3, 5), (3,), (2, 3), (2,)]
+
+
+def test_backward_after_an_optimizer_step_is_refused():
+    c = dn.compile(_net())
+    x, y = _x(), dn.tensor(np.array([1, 3]))
+    c(x)
+    loss = F.cross_entropy(c(x), y)
+    with dn.no_grad():
+        c[0].weight += 1  # an in-place change of a parameter the graph saved
+    with pytest.raises(RuntimeError, match="0.weight .* changed by an in-place operation"):
+        loss.backward()
+
+
+# ---- signatures and the cache ---------------------------------------------------------------------
+def test_new_signature_traces_again_with_a_warning_naming_the_change():
+    c = dn.compile(_net())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c(_x(2))
+        c(_x(2))  # the same signature: no warning
+    with pytest.warns(RecompileWarning, match=r"input 0 shape \(2, 1, 8, 8\) -> \(3, 1, 8, 8\)"):
+        c(_x(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c(_x(2))  # cached
+    c.eval()
+    with pytest.warns(RecompileWarning, match="training True -> False"):
+        c(_x(3))
+    with pytest.warns(RecompileWarning, match="grad mode on -> off"), dn.no_grad():
+        c(_x(3))
+    assert c.traces == 4 and len(c.graphs) == 4
+
+
+def test_cache_overflow_drops_the_least_recently_used_graph():
+    c = dn.compile(_net(), cache_size=2)
+    eager = _net()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RecompileWarning)
+        c(_x(2))
+        c(_x(3))
+        c(_x(2))  # now 3 is the least recently used
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        c(_x(4))
+    messages = [str(w.message) for w in seen if w.category is RecompileWarning]
+    assert len(messages) == 2 and "traced again" in messages[0], messages
+    assert "cache of 2 graphs is full; dropped the least recently used one (input 0 shape (3, 1, 8, 8) -> " \
+           "(4, 1, 8, 8) since it)" in messages[1]
+    assert all(w.filename == __file__ for w in seen)  # the warnings point at the caller's line
+    assert [g.values[g.inputs[0]].shape[0] for g in c.graphs] == [2, 4]
+    with pytest.warns(RecompileWarning):
+        out = c(_x(3))  # traced again
+    np.testing.assert_array_equal(out.numpy(), eager(_x(3)).numpy())
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"passes": ("dce", "fuse")}, r"unknown pass\(es\) \['fuse'\]"),
+    ({"passes": "dce"}, "collection of pass names"),
+    ({"recompute": "all"}, "recompute must be None, 'sqrt' or a number"),
+    ({"recompute": 0}, "recompute must be"),
+    ({"cache_size": 0}, "cache_size must be an integer >= 1"),
+])
+def test_bad_options(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        dn.compile(_net(), **kwargs)
+
+
+# ---- what cannot be traced ------------------------------------------------------------------------
+class _Reads(nn.Module):
+    def __init__(self, how):
+        self.fc = nn.Linear(3, 3)
+        self.how = how
+
+    def forward(self, x):
+        y = self.fc(x)
+        if self.how == "bool":
+            if y.sum():  # the line the error names
+                return y
+            return -y
+        if self.how == "compare":
+            return y * (y > 0)  # a mask computed without an op: no replay could recompute it
+        if self.how == "argmax":
+            return y[:, y.sum(0).argmax()]
+        return y * getattr(y.sum(), self.how)()
+
+
+@pytest.mark.parametrize("how", ["bool", "item", "numpy", "tolist", "compare", "argmax"])
+def test_value_read_during_tracing_names_module_and_line(how):
+    model = nn.Sequential(nn.Identity(), _Reads(how))
+    c = dn.compile(model)
+    with pytest.raises(TraceError) as err:
+        c(dn.tensor(np.ones((2, 3), dtype=np.float32)))
+    msg = str(err.value)
+    assert msg.startswith("1: dn.compile:"), msg
+    assert "test_compile.py:" in msg and "of a traced tensor" in msg
+    # the same model runs eagerly
+    model(dn.tensor(np.ones((2, 3), dtype=np.float32)))
+
+
+def test_reading_a_constant_is_allowed():
+    class Net(nn.Module):
+        def __init__(self):
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            scale = dn.tensor(2.0).item()  # a constant, not a traced value
+            return self.fc(x) * scale
+
+    c = dn.compile(Net())
+    x = dn.tensor(np.ones((2, 3), dtype=np.float32))
+    np.testing.assert_array_equal(c(x).numpy(), c._orig_mod(x).numpy())
+
+
+def test_inplace_on_a_view_and_raw_buffer_writes_are_refused():
+    class View(nn.Module):
+        def __init__(self):
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            y = self.fc(x)
+            y[0] += 1
+            return y
+
+    class Raw(nn.Module):
+        def __init__(self):
+            self.fc = nn.Linear(3, 3)
+            self.count = dn.zeros(1)
+
+        def forward(self, x):
+            self.count.array += 1
+            return self.fc(x)
+
+    x = dn.tensor(np.ones((2, 3), dtype=np.float32))
+    with pytest.raises(TraceError, match="in-place op .* on a view"):
+        dn.compile(View())(x)
+    with pytest.raises(TraceError, match="buffer count changed during the forward outside the divenet ops"):
+        dn.compile(Raw())(x)
+
+
+# ---- passes ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", PASSES)
+def test_each_pass_alone_gives_eager_results(name):
+    eager, c = _net(), dn.compile(_net(), passes=(name,))
+    x, y = _x(), dn.tensor(np.array([1, 3]))
+    _same_training(eager, c, x, y)
+    eager.eval(), c.eval()
+    with dn.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RecompileWarning)
+        for _ in range(2):
+            np.testing.assert_allclose(c(x).numpy(), eager(x).numpy(), rtol=1e-5, atol=1e-6)
+    assert name in c.graphs[-1].passes
+
+
+def test_dce_and_constant_folding():
+    class Net(nn.Module):
+        def __init__(self):
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            unused = self.fc(x) * 3  # dead: nothing reads it
+            bias = dn.ones(3) * 2 + 1  # constant: folded at compile time
+            del unused
+            return self.fc(x) + bias
+
+    x = dn.tensor(np.ones((2, 3), dtype=np.float32))
+    plain = trace_graph(Net(), x, passes=())
+    optimized = trace_graph(Net(), x)
+    ops = lambda g: [n.op for n in g.nodes]  # noqa: E731
+    assert ops(plain) == ["Linear", "Mul", "Mul", "Add", "Linear", "Add"]
+    assert ops(optimized) == ["Linear", "Add"]
+    model = Net()
+    c = dn.compile(model)
+    c(x)
+    np.testing.assert_array_equal(c(x).numpy(), model(x).numpy())
+
+
+def test_batchnorm_folding_is_never_stale():
+    eager, model = _net(), _net()
+    c = dn.compile(model)
+    eager.eval(), c.eval()
+    x = _x()
+    with dn.no_grad():
+        c(x)
+        graph = c.graphs[0]
+        assert [n.op for n in graph.nodes].count("BatchNorm") == 0
+        assert sum(v.kind == "derived" for v in graph.values) == 4
+        np.testing.assert_allclose(c(x).numpy(), eager(x).numpy(), rtol=1e-5, atol=1e-6)
+    # an optimizer step (version counters) and load_state_dict (new arrays) are both seen
+    for m in (eager, model):
+        m.train()
+        F.cross_entropy(m(x), dn.tensor(np.array([0, 1]))).backward()
+        SGD(m.parameters(), lr=0.5).step()
+        m.eval()
+    with dn.no_grad():
+        np.testing.assert_allclose(c(x).numpy(), eager(x).numpy(), rtol=1e-5, atol=1e-6)
+        state = _net().state_dict()
+        state["1.running_var"] = state["1.running_var"] * 4
+        eager.load_state_dict(state)
+        c.load_state_dict(state)
+        np.testing.assert_allclose(c(x).numpy(), eager(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_inplace_and_release_fill_the_plan():
+    g = trace_graph(_net(), _x())
+    assert [n.op for n in g.nodes if n.impl is not None] == ["ReLU", "ReLU"]
+    assert sum(len(f) for f in g.plan.free_after) > 0
+    off = trace_graph(_net(), _x(), passes=())
+    assert not any(n.impl for n in off.nodes) and not any(off.plan.free_after)
+    timeline = g.memory_timeline()
+    assert len(timeline) == len(g.nodes) and max(timeline) > 0
+    text = str(g)
+    assert "Conv2d(%0" in text and "in place" in text and "frees" in text
+
+
+def _peak(model, x, y):
+    for _ in range(2):
+        _step(model, x, y)
+    tracemalloc.start()
+    _step(model, x, y)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def _deep():
+    dn.manual_seed(0)
+    layers = [nn.Conv2d(1, 8, 3, padding=1)]
+    for _ in range(8):
+        layers += [nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)]
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(8 * 16 * 16, 3))
+
+
+def test_release_and_recompute_lower_peak_numpy_memory():
+    x, y = _x(8, side=16), dn.tensor(np.arange(8) % 3)
+    kept = _peak(dn.compile(_deep(), passes=("dce",)), x, y)
+    released = _peak(dn.compile(_deep()), x, y)
+    recomputed = _peak(dn.compile(_deep(), recompute="sqrt"), x, y)
+    assert released < 0.9 * kept, (released, kept)
+    assert recomputed < 0.8 * released, (recomputed, released)
