@@ -28,7 +28,7 @@ MEMORY_CASES = {  # name -> (zoo model, side, batch, classes, in_channels)
     "resnet18-d2l": ("resnet18-d2l", 96, 64, 10, 1),
     "densenet121": ("densenet121", 96, 16, 10, 1),
 }
-QUICK = {"resnet18-d2l": ("resnet18-d2l", 32, 4, 10, 1), "densenet121": ("densenet121", 32, 2, 10, 1)}
+QUICK = {"resnet18-d2l": ("resnet18-d2l", 32, 2, 10, 1), "densenet121": ("densenet121", 32, 2, 10, 1)}
 MODES = ("eager", "compiled", "recompute", "pytorch")
 
 
@@ -128,7 +128,7 @@ def _speed_table(rounds, quick):
     from .common import time_pair
 
     rows = []
-    cases = [("lenet", 28, 8 if quick else 256, True), ("resnet18-small", 12 if quick else 28, 4 if quick else 64, True),
+    cases = [("lenet", 28, 8 if quick else 256, True), ("resnet18-small", 8 if quick else 28, 2 if quick else 64, True),
              ("resnet18", 32 if quick else 224, 1, False)]
     for name, side, batch, training in cases:
         cin, classes = (3, 1000) if name == "resnet18" else (1, 10)
@@ -160,14 +160,15 @@ def _speed_table(rounds, quick):
               f"{tc / te:.2f}x", flush=True)
     side = 32 if quick else 224
     x = dn.tensor(np.random.default_rng(0).standard_normal((1, 3, side, side)).astype(np.float32))
-    model = get_model("resnet50", num_classes=1000, in_channels=3)
-    t0 = time.perf_counter()
-    model(x)
-    forward = time.perf_counter() - t0
-    compiled = dn.compile(model)
-    t0 = time.perf_counter()
-    compiled(x)
-    first = time.perf_counter() - t0
+    model = get_model("resnet50", num_classes=1000, in_channels=3).eval()  # batch 1: eval mode
+    with dn.no_grad():
+        t0 = time.perf_counter()
+        model(x)
+        forward = time.perf_counter() - t0
+        compiled = dn.compile(model)
+        t0 = time.perf_counter()
+        compiled(x)
+        first = time.perf_counter() - t0
     rows.append({"case": f"resnet50 compile {side}x{side} b1", "first_call_s": first, "eager_forward_s": forward})
     print(f"resnet50 first compiled call {first:.2f} s (one eager forward {forward:.2f} s)", flush=True)
     return rows
