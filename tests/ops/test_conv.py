@@ -360,6 +360,162 @@ def test_small_maps_take_the_dense_product_and_match_im2col(case, monkeypatch):
         np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
 
 
+# ---- the dispatch and the patch-matrix memory -------------------------------------------------
+
+def _conv_ctx(x, w, need=(True, True, False), **kw_):
+    """Run Conv2d.forward on raw arrays with a fresh Context; returns (ctx, output)."""
+    ctx = Context(need)
+    stride, dilation = kw_.get("stride", (1, 1)), kw_.get("dilation", (1, 1))
+    padding = kw_.get("padding", ((0, 0), (0, 0)))
+    return ctx, C.Conv2d.forward(ctx, x, w, None, stride, padding, dilation, kw_.get("groups", 1))
+
+
+@pytest.mark.parametrize("shape, kw_, kind", [
+    ((2, 3, 1, 1, 4, 3, 3), dict(padding=((1, 1), (1, 1))), "dense"),
+    ((2, 3, 5, 5, 4, 1, 1), {}, "pointwise"),
+    ((2, 3, 5, 5, 4, 1, 1), dict(stride=(2, 2)), "im2col"),
+    ((2, 3, 6, 6, 4, 3, 3), dict(padding=((1, 1), (1, 1))), "im2col"),
+    ((2, 4, 6, 6, 4, 3, 3), dict(groups=2), "im2col"),
+])
+def test_dispatch_names_the_implementation(shape, kw_, kind, monkeypatch):
+    from divenet import _native
+    monkeypatch.setattr(_native, "library", lambda: None)  # what DIVENET_NO_NATIVE=1 does
+    N, Cin, H, W, O, kh, kw = shape
+    rng = np.random.default_rng(11)
+    ctx, _ = _conv_ctx(_rand(rng, N, Cin, H, W), _rand(rng, O, Cin // kw_.get("groups", 1), kh, kw), **kw_)
+    assert ctx.kind == kind
+
+
+# conv2d cases (CASES_2D's format) that exercise each weight-gradient formulation
+WGRAD_CASES = [
+    (2, 4, 9, 9, 12, 1, 1, 2, 0, 1, 1, True),     # K < O: a ResNet downsample (1x1, stride 2)
+    (1, 3, 8, 7, 16, 1, 1, 1, 0, 1, 1, False),     # K < O, pointwise, batch 1
+    (2, 6, 7, 7, 4, 3, 3, 1, 1, 1, 1, True),       # K >= O: cols @ g.T and a copy
+    (3, 5, 6, 9, 4, 3, 3, (3, 2), (4, 3), (2, 1), 1, True),
+    (2, 8, 5, 5, 16, 3, 3, 1, 1, 1, 2, False),     # grouped
+]
+
+
+@pytest.mark.parametrize("copy_max", [C._WGRAD_COPY_MAX, 0], ids=["default", "no-copy"])
+@pytest.mark.parametrize("case", WGRAD_CASES, ids=_ids(WGRAD_CASES))
+def test_weight_gradient_formulations_match_torch(case, copy_max, monkeypatch):
+    """Every formulation ``_weight_grad`` picks (by K < O, and with the transposed copy off
+    above ``_WGRAD_COPY_MAX``) gives PyTorch's gradients, in C order."""
+    monkeypatch.setattr(C, "_WGRAD_COPY_MAX", copy_max)
+    test_conv2d_matches_torch(case, "cpu")
+    N, Cin, H, W, O, kh, kw, stride, padding, dilation, groups, bias = case
+    rng = np.random.default_rng(2)
+    tw = dn.tensor(_rand(rng, O, Cin // groups, kh, kw), requires_grad=True)
+    F.conv2d(dn.tensor(_rand(rng, N, Cin, H, W)), tw, stride=stride, padding=padding,
+             dilation=dilation, groups=groups).sum().backward()
+    assert tw.grad.array.flags.c_contiguous
+
+
+def test_weight_gradient_formulations_are_the_same_product():
+    rng = np.random.default_rng(12)
+    for O, K, P in ((8, 3, 300), (3, 8, 300), (5, 5, 64)):
+        cols, g2 = _rand(rng, K, P), _rand(rng, O, P)
+        gw = C._weight_grad(cols, g2)
+        assert gw.shape == (O, K) and gw.flags.c_contiguous
+        np.testing.assert_allclose(gw, g2.astype(np.float64) @ cols.T.astype(np.float64), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", CASES_2D, ids=_ids(CASES_2D))
+def test_patch_matrix_rebuilt_in_backward_matches_torch(case, monkeypatch):
+    """With every patch matrix rebuilt in backward from the saved input (resnet18's large
+    ones are), forward and both gradients are PyTorch's, on every geometry."""
+    monkeypatch.setattr(C, "_RECOMPUTE_MIN_BYTES", 0)
+    test_conv2d_matches_torch(case, "cpu")
+
+
+def test_large_patch_matrices_are_rebuilt_and_the_input_saved(monkeypatch):
+    rng = np.random.default_rng(13)
+    x, w = _rand(rng, 2, 3, 8, 8), _rand(rng, 4, 3, 3, 3)
+    for limit, rebuilt in ((0, True), (1 << 62, False)):
+        monkeypatch.setattr(C, "_RECOMPUTE_MIN_BYTES", limit)
+        ctx, _ = _conv_ctx(x, w, padding=((1, 1), (1, 1)))
+        assert ctx.recompute == rebuilt
+        saved = ctx.saved[0]
+        assert saved.shape == ((3, 8, 8, 2) if rebuilt else (27, 128))
+    ctx, _ = _conv_ctx(x, w, need=(True, False, False), padding=((1, 1), (1, 1)))
+    assert not ctx.recompute and ctx.saved[0] is None  # no weight gradient: nothing kept
+
+
+@pytest.mark.parametrize("limit", [0, 1 << 62], ids=["rebuilt", "kept"])
+def test_workspaces_are_never_handed_out(limit, monkeypatch):
+    """Temporary patch matrices live in per-thread workspaces: a second convolution (larger,
+    then smaller, so the workspace grows and is reused) leaves earlier outputs, gradients and
+    saved inputs intact."""
+    monkeypatch.setattr(C, "_RECOMPUTE_MIN_BYTES", limit)
+    rng = np.random.default_rng(14)
+    xs = [_rand(rng, 2, 3, 6, 6), _rand(rng, 3, 3, 9, 9), _rand(rng, 2, 3, 5, 5)]
+    w = _rand(rng, 4, 3, 3, 3)
+    tw = dn.tensor(w, requires_grad=True)
+    outs = []
+    with dn.no_grad():
+        for x in xs:
+            outs.append(F.conv2d(dn.tensor(x), tw, padding=1))
+    for x, y in zip(xs, outs):
+        np.testing.assert_allclose(y.numpy(), TF.conv2d(torch.tensor(x), torch.tensor(w), padding=1).numpy(),
+                                   rtol=1e-4, atol=1e-5)
+    # two graphs alive at once, their backward runs after both forwards
+    txs = [dn.tensor(x, requires_grad=True) for x in xs[:2]]
+    ys = [F.conv2d(t, tw, padding=1) for t in txs]
+    (ys[0].sum() + ys[1].sum()).backward()
+    ref_w = torch.tensor(w, requires_grad=True)
+    ref_x = [torch.tensor(x, requires_grad=True) for x in xs[:2]]
+    (TF.conv2d(ref_x[0], ref_w, padding=1).sum() + TF.conv2d(ref_x[1], ref_w, padding=1).sum()).backward()
+    np.testing.assert_allclose(tw.grad.numpy(), ref_w.grad.numpy(), rtol=1e-4, atol=1e-4)
+    for t, r in zip(txs, ref_x):
+        np.testing.assert_allclose(t.grad.numpy(), r.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_workspaces_are_per_thread(monkeypatch):
+    """Threads running convolutions at once (each reusing its own workspace) get PyTorch's
+    gradients."""
+    import threading
+
+    monkeypatch.setattr(C, "_RECOMPUTE_MIN_BYTES", 0)
+    rng = np.random.default_rng(15)
+    jobs = [(_rand(rng, 2, 3, 7 + i, 7 + i), _rand(rng, 4, 3, 3, 3)) for i in range(4)]
+    results, errors = [None] * len(jobs), []
+
+    def run(i):
+        try:
+            x, w = (dn.tensor(a, requires_grad=True) for a in jobs[i])
+            for _ in range(5):
+                x.grad = w.grad = None
+                (F.conv2d(x, w, padding=1) ** 2).sum().backward()
+            results[i] = (x.grad.numpy(), w.grad.numpy())
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for (x, w), (gx, gw) in zip(jobs, results):
+        tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+        (TF.conv2d(tx, tw, padding=1) ** 2).sum().backward()
+        np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(gw, tw.grad.numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_new_paths_without_the_native_kernels():
+    """The dispatch, weight-gradient and rebuilt-patch tests pass with DIVENET_NO_NATIVE=1."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, DIVENET_NO_NATIVE="1")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                        "dispatch or formulations or rebuilt or workspaces"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
 # ---- numerical gradients in float64 -----------------------------------------------------------
 
 @pytest.mark.parametrize("kw_", [
