@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 
 import numpy as np
 
@@ -53,10 +54,12 @@ class Recorder(autograd.OpHooks):
     def __init__(self, model, graph):
         self.model, self.graph = model, graph
         self.depth = 0
-        self.of_tensor = {}  # id(Tensor) -> value id (inputs, op outputs)
-        self.of_array = {}  # id(array) -> value id, for detach() / .data of traced tensors
+        # id(Tensor) / id(array) -> (value id, a weak reference that tells whether that id still
+        # names the same object): the trace holds no intermediate array alive (eager's peak)
+        self.of_tensor = {}  # inputs and op outputs
+        self.of_array = {}  # their arrays, for detach() / .data of traced tensors
         self.externals = {}  # id(Tensor) -> value id
-        self.keep = []  # every tensor and array seen, so that their ids stay unique
+        self.keep = []  # the inputs and external tensors (the graph refers to them)
         self.model_ids = {id(t) for _, t in _model_tensors(model)}
         self.owners = {id(t.array): t for _, t in _model_tensors(model)}  # option arrays -> their tensor
         self.inplace_targets = set()  # ids of external tensors changed by recorded in-place ops
@@ -65,13 +68,23 @@ class Recorder(autograd.OpHooks):
     def add_input(self, t, i):
         vid = self.graph.add_value("input", t.shape, t.dtype, requires_grad=t.requires_grad, name=f"input {i}")
         self._bind(t, vid)
+        self.keep.append(t)
         self.graph.inputs.append(vid)
         return vid
 
     def _bind(self, t, vid):
-        self.of_tensor[id(t)] = vid
-        self.of_array[id(t.array)] = vid
-        self.keep.append(t)
+        self.of_tensor[id(t)] = (vid, _ref(t))
+        self.of_array[id(t.array)] = (vid, _ref(t.array))
+
+    def _traced(self, t):
+        """The value id of traced tensor ``t`` (or of its array), else None."""
+        hit = self.of_tensor.get(id(t))
+        if hit is None or hit[1]() is not t:
+            a = getattr(t, "array", None)
+            hit = self.of_array.get(id(a))
+            if hit is None or hit[1]() is not a:
+                return None
+        return hit[0]
 
     def value_of(self, t):
         """The value id of what an op reads (a Tensor, a raw array or number, or None)."""
@@ -80,9 +93,7 @@ class Recorder(autograd.OpHooks):
         if t is None:
             return None
         if isinstance(t, Tensor):
-            vid = self.of_tensor.get(id(t))
-            if vid is None:
-                vid = self.of_array.get(id(t.array))
+            vid = self._traced(t)
             if vid is None:
                 vid = self.externals.get(id(t))
                 if vid is None:
@@ -90,7 +101,6 @@ class Recorder(autograd.OpHooks):
                     self.externals[id(t)] = vid
                     self.keep.append(t)
             return vid
-        self.keep.append(t)
         return self.graph.add_value("const", getattr(t, "shape", None), getattr(t, "dtype", None), array=t)
 
     def path(self):
@@ -143,8 +153,7 @@ class Recorder(autograd.OpHooks):
         """Called by Tensor.item/bool/numpy/tolist/__array__ while this recorder is active."""
         from ..tensor import Tensor
 
-        traced = id(t) in self.of_tensor or id(getattr(t, "array", None)) in self.of_array
-        if traced or id(t) in self.model_ids or (isinstance(t, Tensor) and t.requires_grad):
+        if self._traced(t) is not None or id(t) in self.model_ids or (isinstance(t, Tensor) and t.requires_grad):
             if what in ("argmax()", "argmin()", "any()", "all()", "~"):  # no op records them
                 why = ("is computed outside divenet's recorded ops, so a replay could not recompute it: "
                        "compute it outside the compiled module")
@@ -163,7 +172,10 @@ class Recorder(autograd.OpHooks):
         from ..tensor import Tensor
 
         g = self.graph
-        needs = [isinstance(t, Tensor) and t.requires_grad for t in inputs]
+        # what the op's ctx.needs_input_grad was; under no_grad() eager mode records no node,
+        # so no gradient may flow through it in the replay either
+        grad = is_grad_enabled()
+        needs = [grad and isinstance(t, Tensor) and t.requires_grad for t in inputs]
         dynamic, static = {}, {}
         device = next((t.device for t in inputs if isinstance(t, Tensor)), cpu())
         for key, v in kwargs.items():
@@ -174,13 +186,8 @@ class Recorder(autograd.OpHooks):
                 dynamic[key] = kind
         out_ids = []
         for i, o in enumerate(outs):
-            if inplace:
-                vid = g.add_value("op", o.shape, o.dtype, requires_grad=o.requires_grad)
-                self.of_tensor[id(o)] = vid  # the target now holds the new value
-                self.of_array[id(o.array)] = vid
-            else:
-                vid = g.add_value("op", o.shape, o.dtype, requires_grad=o.requires_grad)
-                self._bind(o, vid)
+            vid = g.add_value("op", o.shape, o.dtype, requires_grad=o.requires_grad)
+            self._bind(o, vid)  # an in-place target now holds the new value
             out_ids.append(vid)
         node = Node(cls, ins, out_ids, static, dynamic, needs, self.path(), inplace=inplace)
         in_arrays = [t.array if isinstance(t, Tensor) else t for t in inputs]
@@ -208,7 +215,6 @@ class Recorder(autograd.OpHooks):
                     seen.add(id(base))
                     total += int(getattr(base, "nbytes", 0) or 0)
             node.saved_bytes = total
-        self.keep.append((inputs, kwargs, outs))
         g.add_node(node)
 
     def _dynamic(self, v, device):
@@ -225,6 +231,25 @@ class Recorder(autograd.OpHooks):
         if v is _random.generator(device):
             return ("rng", device)
         return None
+
+
+class _Strong:
+    """A stand-in weak reference for objects that take none (NumPy scalars)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __call__(self):
+        return self.obj
+
+
+def _ref(obj):
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        return _Strong(obj)
 
 
 def _model_tensors(model):

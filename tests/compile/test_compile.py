@@ -113,6 +113,24 @@ def test_input_gradient_and_detach():
         np.testing.assert_array_equal(*grads)
 
 
+def test_no_grad_inside_the_forward_stops_the_gradient():
+    class Net(nn.Module):
+        def __init__(self):
+            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+
+        def forward(self, x):
+            with dn.no_grad():
+                h = self.a(x)
+            return self.b(h)
+
+    c = dn.compile(Net())
+    x = dn.tensor(np.ones((2, 3), dtype=np.float32))
+    for _ in range(2):
+        c.zero_grad()
+        c(x).sum().backward()
+        assert c.a.weight.grad is None and c.b.weight.grad is not None
+
+
 def test_dropout_draws_fresh_masks_like_eager():
     def build():
         dn.manual_seed(0)
