@@ -442,3 +442,40 @@ def test_release_and_recompute_lower_peak_numpy_memory():
     recomputed = _peak(dn.compile(_deep(), recompute="sqrt"), x, y)
     assert released < 0.9 * kept, (released, kept)
     assert recomputed < 0.8 * released, (recomputed, released)
+
+
+def test_recompute_keeps_dropout_masks_and_running_stats():
+    def build():
+        dn.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5),
+                             nn.Linear(16, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
+
+    eager, c = build(), dn.compile(build(), recompute=3)
+    x, y = dn.tensor(np.random.default_rng(0).standard_normal((8, 6)).astype(np.float32)), \
+        dn.tensor(np.arange(8) % 2)
+    for seed in range(3):
+        res = []
+        for m in (eager, c):
+            dn.manual_seed(seed)
+            res.append(_step(m, x, y))
+        np.testing.assert_array_equal(res[0][0], res[1][0])
+        for u, v in zip(res[0][1], res[1][1]):
+            np.testing.assert_array_equal(u, v)
+    assert c.graphs[0].plan.recomputed  # some segment was re-run
+    for (n, p), q in zip(eager.named_buffers(), c.buffers()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)  # updated once per step
+
+
+def test_a_compiled_submodule_inside_a_model():
+    dn.manual_seed(0)
+    inner = _net()
+    outer = nn.Sequential(dn.compile(inner), nn.ReLU())
+    assert list(outer.state_dict()) == ["0." + k for k in inner.state_dict()]
+    x, y = _x(), dn.tensor(np.array([1, 3]))
+    _step(outer, x, y)
+    loss, grads = _step(outer, x, y)
+    dn.manual_seed(0)
+    plain = nn.Sequential(_net(), nn.ReLU())
+    _step(plain, x, y)
+    loss2, grads2 = _step(plain, x, y)
+    np.testing.assert_array_equal(loss, loss2)
