@@ -20,7 +20,7 @@ from ..tensor import Tensor
 from . import passes as _passes
 from .executor import CompiledGraph, Program
 from .ir import Graph, Node, Plan, Value
-from .trace import TraceError, rebuild, trace
+from .trace import TraceError, rebuild, tensor_leaves, trace
 
 __all__ = ["compile", "CompiledModule", "TraceError", "RecompileWarning", "trace_graph", "Graph", "Node",
            "Value", "Plan", "PASSES"]
@@ -75,7 +75,7 @@ def _diff(old, new):
     for i, (a, b) in enumerate(zip(oa, na)):
         if a == b:
             continue
-        if a[0] == "py" or b[0] == "py":
+        if a[0] in ("py", "seq") or b[0] in ("py", "seq"):
             out.append(f"input {i} {a[1]!r} -> {b[1]!r}")
             continue
         for what, x, y in zip(("shape", "dtype", "device", "requires_grad"), a, b):
@@ -154,12 +154,7 @@ class CompiledModule(Module):
         return self.forward(*args, **kwargs)  # the model's own __call__ records module paths
 
     def _signature(self, args, kwargs):
-        parts = []
-        for a in args:
-            if isinstance(a, Tensor):
-                parts.append((a.shape, a.dtype, a.device, a.requires_grad))
-            else:
-                parts.append(("py", a if _hashable(a) else repr(a)))
+        parts = [_part(a) for a in args]
         kw = ()
         if kwargs:
             for k, v in kwargs.items():
@@ -184,7 +179,7 @@ class CompiledModule(Module):
         return self._trace(key, args, kwargs)
 
     def _replay(self, program, args):
-        tensors = [a for a in args if isinstance(a, Tensor)]
+        tensors = tensor_leaves(args)
         if program.records:
             outs = CompiledGraph.apply(*tensors, *program.grad_tensors, program=program)
         else:
@@ -211,6 +206,16 @@ class CompiledModule(Module):
                           f"is full; dropped the least recently used one ({_diff(old, key)} since it); "
                           "raise cache_size= or keep input shapes fixed", RecompileWarning, stacklevel=4)
         return out
+
+
+def _part(a):
+    """One positional input's part of a signature: a tensor's meta, a tuple/list's parts (an
+    LSTM's (h, c) state), else the value."""
+    if isinstance(a, Tensor):
+        return (a.shape, a.dtype, a.device, a.requires_grad)
+    if isinstance(a, (tuple, list)) and any(isinstance(x, (Tensor, tuple, list)) for x in a):
+        return ("seq", tuple(_part(x) for x in a))
+    return ("py", a if _hashable(a) else repr(a))
 
 
 def _hashable(v):

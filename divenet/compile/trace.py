@@ -260,6 +260,19 @@ def _host(a):
     return a if isinstance(a, np.ndarray) else transfer(a, cpu())
 
 
+def tensor_leaves(args, out=None):
+    """The tensors of positional inputs, nested tuples and lists included, in order."""
+    from ..tensor import Tensor
+
+    out = [] if out is None else out
+    for a in args:
+        if isinstance(a, Tensor):
+            out.append(a)
+        elif isinstance(a, (tuple, list)):
+            tensor_leaves(a, out)
+    return out
+
+
 def flatten_outputs(out, leaves):
     """The structure of a returned object with its tensors replaced by their leaf index."""
     from ..tensor import Tensor
@@ -290,9 +303,8 @@ def trace(model, args, kwargs):
     graph = Graph(training=model.training, grad=is_grad_enabled())
     rec = Recorder(model, graph)
     before = {name: (t, _host(t.array).copy()) for name, t in model.named_buffers()}
-    for i, a in enumerate(args):
-        if isinstance(a, Tensor):
-            rec.add_input(a, i)
+    for i, a in enumerate(tensor_leaves(args)):
+        rec.add_input(a, i)
     with rec:
         out = model(*args, **kwargs)
     leaves = []

@@ -479,3 +479,20 @@ def test_a_compiled_submodule_inside_a_model():
     _step(plain, x, y)
     loss2, grads2 = _step(plain, x, y)
     np.testing.assert_array_equal(loss, loss2)
+
+
+def test_tensors_nested_in_tuple_inputs_are_inputs():
+    dn.manual_seed(0)
+    lstm = nn.LSTM(3, 4)
+    c = dn.compile(lstm)
+    x = dn.tensor(np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # new state tensors every call: the same signature
+        for seed in range(3):
+            rng = np.random.default_rng(seed)
+            h, cell = (dn.tensor(rng.standard_normal((1, 2, 4)).astype(np.float32)) for _ in range(2))
+            out, (hn, cn) = c(x, (h, cell))
+            ref, (hr, cr) = lstm(x, (h, cell))
+            np.testing.assert_array_equal(out.numpy(), ref.numpy())
+            np.testing.assert_array_equal(cn.numpy(), cr.numpy())
+    assert c.traces == 1
