@@ -496,3 +496,18 @@ def test_tensors_nested_in_tuple_inputs_are_inputs():
             np.testing.assert_array_equal(out.numpy(), ref.numpy())
             np.testing.assert_array_equal(cn.numpy(), cr.numpy())
     assert c.traces == 1
+
+
+def test_replay_on_the_device_has_no_host_syncs_or_uploads():
+    from divenet import sim
+
+    c = dn.compile(_net().to("sim"))
+    x, y = _x(device="sim"), dn.tensor(np.array([1, 3]), device="sim")
+    opt = SGD(c.parameters(), lr=0.1)
+    for step in range(3):
+        with sim.counting() as counts:
+            opt.zero_grad()
+            F.cross_entropy(c(x), y).backward()
+            opt.step()
+        if step:  # replays (the trace is eager mode plus its bookkeeping)
+            assert counts["sync"] == 0 and counts["upload"] == 0, dict(counts)
