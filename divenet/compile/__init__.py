@@ -62,10 +62,6 @@ def trace_graph(model, *args, passes=None, recompute=None, **kwargs):
     return _passes.run(graph, chosen, options)
 
 
-def _describe(key):
-    return key
-
-
 def _diff(old, new):
     """What changed between two signatures, in words."""
     (oa, okw, omodes, oreq, ograd), (na, nkw, nmodes, nreq, ngrad) = old, new
