@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import random as _random
-from ..autograd import Context, Function
+from ..autograd import Context, Function, current_hooks
 from ..backend import array_module
 from .passes import fold_recipe, pinned, records
 
@@ -137,6 +137,7 @@ class Program:
 
     def _run(self, env, ctxs, start, stop, again=False):
         steps = self.steps
+        observe = _observer()
         for k in range(start, stop):
             s = steps[k]
             if again and s.pinned:
@@ -144,7 +145,13 @@ class Program:
             if s.effect is not None and not again:
                 s.effect.num_batches_tracked.array += 1  # as the layer does before its op
             ctx = Context(s.needs)
-            out = s.fn(ctx, *[env[i] for i in s.ins], **(s.kw if s.dyn is None else s.options(again)))
+            args = [env[i] for i in s.ins]
+            kw = s.kw if s.dyn is None else s.options(again)
+            if observe is None:
+                out = s.fn(ctx, *args, **kw)
+            else:
+                out = observe(self.graph.nodes[k], "recompute" if again else "forward",
+                              lambda: s.fn(ctx, *args, **kw))
             if s.inplace:
                 out = env[s.ins[0]]
                 if s.ext_target is not None and not again:
@@ -190,6 +197,7 @@ class Program:
                 genv[vid] = g if prev is None else prev + g
         release = self.release
         leaves = self.leaves
+        observe = _observer()
         for j in range(len(self.segments) - 1, -1, -1):
             a, b = self.segments[j]
             if j in self.recomputed:
@@ -214,7 +222,10 @@ class Program:
                 if release:
                     for v in s.outs:
                         genv[v] = None
-                res = s.cls.backward(ctx, *gs)
+                if observe is None:
+                    res = s.cls.backward(ctx, *gs)
+                else:
+                    res = observe(self.graph.nodes[k], "backward", lambda: s.cls.backward(ctx, *gs))
                 if not isinstance(res, tuple):
                     res = (res,)
                 for vid, g, need, dt in zip(s.ins, res, s.needs, s.in_dtypes):
@@ -253,6 +264,14 @@ class Program:
                     f"backward: {name} (shape {tuple(t.shape)}), which the compiled graph saved for the "
                     f"gradient, was changed by an in-place operation (now at version {t._version[0]}, "
                     f"saved at version {v}); call backward() before optimizer.step()")
+
+
+def _observer():
+    """The active OpHooks' ``compiled_op(node, phase, run)``, if it has one: profilers see each
+    graph node of a replay (phase "forward", "recompute" or "backward"; ``run()`` runs it and
+    returns its result)."""
+    hooks = current_hooks()
+    return None if hooks is None else getattr(hooks, "compiled_op", None)
 
 
 def _eager_order(graph):

@@ -511,3 +511,29 @@ def test_replay_on_the_device_has_no_host_syncs_or_uploads():
             opt.step()
         if step:  # replays (the trace is eager mode plus its bookkeeping)
             assert counts["sync"] == 0 and counts["upload"] == 0, dict(counts)
+
+
+def test_profilers_see_each_node_of_a_replay():
+    from divenet.autograd import OpHooks
+
+    class Watch(OpHooks):
+        def __init__(self):
+            self.seen = []
+
+        def compiled_op(self, node, phase, run):
+            self.seen.append((node.op, node.path, phase))
+            return run()
+
+    c = dn.compile(_net(), recompute=2)
+    x, y = _x(), dn.tensor(np.array([1, 3]))
+    eager_loss = _step(c, x, y)[0]
+    watch = Watch()
+    with watch:
+        loss = _step(c, x, y)[0]
+    np.testing.assert_array_equal(loss, eager_loss)
+    graph = c.graphs[0]
+    forward = [(op, path) for op, path, phase in watch.seen if phase == "forward"]
+    assert forward == [(n.op, n.path) for n in graph.nodes]
+    a, b = graph.plan.segments[0]
+    assert [op for op, _, phase in watch.seen if phase == "recompute"] == [n.op for n in graph.nodes[a:b]]
+    assert sorted(op for op, _, phase in watch.seen if phase == "backward") == sorted(n.op for n in graph.nodes)
