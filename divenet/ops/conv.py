@@ -213,6 +213,36 @@ def workspace(slot, shape, like):
     return b[:n].reshape(shape)
 
 
+_PHASE_IM2COL_MAX_BATCH = 64
+
+
+def _phase_split(p, adjoint):
+    """Whether im2col (or col2im, ``adjoint``) goes through the input's stride phases: for a
+    strided kernel with several taps, phase (a, b) holds rows a, a + sh, ... and columns b,
+    b + sw, ..., and each tap reads (adds into) one stride-1 rectangle of one phase, whose runs
+    are an output row times the batch instead of one batch. Measured on Zen 3, one thread:
+    col2im 1.1-3x faster at every batch (ResNet's 7x7 stride-2 stem at 224x224, b8, 56 -> 19
+    ms; 3x3 stride-2 layers at 28x28 b256 1.1-1.3x); im2col at b8 1.2-2.1x faster (stem 23 ->
+    11 ms), but at b256 the runs of a whole batch are long already and the phase copy costs
+    more (0.86-1.05x), hence ``_PHASE_IM2COL_MAX_BATCH``."""
+    if not ((p.sh > 1 or p.sw > 1) and p.kh * p.kw > 1):
+        return False
+    return adjoint or p.N < _PHASE_IM2COL_MAX_BATCH
+
+
+def _in_phase(src, p):
+    """A tap's input rectangle (strided slices) as (phase, stride-1 slices into it)."""
+    rs, cs = src
+    a, b = rs.start % p.sh, cs.start % p.sw
+    r0, c0 = rs.start // p.sh, cs.start // p.sw
+    return (a, b), (slice(r0, r0 + len(range(rs.start, rs.stop, rs.step))),
+                    slice(c0, c0 + len(range(cs.start, cs.stop, cs.step))))
+
+
+def _phase(x, key, p):
+    return x[:, key[0]::p.sh, key[1]::p.sw]
+
+
 def im2col(xh, plan, out=None):
     """``xh``: the input as (C, H, W, N), contiguous. Returns cols (C, kh, kw, OH, OW, N):
     ``cols[c, i, j, oh, ow, n] = xpad[c, i*dh + oh*sh, j*dw + ow*sw, n]``, written into
@@ -221,13 +251,20 @@ def im2col(xh, plan, out=None):
     p = plan
     shape = (p.C, p.kh, p.kw, p.OH, p.OW, p.N)
     cols = xp.empty(shape, dtype=xh.dtype) if out is None else out.reshape(shape)
+    phases = {} if _phase_split(p, False) else None
     for i, j, out, src in p.taps():
         dst = cols[:, i, j]
         if out is None:
             dst[...] = 0
             continue
         (hlo, hhi), (wlo, whi) = (out[0].start, out[0].stop), (out[1].start, out[1].stop)
-        dst[:, hlo:hhi, wlo:whi] = xh[:, src[0], src[1]]
+        if phases is None:
+            dst[:, hlo:hhi, wlo:whi] = xh[:, src[0], src[1]]
+        else:
+            key, rect = _in_phase(src, p)
+            if key not in phases:
+                phases[key] = xp.ascontiguousarray(_phase(xh, key, p))
+            dst[:, hlo:hhi, wlo:whi] = phases[key][:, rect[0], rect[1]]
         # the padding this tap reads
         if hlo > 0:
             dst[:, :hlo] = 0
@@ -241,14 +278,24 @@ def im2col(xh, plan, out=None):
 
 
 def col2im(dcols, plan):
-    """Adjoint of :func:`im2col`: dcols (C, kh, kw, OH, OW, N) -> dx (C, H, W, N), one strided
-    add per kernel tap."""
+    """Adjoint of :func:`im2col`: dcols (C, kh, kw, OH, OW, N) -> dx (C, H, W, N), one add per
+    kernel tap (into the stride phases, then written out, where ``_phase_split``)."""
     xp = array_module(dcols)
     p = plan
     dx = xp.zeros((p.C, p.H, p.W, p.N), dtype=dcols.dtype)
+    phases = {} if _phase_split(p, True) else None
     for i, j, out, src in p.taps():
-        if out is not None:
+        if out is None:
+            continue
+        if phases is None:
             dx[:, src[0], src[1]] += dcols[:, i, j, out[0], out[1]]
+            continue
+        key, rect = _in_phase(src, p)
+        if key not in phases:
+            phases[key] = xp.zeros(_phase(dx, key, p).shape, dtype=dx.dtype)
+        phases[key][:, rect[0], rect[1]] += dcols[:, i, j, out[0], out[1]]
+    for key, g in (phases or {}).items():
+        _phase(dx, key, p)[...] = g
     return dx
 
 

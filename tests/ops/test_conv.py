@@ -241,10 +241,18 @@ def _naive_im2col(x, plan):
     ((2, 4, 9, 8), (6, 2, 3, 4), (2, 1), ((2, 1), (1, 3)), (1, 2)),
     ((3, 2, 5, 6), (2, 2, 5, 5), (1, 1), ((4, 0), (0, 4)), (1, 1)),  # taps reading only padding
     ((1, 3, 7, 7), (3, 3, 2, 3), (3, 2), ((0, 0), (2, 2)), (2, 1)),
-], ids=["strided-dilated", "wide-padding", "stride-skips-rows"])
-def test_im2col_is_the_definition_and_col2im_its_adjoint(geometry):
+    ((1, 3, 11, 13), (4, 3, 7, 7), (2, 2), ((3, 3), (3, 3)), (1, 1)),  # a ResNet stem, batch 1
+    ((65, 2, 9, 7), (2, 2, 3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1)),  # batch above the phase limit
+    ((3, 2, 10, 9), (2, 2, 3, 3), (2, 3), ((1, 2), (0, 1)), (2, 2)),
+], ids=["strided-dilated", "wide-padding", "stride-skips-rows", "stem", "large-batch", "odd-phases"])
+@pytest.mark.parametrize("split", ["default", "always", "never"])
+def test_im2col_is_the_definition_and_col2im_its_adjoint(geometry, split, monkeypatch):
     """im2col equals a gather straight from the definition; col2im satisfies
-    <im2col(x), y> == <x, col2im(y)> for random x, y (the input gradient is its adjoint)."""
+    <im2col(x), y> == <x, col2im(y)> for random x, y (the input gradient is its adjoint); with
+    and without the stride-phase split (``_phase_split``)."""
+    if split != "default":
+        strided = lambda p, adjoint: (p.sh > 1 or p.sw > 1) and p.kh * p.kw > 1
+        monkeypatch.setattr(C, "_phase_split", strided if split == "always" else lambda p, adjoint: False)
     x_shape, w_shape, stride, padding, dilation = geometry
     rng = np.random.default_rng(14)
     plan = C._Plan(x_shape, w_shape, stride, padding, dilation, 1)
