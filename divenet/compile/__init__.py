@@ -32,7 +32,7 @@ class RecompileWarning(UserWarning):
     """A compiled module traced again (a new input signature) or dropped a cached graph."""
 
 
-def _options(passes, recompute, cache_size):
+def _options(passes, recompute, cache_size, memory_budget=None):
     if passes is None:
         chosen = set(_passes.DEFAULT_PASSES)
     else:
@@ -48,16 +48,19 @@ def _options(passes, recompute, cache_size):
         raise ValueError(f"compile: recompute must be None, 'sqrt' or a number of segments >= 1, got {recompute!r}")
     if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
         raise ValueError(f"compile: cache_size must be an integer >= 1, got {cache_size!r}")
-    return chosen, {"recompute": recompute}
+    if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, float))
+                                      or memory_budget < 0):
+        raise ValueError(f"compile: memory_budget must be a number of bytes >= 0, got {memory_budget!r}")
+    return chosen, {"recompute": recompute, "memory_budget": memory_budget}
 
 
-def trace_graph(model, *args, passes=None, recompute=None, **kwargs):
+def trace_graph(model, *args, passes=None, recompute=None, memory_budget=None, **kwargs):
     """Trace one call ``model(*args, **kwargs)`` (run eagerly, in the model's current mode and
     the current grad mode) and return its planned ``Graph``: nodes with op names
     (``node.op``), module paths (``node.path``), values with shapes and bytes
     (``graph.values[i].shape``/``.nbytes``), the memory plan (``graph.plan``) and
     ``graph.memory_timeline()``. For ``divenet graph`` and ``divenet profile``."""
-    chosen, options = _options(passes, recompute, 1)
+    chosen, options = _options(passes, recompute, 1, memory_budget)
     graph, _ = trace(model, args, kwargs)
     return _passes.run(graph, chosen, options)
 
@@ -94,10 +97,10 @@ class CompiledModule(Module):
     and submodules (``parameters()``, ``state_dict()``, ``train()``/``eval()``, ``to()`` act on
     the model) whose calls replay traced graphs, one per input signature."""
 
-    def __init__(self, model, passes=None, recompute=None, cache_size=8):
+    def __init__(self, model, passes=None, recompute=None, cache_size=8, memory_budget=None):
         if not isinstance(model, Module):
             raise TypeError(f"compile: expected a divenet.nn.Module, got {type(model).__name__}")
-        chosen, options = _options(passes, recompute, cache_size)
+        chosen, options = _options(passes, recompute, cache_size, memory_budget)
         d = self.__dict__
         d["_orig_mod"], d["_passes"], d["_options"], d["_cache_size"] = model, chosen, options, cache_size
         d["_cache"] = OrderedDict()  # signature -> Program, least recently used first
@@ -222,16 +225,19 @@ def _hashable(v):
         return False
 
 
-def compile(model, *, passes=None, recompute=None, cache_size=8):
+def compile(model, *, passes=None, recompute=None, cache_size=8, memory_budget=None):
     """Graph mode: a Module sharing ``model``'s parameters whose calls replay traced graphs.
 
     ``passes``: the pass names to run (default: all of ``PASSES``; ``()`` for none);
     ``recompute``: None, ``"sqrt"`` (about sqrt(n) segments) or a number of segments to
-    recompute in backward instead of storing; ``cache_size``: graphs kept, one per input
+    recompute in backward instead of storing; ``memory_budget``: bytes a training step may keep
+    (saved for backward): segments are recomputed, first ones first, only until the estimate
+    fits (implies recompute="sqrt" segments); ``cache_size``: graphs kept, one per input
     signature (shapes, dtypes, devices, requires_grad, train/eval, grad mode); a new signature
     traces again with a ``RecompileWarning`` naming what changed, and beyond ``cache_size``
     the least recently used graph is dropped with a warning."""
-    return CompiledModule(model, passes=passes, recompute=recompute, cache_size=cache_size)
+    return CompiledModule(model, passes=passes, recompute=recompute, cache_size=cache_size,
+                          memory_budget=memory_budget)
 
 
 class _CallableModule(types.ModuleType):

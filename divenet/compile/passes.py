@@ -15,9 +15,10 @@ Rewriting passes (run in this order):
 
 Memory passes (they fill ``graph.plan``):
 
-* ``recompute`` (``recompute="sqrt"`` or a number of segments): cuts the nodes into segments
-  of about equal saved bytes; the forward keeps only the values that cross a segment
-  boundary (and what random ops drew) and re-runs each segment just before its backward.
+* ``recompute`` (``recompute="sqrt"`` or a number of segments, and/or ``memory_budget=``
+  bytes): cuts the nodes into segments of about equal saved bytes; the forward keeps only the
+  values that cross a segment boundary (and what random ops drew) and re-runs each segment
+  just before its backward; with a budget, only as many segments (from the first) as needed.
 * ``inplace``: ReLU and Add write into an input that no later node reads, that no backward
   context saved, that is no view of (or viewed by) another value, and whose memory layout
   is the one eager mode's result had (so later kernels take the same paths, bit for bit).
@@ -151,31 +152,47 @@ def pinned(node):
 
 
 def recompute(graph, options):
-    """Cut the nodes into segments (see the module docstring); fills plan.segments/stored."""
+    """Cut the nodes into segments (see the module docstring); fills plan.segments/stored.
+    With ``memory_budget`` (bytes), segments are recomputed from the first on only until the
+    estimated peak of what the step keeps fits (fewer re-runs when memory allows)."""
     plan = graph.plan
     how = options.get("recompute")
+    budget = options.get("memory_budget")
     n = len(graph.nodes)
-    if not how or not records(graph) or n < 2:
+    if (not how and budget is None) or not records(graph) or n < 2:
         return 0
-    k = max(1, min(n, math.ceil(math.sqrt(n)) if how == "sqrt" else int(how)))
-    cost = [max(node.saved_bytes, 1) for node in graph.nodes]
-    total = sum(cost)
+    k = max(1, min(n, int(how) if how not in (None, "sqrt") else math.ceil(math.sqrt(n))))
+    cost = [node.saved_bytes for node in graph.nodes]
+    total = sum(cost) or 1
     bounds, acc = [0], 0
     for i, c in enumerate(cost):
-        acc += c
-        if acc >= total * len(bounds) / k and i + 1 < n and len(bounds) < k:
+        acc += max(c, 1)
+        if acc >= (total + n) * len(bounds) / k and i + 1 < n and len(bounds) < k:
             bounds.append(i + 1)
     bounds.append(n)
     plan.segments = [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
-    seg_of = {}
-    for j, (a, b) in enumerate(plan.segments):
-        for i in range(a, b):
-            seg_of[i] = j
+    seg_of = {i: j for j, (a, b) in enumerate(plan.segments) for i in range(a, b)}
     last = len(plan.segments) - 1
-    plan.recomputed = tuple(j for j, (a, b) in enumerate(plan.segments)
-                            if j != last and not any(graph.nodes[i].inplace for i in range(a, b)))
-    recomputed = set(plan.recomputed)
-    need = {}  # value id -> segments that will re-read it in a recomputation
+    candidates = [j for j, (a, b) in enumerate(plan.segments)
+                  if j != last and not any(graph.nodes[i].inplace for i in range(a, b))]
+    seg_cost = [sum(cost[a:b]) for a, b in plan.segments]
+    chosen = candidates
+    if budget is not None:
+        chosen = []
+        for j in candidates:
+            if _estimate(graph, seg_of, seg_cost, chosen) <= budget:
+                break
+            chosen.append(j)
+    plan.recomputed = tuple(chosen)
+    for vid, segs in _stored(graph, seg_of, set(chosen)).items():
+        plan.stored.add(vid)
+        plan.release_after_segment.setdefault(min(segs), []).append(vid)
+    return len(plan.segments)
+
+
+def _stored(graph, seg_of, recomputed):
+    """value id -> the recomputed segments that re-read it (so the forward must keep it)."""
+    need = {}
     for node in graph.nodes:
         j = seg_of[node.index]
         if j not in recomputed:
@@ -189,10 +206,17 @@ def recompute(graph, options):
         if pinned(node):
             for vid in node.outputs:
                 need.setdefault(vid, set()).add(j)
-    for vid, segs in need.items():
-        plan.stored.add(vid)
-        plan.release_after_segment.setdefault(min(segs), []).append(vid)
-    return len(plan.segments)
+    return need
+
+
+def _estimate(graph, seg_of, seg_cost, recomputed):
+    """Bytes a step keeps at its peak when ``recomputed`` segments are re-run: the contexts of
+    the others, the stored values, and the largest re-run segment's contexts."""
+    chosen = set(recomputed)
+    kept = sum(c for j, c in enumerate(seg_cost) if j not in chosen)
+    stored = sum(graph.values[v].nbytes for v in _stored(graph, seg_of, chosen)
+                 if graph.values[v].kind == "op")
+    return kept + stored + max((seg_cost[j] for j in chosen), default=0)
 
 
 def inplace(graph, options=None):

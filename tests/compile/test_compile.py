@@ -537,3 +537,21 @@ def test_profilers_see_each_node_of_a_replay():
     a, b = graph.plan.segments[0]
     assert [op for op, _, phase in watch.seen if phase == "recompute"] == [n.op for n in graph.nodes[a:b]]
     assert sorted(op for op, _, phase in watch.seen if phase == "backward") == sorted(n.op for n in graph.nodes)
+
+
+def test_memory_budget_recomputes_only_what_it_must():
+    x, y = _x(8, side=16), dn.tensor(np.arange(8) % 3)
+    recomputed = {}
+    for budget in (0, 1 << 40, None):
+        options = {"memory_budget": budget} if budget is not None else {"recompute": "sqrt"}
+        c = dn.compile(_deep(), **options)
+        _same_training(_deep(), c, x, y)
+        recomputed[budget] = c.graphs[0].plan.recomputed
+    assert recomputed[1 << 40] == ()  # everything fits: nothing is re-run
+    assert recomputed[0] == recomputed[None] and recomputed[0]  # nothing fits: every segment but the last
+    full = trace_graph(_deep(), x, recompute="sqrt")
+    budget = sum(n.saved_bytes for n in full.nodes) // 2
+    some = trace_graph(_deep(), x, memory_budget=budget).plan.recomputed
+    assert 0 < len(some) <= len(recomputed[0]) and some == recomputed[0][:len(some)]
+    with pytest.raises(ValueError, match="memory_budget must be a number of bytes"):
+        dn.compile(_deep(), memory_budget=-1)
