@@ -555,3 +555,21 @@ def test_memory_budget_recomputes_only_what_it_must():
     assert 0 < len(some) <= len(recomputed[0]) and some == recomputed[0][:len(some)]
     with pytest.raises(ValueError, match="memory_budget must be a number of bytes"):
         dn.compile(_deep(), memory_budget=-1)
+
+
+def test_equal_to_eager_across_a_shape_change_and_a_mode_switch():
+    eager, c = _net(), dn.compile(_net())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RecompileWarning)
+        for n in (2, 3, 2):  # batch 3 traces a second graph; batch 2 replays the first again
+            x, y = _x(n, seed=n), dn.tensor(np.arange(n) % 5)
+            _same_training(eager, c, x, y)
+        eager.eval(), c.eval()
+        for n in (2, 3):
+            for _ in range(2):
+                np.testing.assert_allclose(c(_x(n)).numpy(), eager(_x(n)).numpy(), rtol=1e-5, atol=1e-6)
+        eager.train(), c.train()
+        _same_training(eager, c, _x(2), dn.tensor(np.array([1, 2])))
+    assert c.traces == 4
+    for p, q in zip(eager.state_dict().values(), c.state_dict().values()):
+        np.testing.assert_array_equal(p, q)
