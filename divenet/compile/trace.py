@@ -281,7 +281,9 @@ def flatten_outputs(out, leaves):
         leaves.append(out)
         return ("t", len(leaves) - 1)
     if isinstance(out, (tuple, list)):
-        return ("tuple" if isinstance(out, tuple) else "list", [flatten_outputs(o, leaves) for o in out])
+        return (type(out), [flatten_outputs(o, leaves) for o in out])
+    if isinstance(out, dict):
+        return (type(out), [(k, flatten_outputs(v, leaves)) for k, v in out.items()])
     return ("py", out)
 
 
@@ -291,8 +293,10 @@ def rebuild(tree, leaves):
         return leaves[body]
     if kind == "py":
         return body
+    if issubclass(kind, dict):
+        return kind((k, rebuild(t, leaves)) for k, t in body)
     items = [rebuild(t, leaves) for t in body]
-    return tuple(items) if kind == "tuple" else items
+    return kind(*items) if hasattr(kind, "_fields") else kind(items)  # a namedtuple takes fields
 
 
 def trace(model, args, kwargs):

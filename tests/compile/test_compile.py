@@ -573,3 +573,25 @@ def test_equal_to_eager_across_a_shape_change_and_a_mode_switch():
     assert c.traces == 4
     for p, q in zip(eager.state_dict().values(), c.state_dict().values()):
         np.testing.assert_array_equal(p, q)
+
+
+def test_outputs_in_dicts_and_namedtuples_are_replayed():
+    from collections import namedtuple
+
+    Pair = namedtuple("Pair", "logits features")
+
+    class Net(nn.Module):
+        def __init__(self):
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            h = self.fc(x)
+            return {"out": Pair(h, dn.relu(h)), "n": 2}
+
+    model = Net()
+    c = dn.compile(model)
+    for seed in range(3):
+        x = dn.tensor(np.random.default_rng(seed).standard_normal((2, 3)).astype(np.float32))
+        got, want = c(x), model(x)
+        assert isinstance(got["out"], Pair) and got["n"] == 2
+        np.testing.assert_array_equal(got["out"].features.numpy(), want["out"].features.numpy())
