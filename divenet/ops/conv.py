@@ -243,14 +243,14 @@ def _phase(x, key, p):
     return x[:, key[0]::p.sh, key[1]::p.sw]
 
 
-def im2col(xh, plan, out=None):
+def im2col(xh, plan, into=None):
     """``xh``: the input as (C, H, W, N), contiguous. Returns cols (C, kh, kw, OH, OW, N):
     ``cols[c, i, j, oh, ow, n] = xpad[c, i*dh + oh*sh, j*dw + ow*sw, n]``, written into
-    ``out`` when given (C-contiguous, that many elements)."""
+    ``into`` when given (C-contiguous, that many elements)."""
     xp = array_module(xh)
     p = plan
     shape = (p.C, p.kh, p.kw, p.OH, p.OW, p.N)
-    cols = xp.empty(shape, dtype=xh.dtype) if out is None else out.reshape(shape)
+    cols = xp.empty(shape, dtype=xh.dtype) if into is None else into.reshape(shape)
     phases = {} if _phase_split(p, False) else None
     for i, j, out, src in p.taps():
         dst = cols[:, i, j]
@@ -414,7 +414,7 @@ def _weight_grad(cols, g2):
     - OpenBLAS runs this product fast only with the longer of O and K as the result's rows.
       K >= O (3x3 and 7x7 layers): ``(cols @ g2.T).T`` and a copy to C order: ResNet 64->64 3x3
       1.3x and LeNet 6->16 5x5 2x faster than ``g2 @ cols.T`` with the SkylakeX kernels; on
-      Zen 3 (Haswell kernels, resnet18 at 224x224, b8) 1.7-6x faster from 64x147 to 512x2304.
+      Zen 3 (Haswell kernels, resnet18 at 224x224, b8) 1.2-5.5x faster from 64x147 to 512x2304.
       K < O (ResNet's 1x1 stride-2 downsamples, 64 -> 128 ... 256 -> 512): ``g2 @ cols.T``
       3-20x faster (Zen 3: 128x64x6272 21 against 444 ms, loaded host).
     - O*K above ``_WGRAD_COPY_MAX`` (resnet18's 512x4608 layers): the transposed copy of 9 MB
