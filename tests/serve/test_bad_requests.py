@@ -213,5 +213,9 @@ def test_a_thousand_bad_requests_between_good_ones(serve):
         assert reply.startswith(b"HTTP/1.1 408") and b"request body not received within 0.2 s" in reply
     assert elapsed < 60, f"{bad} bad requests took {elapsed:.0f} s"
     assert s.metric("divenet_requests_total", endpoint=INFER.replace("toy", "{name}"), status="500") == 0
-    # every request got a whole response from the app (those whose client hung up went nowhere)
+    # every request got a whole response from the app (those whose client hung up went nowhere);
+    # the last client that hung up may still be within its read timeout on a loaded machine
+    deadline = time.monotonic() + 10
+    while s.st.accepted != s.st.answered and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert s.st.accepted == s.st.answered
