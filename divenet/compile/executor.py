@@ -15,14 +15,15 @@ from __future__ import annotations
 import numpy as np
 
 from .. import random as _random
-from ..autograd import Context, Function, current_hooks
+from ..autograd import Context, Function, _same_storage, current_hooks
 from ..backend import array_module
 from .passes import fold_recipe, pinned, records
 
 
 class _Step:
     __slots__ = ("cls", "fn", "ins", "outs", "kw", "dyn", "needs", "keep", "free", "single", "scalar",
-                 "inplace", "ext_target", "effect", "pinned", "in_dtypes", "out_meta", "grad_any", "bn")
+                 "inplace", "ext_target", "effect", "pinned", "in_dtypes", "out_meta", "grad_any", "bn",
+                 "rebuild")
 
     def __init__(self, graph, node, hole):
         v = graph.values
@@ -46,6 +47,7 @@ class _Step:
         self.bn = node.effect is not None or "running_mean" in node.dynamic
         self.in_dtypes = [None if i is None else v[i].dtype for i in node.inputs]
         self.out_meta = [(v[o].shape, v[o].dtype) for o in self.outs]
+        self.rebuild = ()  # (input index, the step that rebuilds that input) pairs (fuse_bn_relu)
 
     def options(self, again=False):
         """The options of this call; ``again`` (a recomputation): batch norm's running
@@ -111,6 +113,10 @@ class Program:
                 s = self.steps[k]
                 s.keep = self.records and s.grad_any and (j not in self.recomputed or s.pinned)
                 s.free = tuple(plan.free_after[k])
+        if self.records and not plan.segments:  # (recomputation re-runs contexts: not combined)
+            for s, node in zip(self.steps, graph.nodes):
+                maker = [(i, graph.values[node.inputs[i]].producer) for i in node.rebuild]
+                s.rebuild = tuple((i, k) for i, k in maker if s.keep and self.steps[k].keep)
 
     # ---- forward ------------------------------------------------------------------------------
     def _start(self, arrays):
@@ -169,6 +175,8 @@ class Program:
             else:
                 if s.keep:
                     ctxs[k] = ctx
+                    if s.rebuild:
+                        _drop_saved(ctx, s, env)
                 if self.release:
                     for vid in s.free:
                         env[vid] = None
@@ -222,6 +230,8 @@ class Program:
                 if release:
                     for v in s.outs:
                         genv[v] = None
+                if getattr(ctx, "dn_dropped", None):
+                    _restore_saved(ctx, ctxs)
                 if observe is None:
                     res = s.cls.backward(ctx, *gs)
                 else:
@@ -264,6 +274,59 @@ class Program:
                     f"backward: {name} (shape {tuple(t.shape)}), which the compiled graph saved for the "
                     f"gradient, was changed by an in-place operation (now at version {t._version[0]}, "
                     f"saved at version {v}); call backward() before optimizer.step()")
+
+
+def _drop_saved(ctx, step, env):
+    """Drop from ``ctx`` the saved arrays that are (views of) an input a fused BatchNormReLU
+    made and can rebuild; remember how to view the rebuilt array as each of them."""
+    saved, dropped = list(ctx.saved), []
+    for i, k in step.rebuild:
+        y = env[step.ins[i]]
+        for j, a in enumerate(saved):
+            how = _view_of(a, y)
+            if how is not None:
+                saved[j] = None
+                dropped.append((j, k, how, a.strides))
+    if dropped:
+        ctx.saved = tuple(saved)
+        ctx.dn_dropped = dropped
+
+
+def _view_of(a, y):
+    """How saved array ``a`` views all of ``y``: (layout or None, reshape or None), else None."""
+    from ..ops.layout import BATCH_LAST, CHANNELS_FIRST, NCHW, permuted
+
+    if not hasattr(a, "strides") or a.size != y.size or a.dtype != y.dtype or not _same_storage(a, y):
+        return None
+    for name in (None, BATCH_LAST, CHANNELS_FIRST, NCHW):
+        v = y if name is None or y.ndim < 3 else permuted(y, name)
+        if v.shape == a.shape and v.strides == a.strides:
+            return name, None
+        if v.flags.c_contiguous and a.flags.c_contiguous:
+            return name, a.shape  # the whole buffer reshaped (a pointwise convolution's patches)
+    return None
+
+
+def _restore_saved(ctx, ctxs):
+    """Put the dropped arrays back before the backward that needs them, from the rebuilt output
+    of the fused node (bitwise the forward's; kept for that node's own backward)."""
+    from ..ops.fused import BatchNormReLU
+    from ..ops.layout import permuted
+
+    saved = list(ctx.saved)
+    for j, k, (name, shape), strides in ctx.dn_dropped:
+        fctx = ctxs[k]
+        if fctx.rebuilt is None:
+            fctx.rebuilt = BatchNormReLU.rebuild(fctx)
+        y = fctx.rebuilt
+        v = y if name is None or y.ndim < 3 else permuted(y, name)
+        if shape is not None:
+            v = v.reshape(shape)
+        if v.strides != strides:
+            raise RuntimeError(f"dn.compile: a rebuilt saved array has strides {v.strides}, expected {strides}")
+        saved[j] = v
+    ctx.saved = tuple(saved)
+    ctx.dn_dropped = None
 
 
 def _observer():

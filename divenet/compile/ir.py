@@ -53,7 +53,7 @@ class Value:
 class Node:
     __slots__ = ("index", "cls", "inputs", "outputs", "kwargs", "dynamic", "needs", "path", "inplace",
                  "saved_inputs", "saved_outputs", "saved_bytes", "views", "effect", "impl",
-                 "same_layout")
+                 "same_layout", "rebuild")
 
     def __init__(self, cls, inputs, outputs, kwargs, dynamic, needs, path, inplace=False):
         self.index = -1
@@ -72,6 +72,7 @@ class Node:
         self.effect = None  # ("bn_count", module): a counter eager mode bumps before the op
         self.impl = None  # a pass's replacement forward (in-place kernels), else None
         self.same_layout = ()  # per input: laid out in memory as output 0 was (equal strides)
+        self.rebuild = ()  # input indices whose saved arrays the producer rebuilds in backward (fuse_bn_relu)
 
     @property
     def op(self):

@@ -34,9 +34,9 @@ import numpy as np
 
 from ..autograd import Context
 from ..backend import array_module
-from .ir import Plan
+from .ir import Node, Plan
 
-DEFAULT_PASSES = ("dce", "fold_constants", "fold_batchnorm", "inplace", "release")
+DEFAULT_PASSES = ("dce", "fold_constants", "fold_batchnorm", "fuse_bn_relu", "inplace", "release")
 
 
 def records(graph):
@@ -122,6 +122,69 @@ def fold_batchnorm(graph, options=None):
     return folded
 
 
+def fuse_bn_relu(graph, options=None):
+    """BatchNorm -> ReLU and BatchNorm -> Add -> ReLU (ResNet's residual) become one
+    ``BatchNormReLU`` node (ops/fused.py) when the batch norm's output (and the sum) has no
+    other reader: the node keeps batch norm's input but not ReLU's output. Readers of a fused
+    output without a skip that save it for backward (a convolution's input) are marked to
+    drop it after their forward; the executor has the fused node rebuild it (bitwise) just
+    before their backward. Bitwise eager's results; the other operand of the Add is any value
+    made before the ReLU."""
+    from ..ops.activation import ReLU
+    from ..ops.elementwise import Add
+    from ..ops.fused import BatchNormReLU
+    from ..ops.norm import BatchNorm
+
+    readers = graph.readers()
+    outputs = set(graph.outputs)
+
+    def sole_reader(vid):
+        r = readers.get(vid, [])
+        return graph.nodes[r[0]] if len(r) == 1 and vid not in outputs else None
+
+    fused, gone = {}, set()  # ReLU index -> the fused node; indices of the nodes it replaces
+    for bn in graph.nodes:
+        if bn.cls is not BatchNorm or bn.inplace or bn.impl is not None or len(bn.inputs) != 3:
+            continue
+        z = graph.values[bn.outputs[0]]
+        nxt, skip, skip_needs, chain = sole_reader(z.id), None, False, [bn.index]
+        if nxt is not None and nxt.cls is Add and not nxt.inplace and nxt.impl is None \
+                and nxt.inputs.count(z.id) == 1:
+            i = 1 - nxt.inputs.index(z.id)
+            other = graph.values[nxt.inputs[i]] if nxt.inputs[i] is not None else None
+            if other is None or other.shape != z.shape or np.dtype(other.dtype) != np.dtype(z.dtype):
+                continue  # a broadcast add is left alone
+            skip, skip_needs = other.id, nxt.needs[i]
+            chain.append(nxt.index)
+            nxt = sole_reader(nxt.outputs[0])
+        if nxt is None or nxt.cls is not ReLU or nxt.inplace or nxt.impl is not None:
+            continue
+        chain.append(nxt.index)
+        if gone.intersection(chain):  # two batch norms meeting in one Add: the first one fuses
+            continue
+        node = Node(BatchNormReLU, list(bn.inputs) + [skip], list(nxt.outputs), bn.kwargs, bn.dynamic,
+                    tuple(bn.needs) + (skip_needs,), bn.path)
+        node.effect = bn.effect
+        node.saved_inputs = bn.saved_inputs
+        node.saved_bytes = bn.saved_bytes + (z.nbytes // z.dtype.itemsize if skip is not None else 0)
+        node.same_layout = (False,) * 4
+        fused[nxt.index] = node
+        gone.update(chain)
+    # the fused node runs where the ReLU ran (every input, the skip too, exists by then)
+    graph.nodes = [fused.get(n.index, n) for n in graph.nodes if n.index not in gone or n.index in fused]
+    graph.renumber()
+    readers = graph.readers()
+    for node in fused.values():
+        if node.inputs[3] is not None:
+            continue  # with a skip the output cannot be rebuilt from the node's own context
+        for k in readers.get(node.outputs[0], []):
+            r = graph.nodes[k]
+            i = r.inputs.index(node.outputs[0])
+            if i in r.saved_inputs and not r.inplace and r.impl is None and not r.views:
+                r.rebuild = tuple(sorted(set(r.rebuild) | {i}))
+    return len(fused)
+
+
 def fold_recipe(recipe, arrays):
     """The folded convolution weight and bias from (w, b, gamma, beta), mean, var, eps."""
     (w, b, gamma, beta), mean, var, eps = arrays, recipe[1].array, recipe[2].array, recipe[3]
@@ -140,9 +203,10 @@ def fold_recipe(recipe, arrays):
 
 # ---- memory passes ------------------------------------------------------------------------------
 def _bn_stats(node):
+    from ..ops.fused import BatchNormReLU
     from ..ops.norm import BatchNorm
 
-    return node.cls is BatchNorm and set(node.dynamic) <= {"running_mean", "running_var", "momentum"}
+    return node.cls in (BatchNorm, BatchNormReLU) and set(node.dynamic) <= {"running_mean", "running_var", "momentum"}
 
 
 def pinned(node):
@@ -325,7 +389,8 @@ def release(graph, options=None):
     return count
 
 
-REWRITES = {"dce": dce, "fold_constants": fold_constants, "fold_batchnorm": fold_batchnorm}
+REWRITES = {"dce": dce, "fold_constants": fold_constants, "fold_batchnorm": fold_batchnorm,
+            "fuse_bn_relu": fuse_bn_relu}
 MEMORY = {"inplace": inplace, "release": release}
 ALL = tuple(REWRITES) + tuple(MEMORY)
 

@@ -1,7 +1,8 @@
 """dn.compile equals eager mode for every zoo model: in training (the loss, every parameter's
 gradient, the parameters after one SGD step, batch norm's running statistics, bit for bit: the
-replay runs the same kernels in the same order) and in eval mode (within 1e-5: batch norm is
-folded into the convolutions there)."""
+replay runs the same kernels in the same order), with the default passes and again without
+``fuse_bn_relu`` (its fused batch norm + ReLU does the unfused ops' arithmetic, so both are bit
+for bit), and in eval mode (within 1e-5: batch norm is folded into the convolutions there)."""
 from __future__ import annotations
 
 import warnings
@@ -11,6 +12,7 @@ import pytest
 
 import divenet as dn
 import divenet.functional as F
+from divenet.compile import PASSES
 from divenet.models import get_model, get_spec, list_models
 from divenet.optim import SGD
 from tests.models.test_zoo import SMALL
@@ -37,12 +39,17 @@ def _pair(name, device="cpu"):
     return build, x, y, F.cross_entropy
 
 
+UNFUSED = tuple(p for p in PASSES if p != "fuse_bn_relu")
+
+
 def _models(build, device):
-    dn.manual_seed(0)
-    eager = build().to(device)
-    dn.manual_seed(0)
-    twin = build().to(device)
-    return eager, dn.compile(twin)
+    """The eager model, a compiled twin with the default passes and one without fusion."""
+    out = []
+    for passes in (None, None, UNFUSED):
+        dn.manual_seed(0)
+        m = build().to(device)
+        out.append(m if not out else dn.compile(m, passes=passes))
+    return out
 
 
 def _train_steps(model, x, y, loss_fn, steps):
@@ -73,8 +80,9 @@ def _perturb_stats(*models):
 
 def check_equal(name, device="cpu"):
     build, x, y, loss_fn = _pair(name, device)
-    eager, compiled = _models(build, device)
-    _perturb_stats(eager, compiled)
+    eager, *twins = _models(build, device)
+    _perturb_stats(eager, *twins)
+    compiled = twins[0]
     eager.eval()
     compiled.eval()
     with dn.no_grad():
@@ -87,17 +95,18 @@ def check_equal(name, device="cpu"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dn.compile.RecompileWarning)  # train is a new signature
         a = _train_steps(eager, x, y, loss_fn, 2)
-        b = _train_steps(compiled, x, y, loss_fn, 2)
+        bs = [_train_steps(c, x, y, loss_fn, 2) for c in twins]
     assert compiled.traces == 2
     assert all(np.isfinite(loss) for loss, _ in a), f"{name}: the losses {[loss for loss, _ in a]}"
-    for step, ((la, ga), (lb, gb)) in enumerate(zip(a, b)):
-        np.testing.assert_array_equal(la, lb, err_msg=f"{name}: loss at step {step}")
-        for (n, _), u, v in zip(eager.named_parameters(), ga, gb):
-            np.testing.assert_array_equal(u, v, err_msg=f"{name}: gradient of {n} at step {step}")
-    for (n, p), (m, q) in zip(list(eager.named_parameters()) + list(eager.named_buffers()),
-                              list(compiled.named_parameters()) + list(compiled.named_buffers())):
-        assert n == m
-        np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=f"{name}: {n} after the SGD steps")
+    for twin, b, how in zip(twins, bs, ("", " (without fuse_bn_relu)")):
+        for step, ((la, ga), (lb, gb)) in enumerate(zip(a, b)):
+            np.testing.assert_array_equal(la, lb, err_msg=f"{name}{how}: loss at step {step}")
+            for (n, _), u, v in zip(eager.named_parameters(), ga, gb):
+                np.testing.assert_array_equal(u, v, err_msg=f"{name}{how}: gradient of {n} at step {step}")
+        for (n, p), (m, q) in zip(list(eager.named_parameters()) + list(eager.named_buffers()),
+                                  list(twin.named_parameters()) + list(twin.named_buffers())):
+            assert n == m
+            np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=f"{name}{how}: {n} after the SGD steps")
 
 
 ZOO = list_models()
