@@ -60,6 +60,34 @@ def nonnegative_float(text):
     return _number(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 
 
+def recompute_spec(text):
+    """``--recompute``: "sqrt" (about sqrt(n) segments) or a number of segments (dn.compile's)."""
+    if text == "sqrt":
+        return text
+    return _number(text, int, lambda v: v > 0, '"sqrt" or a positive number of segments')
+
+
+_SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def byte_size(text):
+    """Bytes, or with a K, M, G or T suffix: powers of 1024 (``512M``, ``2G``, ``1.5GiB``)."""
+    t = text.strip().upper()
+    for suffix in ("IB", "B"):
+        if t.endswith(suffix) and len(t) > len(suffix):
+            t = t[:-len(suffix)]
+            break
+    scale = _SIZE_UNITS.get(t[-1:]) if t[-1:].isalpha() else 1
+    try:
+        value = float(t[:-1] if scale != 1 else t) if scale else None
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of bytes >= 0, optionally with a K, M, G or T "
+                                         f"suffix (powers of 1024), got {_shown(text)}")
+    return int(value * scale)
+
+
 def _path(text):
     if not text.strip():
         raise argparse.ArgumentTypeError(f"must be a path, got {text!r}")  # Path('') would be '.'
@@ -451,14 +479,18 @@ def _train(args, comm):
     meta["args"] = {"lr": lr, "batch_size": batch, "optimizer": optimizer_name, "seed": seed,
                     "resize": args.resize, "dataset": args.dataset, "clip_grad": args.clip_grad,
                     "limit": args.limit}
+    compiled = None  # dn.compile options; --recompute and --memory-budget imply --compile
+    if args.compile or args.recompute is not None or args.memory_budget is not None:
+        compiled = {"recompute": args.recompute, "memory_budget": args.memory_budget}
     say(f"training {args.model} on {meta.get('dataset', args.text)}: {epochs} epochs, batch {batch}, "
-          f"{optimizer_name} lr {lr}, {model.num_parameters():,} parameters, device {device}, out {out}",
-          flush=True)
+          f"{optimizer_name} lr {lr}, {model.num_parameters():,} parameters, device {device}, out {out}"
+          + (", compiled" if compiled is not None else ""), flush=True)
     trainer = Trainer(model if comm is None else DistributedDataParallel(model, comm), optimizer,
                       train_loader, test_loader, epochs=epochs, out_dir=out, comm=comm,
                       clip_grad=args.clip_grad, task=task, metadata=meta, progress=not args.quiet,
                       log=lambda s: print(s, flush=True), keep=args.keep, keep_best=args.keep_best,
-                      divergence_check=not args.no_divergence_check, tensorboard=args.tensorboard)
+                      divergence_check=not args.no_divergence_check, tensorboard=args.tensorboard,
+                      compile=compiled)
     history = trainer.fit(resume=args.resume)
     if history:
         say(f"done: {out}/metrics.jsonl, checkpoint {out}/epoch-{history[-1]['epoch']:03d}.json")
@@ -759,6 +791,15 @@ def make_parser():
                    "--distributed); --batch-size is then the global batch (docs/distributed.md)")
     t.add_argument("--tensorboard", action="store_true",
                    help="write TensorBoard event files to OUT/tensorboard (pip install 'divenet[tensorboard]')")
+    t.add_argument("--compile", action="store_true",
+                   help="train through dn.compile(model): the same numbers, replayed as one graph "
+                   "(docs/compile.md); a run may resume with or without it")
+    t.add_argument("--recompute", type=recompute_spec, metavar="sqrt|N",
+                   help="recompute N segments (sqrt: about sqrt(ops)) in backward instead of storing "
+                   "them (implies --compile)")
+    t.add_argument("--memory-budget", type=byte_size, metavar="BYTES",
+                   help="recompute segments only until a step keeps at most BYTES (512M, 2G; implies "
+                   "--compile)")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("evaluate", help="test accuracy of a checkpoint")

@@ -263,6 +263,32 @@ def _loader_description(loader):
     return what
 
 
+def _compiled(model, options):
+    """``model`` trained through ``dn.compile(model, **options)``; a DistributedDataParallel
+    keeps its reducer and calls the compiled module in its forward."""
+    from .compile import compile as dn_compile
+    from .distributed.ddp import DistributedDataParallel
+
+    if not isinstance(options, dict):
+        raise TypeError(f"Trainer: compile must be True or a dict of dn.compile options, got {options!r}")
+    if isinstance(model, DistributedDataParallel):
+        model.module = dn_compile(model.module, **options)
+        return model
+    return dn_compile(model, **options)
+
+
+def _last_batch(model, x):
+    """``model(x)`` for an epoch's last batch, smaller than the others: a compiled model traces
+    it once (then replays it every epoch); the RecompileWarning for that shape change alone is
+    silenced, as the trainer expects it (any other change still warns)."""
+    from .compile import RecompileWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"dn\.compile: .* traced again for a new input signature "
+                                r"\(input 0 shape \([\d, ]+\) -> \([\d, ]+\)\)$", RecompileWarning)
+        return model(x)
+
+
 class Trainer:
     """Train ``model`` with ``optimizer`` for ``epochs`` epochs over ``train_loader``.
 
@@ -275,12 +301,19 @@ class Trainer:
     stops the run). ``task='language_model'`` trains next-token prediction and reports
     perplexity. ``tensorboard``: True writes TensorBoard event files to ``out_dir/tensorboard``
     at each epoch's end (a path: there; divenet/tensorboard.py says what is logged).
+    ``compile``: True, or a dict of ``dn.compile`` options (``{"recompute": "sqrt"}``), trains
+    through ``dn.compile(model, **options)`` (of a DistributedDataParallel's wrapped module: its
+    reducer's hooks are on the shared parameters); ``self.model`` is then the compiled module.
+    Checkpoints hold the model's own state_dict either way, and evaluation runs the plain model
+    eagerly (its numbers are ``divenet evaluate``'s, and eval signatures add no graphs).
     """
 
     def __init__(self, model, optimizer, train_loader, test_loader=None, *, epochs=10, out_dir=None,
                  scheduler=None, clip_grad=None, task="classification", metadata=None,
                  progress=True, log=print, keep=2, keep_best=False, divergence_check=True,
-                 tensorboard=None, comm=None):
+                 tensorboard=None, comm=None, compile=None):
+        if compile not in (None, False):
+            model = _compiled(model, {} if compile is True else compile)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.train_loader, self.test_loader = train_loader, test_loader
         self.epochs, self.clip_grad, self.task = epochs, clip_grad, task
@@ -340,16 +373,24 @@ class Trainer:
         total_loss = 0.0
         correct = seen = 0
         tally = None  # on a device: the step's numbers stay there (see _DeviceTally)
+        # a compiled model traces the epoch's smaller last batch once, as expected: no warning then
+        last = total if total and total > 1 and self._plain_model() is not self._inner() else None
+        first_n = None
         start = time.perf_counter()
         try:
             for step, (x, y) in enumerate(self.train_loader, 1):
-                out = model(x)
+                if step == last and y.shape[0] != first_n:
+                    out = _last_batch(model, x)
+                else:
+                    out = model(x)
                 if self.task == "language_model":
                     out, y = _flatten_lm(out, y)
                 loss = F.cross_entropy(out, y)
                 opt.zero_grad()
                 loss.backward()
                 n = y.shape[0]
+                if step == 1:
+                    first_n = n
                 if step == 1 and loss.device.kind != "cpu":
                     tally = _DeviceTally(self, epoch, loss.array, total)
                 if tally is None:  # the CPU: reading the loss is free, so each step is checked
@@ -396,7 +437,7 @@ class Trainer:
             if self.task == "language_model":
                 row["train_perplexity"] = math.exp(min(row["train_loss"], 700))
             if self.test_loader is not None and self._is_writer():
-                ev = evaluate(self.model, self.test_loader, self.task)
+                ev = evaluate(self._plain_model(), self.test_loader, self.task)
                 row["test_loss"], row["test_acc"] = ev["loss"], ev["acc"]
                 if self.task == "language_model":
                     row["test_perplexity"] = math.exp(min(ev["loss"], 700))
@@ -419,12 +460,20 @@ class Trainer:
         """Whether this process writes files, logs and progress: rank 0 of a distributed run."""
         return self.comm is None or self.comm.rank == 0
 
-    def _plain_model(self):
-        """The model whose weights a checkpoint holds: a DistributedDataParallel's inner module,
-        so that a run resumes with any number of ranks (no ``module.`` prefix in the keys)."""
+    def _inner(self):
+        """The module a DistributedDataParallel wraps, else the model."""
         from .distributed.ddp import DistributedDataParallel
 
         return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+
+    def _plain_model(self):
+        """The model whose weights a checkpoint holds: a DistributedDataParallel's inner module,
+        so that a run resumes with any number of ranks (no ``module.`` prefix in the keys), and
+        a compiled module's model, so that it resumes with or without ``compile``."""
+        from .compile import CompiledModule
+
+        model = self._inner()
+        return model._orig_mod if isinstance(model, CompiledModule) else model
 
     def _sum_over_ranks(self, *values):
         """``values`` (an epoch's loss sum, correct count, examples) summed over the ranks."""
