@@ -3,7 +3,8 @@
 bit (the replay runs eager's kernels in eager's order): losses, accuracies, weights and
 optimizer state; it resumes without ``--compile`` and an eager run resumes with it; the
 epoch's smaller last batch is traced once, without a warning; DistributedDataParallel's
-reducer still fires under the compiled backward; bad values are one-line errors."""
+reducer still fires under the compiled backward (in one process, and under mpirun); bad values
+are one-line errors."""
 import json
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ from divenet.distributed import Communicator, DistributedDataParallel
 from divenet.distributed.comm import Work
 from divenet.io import load_checkpoint
 from divenet.train import Trainer
+from tests.distributed.mpi import divenet_cmd, mpirun, needs_mpi
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_data = pytest.mark.skipif(not FMNIST.exists(), reason="apt-get install dataset-fashion-mnist")
@@ -99,6 +101,24 @@ def test_eager_run_resumes_compiled_under_a_memory_budget(eager, tmp_path, monke
     assert seen == [{"recompute": None, "memory_budget": 0}]
     assert _rows(out) == _rows(eager)
     _assert_same_checkpoint(out / "epoch-003.json", eager / "epoch-003.json")
+
+
+@needs_data
+@needs_mpi
+def test_distributed_compiled_run_trains_as_one_process(eager, tmp_path):
+    out = tmp_path / "run"
+    argv = [*divenet_cmd(), "train", "lenet", "--limit", "300", "--batch-size", "64", "--quiet", "--out", str(out),
+            "--epochs", "1", "--distributed", "--compile", "--recompute", "2"]
+    proc, _ = mpirun(2, argv, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ", compiled" in proc.stdout and "RecompileWarning" not in proc.stderr
+    # each rank's batches are halves of the one process's (32 of 64, the last 22 of 44): the
+    # same steps up to float32 rounding (test_train.py in tests/distributed measures this)
+    (row,), ref = _rows(out), _rows(eager)[0]
+    for key in ("train_loss", "test_loss"):
+        assert row[key] == pytest.approx(ref[key], rel=2e-5), key
+    for key in ("train_acc", "test_acc"):
+        assert abs(row[key] - ref[key]) <= 1 / 300, key
 
 
 # ---- the Trainer ----------------------------------------------------------------------------------
