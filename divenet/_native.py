@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-_VERSION = 1  # dn_version() of the sources this file expects
+_VERSION = 2  # dn_version() of the sources this file expects
 _BLOCK = 8  # channels per register tile in the kernels (CB in _native.c)
 
 
@@ -45,25 +45,40 @@ def library():
         if version is None or version() != _VERSION:
             continue  # built from older sources: pip install again to rebuild
         ptr = ctypes.c_void_p
-        for name, nargs, restype in (("dn_conv_forward", 5, None), ("dn_conv_input_grad", 4, None),
-                                     ("dn_conv_weight_grad", 4, ctypes.c_int)):
-            fn = getattr(lib, name)
-            fn.argtypes = [ptr] * nargs
-            fn.restype = restype
+        for prefix in ("dn_", "dn_avx2_") if hasattr(lib, "dn_avx2_conv_forward") else ("dn_",):
+            for name, nargs, restype in (("conv_forward", 5, None), ("conv_input_grad", 4, None),
+                                         ("conv_weight_grad", 4, ctypes.c_int)):
+                fn = getattr(lib, prefix + name)
+                fn.argtypes = [ptr] * nargs
+                fn.restype = restype
         return lib
     return None
 
 
 @functools.cache
-def fast_here() -> bool:
-    """Whether this CPU runs the kernels faster than im2col + GEMM. Their register tiles are
-    AVX-512 vectors of 16 floats. On an AVX2-only AMD EPYC (Zen 3, 2026-12-01) GCC's code for
-    them spilled and ran 5-20x slower than the NumPy path (LeNet conv1 b256: forward 50 ms
-    against 9 ms, input gradient 350 ms against 17-30 ms), so there the NumPy path runs.
-    ``DIVENET_NATIVE=1`` takes them anyway (the tests check their results on every CPU)."""
-    from ._cpu import _has_avx512
+def isa() -> int:
+    """Which copy of the kernels this CPU runs (``dn_isa``): 4 the AVX-512 one, 3 the AVX2 one,
+    0 the generic one (another CPU, or no library)."""
+    lib = library()
+    return 0 if lib is None else lib.dn_isa()
 
-    return os.environ.get("DIVENET_NATIVE") == "1" or _has_avx512()
+
+def _kernel(name):
+    """The library's kernel ``name`` for this CPU: ``dn_avx2_*`` (8-float tiles) on AVX2 CPUs
+    without AVX-512, else ``dn_*`` (16-float tiles; target_clones picks the AVX-512 copy)."""
+    return getattr(library(), ("dn_avx2_" if isa() == 3 else "dn_") + name)
+
+
+@functools.cache
+def fast_here() -> bool:
+    """Whether this CPU runs the kernels faster than im2col + GEMM: one with AVX-512 (16-float
+    tiles) or AVX2 + FMA (the ``dn_avx2_*`` copies, 8-float tiles). The 16-float tiles alone
+    spilled on an AVX2-only AMD EPYC (Zen 3) and ran 5-35x slower than the NumPy path (LeNet
+    conv1 b256: forward 53 against 10 ms, input gradient 323 against 9 ms); the 8-float ones
+    run LeNet's layers in 0.24-0.82x its time there (docs/performance.md). The generic copy
+    (other CPUs) is not measured, so there the NumPy path runs. ``DIVENET_NATIVE=1`` takes the
+    kernels anyway (the tests check their results on every CPU)."""
+    return os.environ.get("DIVENET_NATIVE") == "1" or isa() in (3, 4)
 
 
 def usable(*arrays) -> bool:
@@ -96,7 +111,7 @@ def conv_forward(xh, w, b, p):
     bias = _padded_to_block(b if b is not None else np.zeros(p.O, np.float32), 0)
     out = np.empty((p.O, p.OH, p.OW, p.N), dtype=np.float32)
     geometry = _geometry(p)  # a named local: a temporary would be freed before C reads it
-    library().dn_conv_forward(xh.ctypes.data, wt.ctypes.data, bias.ctypes.data, out.ctypes.data,
+    _kernel("conv_forward")(xh.ctypes.data, wt.ctypes.data, bias.ctypes.data, out.ctypes.data,
                               geometry.ctypes.data)
     return out
 
@@ -106,7 +121,7 @@ def conv_input_grad(gh, w, p):
     wd = _padded_to_block(w.transpose(0, 2, 3, 1), 3)
     dx = np.empty((p.C, p.H, p.W, p.N), dtype=np.float32)
     geometry = _geometry(p)
-    library().dn_conv_input_grad(gh.ctypes.data, wd.ctypes.data, dx.ctypes.data, geometry.ctypes.data)
+    _kernel("conv_input_grad")(gh.ctypes.data, wd.ctypes.data, dx.ctypes.data, geometry.ctypes.data)
     return dx
 
 
@@ -124,7 +139,7 @@ def conv_weight_grad(xh, gh, p):
         xpad[:, p.ph0:p.ph0 + p.H, p.pw0:p.pw0 + p.W] = xh
     dwt = np.empty((p.C, p.kh, p.kw, p.O), dtype=np.float32)
     geometry = _geometry(p, hp, wp)
-    if library().dn_conv_weight_grad(xpad.ctypes.data, gh.ctypes.data, dwt.ctypes.data,
+    if _kernel("conv_weight_grad")(xpad.ctypes.data, gh.ctypes.data, dwt.ctypes.data,
                                      geometry.ctypes.data) != 0:
         raise MemoryError(f"conv2d weight gradient: no memory for {p.C * p.kh * p.kw} tap offsets")
     return np.ascontiguousarray(dwt.transpose(3, 0, 1, 2))

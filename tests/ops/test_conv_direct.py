@@ -20,11 +20,38 @@ needs_native = pytest.mark.skipif(_native.library() is None,
                                   reason="native kernels not built (no C compiler at install)")
 
 
-@pytest.fixture(autouse=True)
-def _kernels_on_every_cpu(monkeypatch):
+def _avx2_here():
+    lib = _native.library()
+    return lib is not None and hasattr(lib, "dn_avx2_conv_forward") and lib.dn_isa() >= 3
+
+
+@pytest.fixture(autouse=True, params=["clones", "avx2"])
+def _kernels_on_every_cpu(request, monkeypatch):
     """The dispatch takes the kernels only on CPUs where they are fast (_native.fast_here);
-    their results are checked on every CPU."""
+    their results are checked on every CPU, in both copies: the target_clones kernels with
+    16-float tiles (the copy this CPU's resolver picks) and, on CPUs with AVX2, the dn_avx2_*
+    ones with 8-float tiles."""
     monkeypatch.setattr(_native, "fast_here", lambda: True)
+    if request.param == "avx2":
+        if not _avx2_here():
+            pytest.skip("the AVX2 kernels need an x86 build and a CPU with AVX2 and FMA")
+        monkeypatch.setattr(_native, "isa", lambda: 3)
+    else:
+        monkeypatch.setattr(_native, "isa", lambda: 4)  # anything but 3 takes the clones
+
+
+@needs_native
+def test_the_kernel_copy_follows_the_cpu(request):
+    """AVX2-only CPUs run the 8-float copies (the 16-float ones spill there: 5-35x slower),
+    AVX-512 ones the clones, and the dispatch calls the copy ``isa()`` names."""
+    real = _native.library().dn_isa()
+    with open("/proc/cpuinfo") as f:
+        flags = next((set(line.split()) for line in f if line.startswith("flags")), set())
+    assert real in (0, 3, 4)
+    assert (real == 4) == ({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"} <= flags)
+    assert real != 3 or {"avx2", "fma"} <= flags
+    prefix = "dn_avx2_" if request.node.callspec.params["_kernels_on_every_cpu"] == "avx2" else "dn_"
+    assert _native._kernel("conv_forward").__name__ == prefix + "conv_forward"
 
 
 def test_ci_builds_the_native_kernels():
@@ -68,7 +95,7 @@ GEOMETRIES = [
     (3, 5, 5, 4, 1, 1, 2, 0, 1),              # strided pointwise
     (2, 7, 5, 3, 2, 2, (3, 2), 0, 1),         # the stride skips the last rows
 ]
-BATCHES = [1, 7, 16, 50]  # single images; tails of 32 + 16 + 2 images
+BATCHES = [1, 7, 9, 16, 50]  # single images; tails of 8 + 1, 32 + 16 + 2 (6 x 8 + 2) images
 
 
 def _ids(cases):
