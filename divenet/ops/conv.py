@@ -359,7 +359,9 @@ def _choose(p, pairs, xh, w, b):
       b256: 0.39 -> 0.30 s).
     - ``"direct"``: the native kernels (divenet/_native.c, on CPUs where ``_native.fast_here``)
       for small convolutions (LeNet's): 0.32-0.81x the time of im2col + GEMM up to
-      ``_DIRECT_MAX_OUT`` output channels and ``_DIRECT_MAX_TAPS`` taps, 1.03-1.6x beyond.
+      ``_DIRECT_MAX_OUT`` output channels and ``_DIRECT_MAX_TAPS`` taps, 1.03-1.6x beyond;
+      the AVX2 copies 0.46-0.77x on 5x5 kernels up to ``_DIRECT_AVX2_MAX_OUT`` outputs, and
+      1.01-1.44x at 32 outputs and on 3x3 kernels (``_direct``).
     - ``"pointwise"``: 1x1, stride 1, no padding: the input is already the patch matrix.
     - ``"im2col"``: everything else, one GEMM (per group) over the patch matrix.
     """
@@ -376,10 +378,22 @@ def _choose(p, pairs, xh, w, b):
 # layer (96 channels) 1.4-1.6x: wide outputs keep the GEMM busy, small ones starve it.
 _DIRECT_MAX_TAPS = 256  # C * kh * kw
 _DIRECT_MAX_OUT = 32  # output channels
+# The AVX2 copies (8-float tiles, _native.isa() == 3) win on fewer: AMD EPYC Zen 3, one thread,
+# CPU time, b128, forward + both gradients (the first layer without its input gradient),
+# direct / im2col: 5x5 kernels up to 16 outputs 0.46-0.77x (LeNet's 1 -> 6 0.46, 6 -> 16 at
+# 14x14 0.66, 10 -> 16 0.72, 1 -> 16 and 6 -> 16 at 28x28 0.69-0.77), at 32 outputs 1.01-1.24x
+# (6 -> 32, 4 -> 32); 3x3 kernels 1.10-1.44x (10 -> 16, 16 -> 16, 8 -> 32, 28 -> 32 at 14-28
+# maps; 3 -> 24 stride 2 1.06): their forward loads a vector and 8 broadcasts per 8
+# multiply-adds, where the GEMM's register tile reuses its loads.
+_DIRECT_AVX2_MAX_OUT = 16
+_DIRECT_AVX2_MIN_WINDOW = 25  # kh * kw
 
 
 def _direct(p, xh, w, b):
-    """Whether the native direct kernels take this convolution (see the module docstring)."""
+    """Whether the native direct kernels take this convolution (see the module docstring and
+    the limits above, which depend on the copy of the kernels this CPU runs)."""
+    if _native.isa() == 3 and (p.O > _DIRECT_AVX2_MAX_OUT or p.kh * p.kw < _DIRECT_AVX2_MIN_WINDOW):
+        return False
     return (p.G == 1 and not p.pointwise and p.C * p.kh * p.kw <= _DIRECT_MAX_TAPS
             and p.O <= _DIRECT_MAX_OUT and _native.usable(xh, w, *(() if b is None else (b,))))
 

@@ -36,6 +36,9 @@ def _kernels_on_every_cpu(request, monkeypatch):
         if not _avx2_here():
             pytest.skip("the AVX2 kernels need an x86 build and a CPU with AVX2 and FMA")
         monkeypatch.setattr(_native, "isa", lambda: 3)
+        # the same geometries as the clones' (the dispatch takes fewer on AVX2: tested below)
+        monkeypatch.setattr(C, "_DIRECT_AVX2_MAX_OUT", C._DIRECT_MAX_OUT)
+        monkeypatch.setattr(C, "_DIRECT_AVX2_MIN_WINDOW", 1)
     else:
         monkeypatch.setattr(_native, "isa", lambda: 4)  # anything but 3 takes the clones
 
@@ -210,3 +213,23 @@ def test_direct_is_not_taken_where_it_does_not_apply(case, monkeypatch):
     calls = _count_direct_calls(monkeypatch)
     check_against_torch(lambda *a: F.conv2d(*a, **options), lambda *a: TF.conv2d(*a, **options), [x, w])
     assert not calls
+
+
+@needs_native
+@pytest.mark.parametrize("geometry, taken", [((6, 14, 16, 5), True), ((1, 28, 6, 5), True),
+                                             ((6, 14, 24, 5), False), ((8, 14, 16, 3), False)])
+def test_the_avx2_copies_take_only_where_they_win(geometry, taken, request, monkeypatch):
+    """On AVX2 the direct kernels run 5x5 kernels up to 16 outputs (0.46-0.77x im2col's time
+    on a Zen 3) but lose on 3x3 kernels and at 32 outputs (1.01-1.44x): conv._direct."""
+    if request.node.callspec.params["_kernels_on_every_cpu"] != "avx2":
+        pytest.skip("the AVX2 copies' limits")
+    monkeypatch.undo()  # the real limits
+    monkeypatch.setattr(_native, "fast_here", lambda: True)
+    monkeypatch.setattr(_native, "isa", lambda: 3)
+    c, h, o, k = geometry
+    x = np.zeros((c, h, h, 4), np.float32)
+    w = np.zeros((o, c, k, k), np.float32)
+    p = C._Plan((4, c, h, h), w.shape, (1, 1), ((0, 0), (0, 0)), (1, 1), 1)
+    assert C._direct(p, x, w, None) == taken
+    monkeypatch.setattr(_native, "isa", lambda: 4)
+    assert C._direct(p, x, w, None)  # the AVX-512 copies take all four
