@@ -391,8 +391,8 @@ class Trainer:
                 n = y.shape[0]
                 if step == 1:
                     first_n = n
-                if step == 1 and loss.device.kind != "cpu":
-                    tally = _DeviceTally(self, epoch, loss.array, total)
+                    if loss.device.kind != "cpu":
+                        tally = _DeviceTally(self, epoch, loss.array, total)
                 if tally is None:  # the CPU: reading the loss is free, so each step is checked
                     value = float(loss.item())
                     if not math.isfinite(value) or value > bound:
