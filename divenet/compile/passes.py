@@ -12,6 +12,10 @@ Rewriting passes (run in this order):
   ``w * gamma / sqrt(var + eps)`` and bias are *derived* values, recomputed by the executor
   whenever a source array or its version counter changes (an optimizer step, ``no_grad``
   in-place edits, ``load_state_dict``), never stale.
+* ``fuse_bn_relu``: BatchNorm -> ReLU and BatchNorm -> Add -> ReLU become one
+  ``BatchNormReLU`` node (ops/fused.py) that keeps batch norm's input but not ReLU's output;
+  readers that saved that output (a convolution's input) drop it after their forward and the
+  executor has the fused node rebuild it, bitwise, just before their backward.
 
 Memory passes (they fill ``graph.plan``):
 
