@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from ..autograd import Function
 from ..backend import array_module
-from .norm import BatchNorm, _col, channels_restore
+from .norm import BatchNorm, _blocks, _col, channels_restore
 
 
 class BatchNormReLU(Function):
@@ -51,18 +51,25 @@ class BatchNormReLU(Function):
         bias = ctx.bias
         xp = array_module(u)
         scale = invstd if weight is None else invstd * weight
-        if ctx.training:
-            y = xp.subtract(u, _col(mean))
-            y *= _col(scale)
-            if bias is not None:
-                y += _col(bias)
-        else:
+        shift = None
+        if not ctx.training:
             shift = -mean * scale
             if bias is not None:
                 shift += bias
-            y = xp.multiply(u, _col(scale))
-            y += _col(shift)
-        xp.maximum(y, y.dtype.type(0), out=y)
+        y = xp.empty_like(u)
+        zero = y.dtype.type(0)
+        # channel blocks that stay in the cache, as BatchNorm's (a 37 MB map: 77 -> 60 ms)
+        for c0, c1 in _blocks(xp, u):
+            ub, yb = u[:, c0:c1], y[:, c0:c1]
+            if shift is None:
+                xp.subtract(ub, _col(mean[c0:c1]), out=yb)
+                yb *= _col(scale[c0:c1])
+                if bias is not None:
+                    yb += _col(bias[c0:c1])
+            else:
+                xp.multiply(ub, _col(scale[c0:c1]), out=yb)
+                yb += _col(shift[c0:c1])
+            xp.maximum(yb, zero, out=yb)
         return channels_restore(y, ctx.layout)
 
     @staticmethod

@@ -147,3 +147,14 @@ def test_numerical_gradient(device, training, skip):
     shape = (3, 3, 2, 4)
     inputs = [_rand(shape, loc=0.2), _rand((3,), 1), _rand((3,), 2)] + ([_rand(shape, 3)] if skip else [])
     numerical_grad_check(_ours(rm, rv, training), inputs, device=device)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_rebuild_over_several_channel_blocks_is_bitwise(device, training):
+    (rm, rv), _ = _stats(40, device)
+    x = dn.tensor(_rand((4, 40, 40, 45), loc=0.5), device=device)  # wider than one cache block
+    w, b = dn.tensor(_rand((40,), 1), device=device), dn.tensor(_rand((40,), 2), device=device)
+    ctx = Context((True, True, True, False))
+    y = BatchNormReLU.forward(ctx, x.array, w.array, b.array, None, running_mean=rm.array,
+                              running_var=rv.array, training=training)
+    np.testing.assert_array_equal(dn.tensor(BatchNormReLU.rebuild(ctx)).numpy(), dn.tensor(y).numpy())
