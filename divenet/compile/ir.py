@@ -197,7 +197,7 @@ class Graph:
             if node.inplace or node.impl is not None:
                 note.append("in place")
             if node.rebuild:
-                note.append("rebuilds saved " + " ".join(f"%{node.inputs[i]}" for i in node.rebuild))
+                note.append("saved " + " ".join(f"%{node.inputs[i]}" for i in node.rebuild) + " rebuilt")
             if free is not None and free[node.index]:
                 note.append("frees " + " ".join(f"%{i}" for i in free[node.index]))
             lines.append(f"  {outs} = {node.op}({ins}{', ' if opts and ins else ''}{opts})"
