@@ -69,6 +69,34 @@ class Table:
         print(f"  {'case':<48} {'divenet':>10} {'pytorch':>10} {'':<4} {'ratio':>7}")
 
 
+def train_fns(ours, theirs, torch, x, y, steps, lr):
+    """Two callables running ``steps`` SGD training steps (forward, cross-entropy, backward,
+    update) on the batch (x, y): one for the divenet model ``ours``, one for its PyTorch twin."""
+    import divenet as dn
+    import divenet.functional as F
+    from divenet import optim
+
+    ours_opt = optim.SGD(ours.parameters(), lr=lr)
+    theirs_opt = torch.optim.SGD(theirs.parameters(), lr=lr)
+    dx, dy, tx, ty = dn.tensor(x), dn.tensor(y), torch.from_numpy(x), torch.from_numpy(y)
+
+    def run_ours():
+        for _ in range(steps):
+            loss = F.cross_entropy(ours(dx), dy)
+            ours_opt.zero_grad()
+            loss.backward()
+            ours_opt.step()
+
+    def run_theirs():
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(theirs(tx), ty)
+            theirs_opt.zero_grad()
+            loss.backward()
+            theirs_opt.step()
+
+    return run_ours, run_theirs
+
+
 def environment():
     import numpy
 

@@ -12,7 +12,7 @@ from divenet import optim
 from divenet.models import get_model
 
 from . import torch_models
-from .common import Table, main, setup_torch, time_pair
+from .common import Table, main, setup_torch, time_pair, train_fns
 
 
 def _fashion_mnist(limit=None):
@@ -61,29 +61,11 @@ def resnet_steps(table, rounds, batches=(64, 256), side=28, steps=3):
     torch = setup_torch()
     ours_model, theirs_model = get_model("resnet18-d2l"), torch_models.d2l_resnet18(torch)
     ours_model.init(dn.zeros(2, 1, side, side))
-    ours_opt = optim.SGD(ours_model.parameters(), lr=0.05)
-    theirs_opt = torch.optim.SGD(theirs_model.parameters(), lr=0.05)
     rng = np.random.default_rng(0)
     for b in batches:
         x = rng.random((b, 1, side, side), dtype=np.float32)
         y = rng.integers(0, 10, b)
-        dx, dy = dn.tensor(x), dn.tensor(y)
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-
-        def ours():
-            for _ in range(steps):
-                loss = F.cross_entropy(ours_model(dx), dy)
-                ours_opt.zero_grad()
-                loss.backward()
-                ours_opt.step()
-
-        def theirs():
-            for _ in range(steps):
-                loss = torch.nn.functional.cross_entropy(theirs_model(tx), ty)
-                theirs_opt.zero_grad()
-                loss.backward()
-                theirs_opt.step()
-
+        ours, theirs = train_fns(ours_model, theirs_model, torch, x, y, steps, lr=0.05)
         a, c = time_pair(ours, theirs, rounds=rounds)
         table.add(f"ResNet-18 (D2L) train step {side}x{side} b{b}", a / steps, c / steps, unit="s", scale=1)
 

@@ -33,7 +33,7 @@ from divenet.models import get_model
 from divenet.ops.conv import Conv2d
 
 from . import torch_models
-from .common import Table, setup_torch, threads, time_rounds
+from .common import Table, setup_torch, threads, time_rounds, train_fns
 from .startup import _PEAK
 
 MODELS = ("resnet18", "resnet50", "vgg11", "densenet121", "resnext50", "googlenet", "mobilenet")
@@ -94,28 +94,6 @@ class ZooTable(Table):
 
 
 # ---- timed cases ---------------------------------------------------------------------------------
-def _train_fns(ours, theirs, torch, x, y, steps):
-    ours_opt = optim.SGD(ours.parameters(), lr=LR)
-    theirs_opt = torch.optim.SGD(theirs.parameters(), lr=LR)
-    dx, dy, tx, ty = dn.tensor(x), dn.tensor(y), torch.from_numpy(x), torch.from_numpy(y)
-
-    def run_ours():
-        for _ in range(steps):
-            loss = F.cross_entropy(ours(dx), dy)
-            ours_opt.zero_grad()
-            loss.backward()
-            ours_opt.step()
-
-    def run_theirs():
-        for _ in range(steps):
-            loss = torch.nn.functional.cross_entropy(theirs(tx), ty)
-            theirs_opt.zero_grad()
-            loss.backward()
-            theirs_opt.step()
-
-    return run_ours, run_theirs
-
-
 def ort_session(theirs, torch, sample):
     """ONNX Runtime on PyTorch's (TorchScript) ONNX export of ``theirs``, batch dimension
     dynamic, ``threads()`` intra-op threads; its workers stop spinning at the end of each run,
@@ -161,7 +139,7 @@ def model_cases(table, name, sizes, rounds, steps, torch, rng):
     for side, batch in train:
         x = rng.random((batch, c, side, side), dtype=np.float32)
         y = rng.integers(0, k, batch)
-        a, b = time_rounds(_train_fns(ours, theirs, torch, x, y, steps), rounds)
+        a, b = time_rounds(train_fns(ours, theirs, torch, x, y, steps, LR), rounds)
         table.add(f"{name} train step {c}x{side}x{side} b{batch}", a / steps, b / steps, model=name,
                   mode="train", input=[c, side, side], batch=batch, steps=steps)
     ours.eval()
