@@ -12,11 +12,14 @@ unchanged. Inference replays (no gradient involved) keep no contexts at all.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .. import random as _random
 from ..autograd import Context, Function, _same_storage, current_hooks
 from ..backend import array_module
+from ..ops.conv import rebuilt_patches
 from .passes import fold_recipe, pinned, records
 
 
@@ -98,6 +101,7 @@ class Program:
         self.segments = plan.segments or [(0, len(self.steps))]
         self.recomputed = set(plan.recomputed)
         self.release = plan.release
+        self.rebuild_patches = plan.rebuild_patches
         self.segment_values = {}
         for j, (a, b) in enumerate(self.segments):
             if j in self.recomputed:
@@ -190,8 +194,13 @@ class Program:
     def forward(self, arrays):
         env = self._start(arrays)
         ctxs = [None] * len(self.steps)
-        self._run(env, ctxs, 0, len(self.steps))
+        with self._patches():
+            self._run(env, ctxs, 0, len(self.steps))
         return tuple(env[v] for v in self.out_ids), [env, ctxs]
+
+    def _patches(self):
+        """The convolutions' saving policy of the training replay (the rebuild_patches pass)."""
+        return rebuilt_patches() if self.rebuild_patches else contextlib.nullcontext()
 
     # ---- backward -----------------------------------------------------------------------------
     def backward(self, state, grads):
@@ -209,7 +218,8 @@ class Program:
         for j in range(len(self.segments) - 1, -1, -1):
             a, b = self.segments[j]
             if j in self.recomputed:
-                self._run(env, ctxs, a, b, again=True)
+                with self._patches():
+                    self._run(env, ctxs, a, b, again=True)
             for k in (range(b - 1, a - 1, -1) if self.order is None else self.order):
                 ctx = ctxs[k]
                 if ctx is None:

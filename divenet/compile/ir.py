@@ -93,7 +93,8 @@ class Plan:
     * ``segments``: None, or (start, stop) node ranges for recomputation: the forward keeps
       only what crosses a segment boundary and re-runs a segment just before its backward;
     * ``stored``: value ids kept for recomputation, and ``release_after_segment[j]``: those
-      dropped once segment ``j``'s backward has run.
+      dropped once segment ``j``'s backward has run;
+    * ``rebuild_patches``: the training replay runs under ``ops.conv.rebuilt_patches``.
     """
 
     def __init__(self, n_nodes):
@@ -103,6 +104,7 @@ class Plan:
         self.stored = set()
         self.release_after_segment = {}
         self.release = False  # whether the release pass ran (else the forward's arrays live to the end)
+        self.rebuild_patches = False  # convolutions save their inputs, not patch matrices
 
     def segment_of(self, k):
         for j, (a, b) in enumerate(self.segments or ()):

@@ -29,6 +29,8 @@ Memory passes (they fill ``graph.plan``):
 * ``release``: drops every array after its last forward reader; the backward drops each
   node's context as soon as its backward ran. Off, the executor keeps every array of the
   forward until the backward ends (eager mode's peak).
+* ``rebuild_patches``: convolutions keep their input for backward and rebuild the patch
+  matrix there, which eager mode does only for patch matrices of 32 MB and up.
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ from ..autograd import Context
 from ..backend import array_module
 from .ir import Node, Plan
 
-DEFAULT_PASSES = ("dce", "fold_constants", "fold_batchnorm", "fuse_bn_relu", "inplace", "release")
+DEFAULT_PASSES = ("dce", "fold_constants", "fold_batchnorm", "fuse_bn_relu", "inplace", "release",
+                  "rebuild_patches")
 
 
 def records(graph):
@@ -393,9 +396,19 @@ def release(graph, options=None):
     return count
 
 
+def rebuild_patches(graph, options=None):
+    """Convolutions save their input and rebuild the patch matrix in backward (one im2col
+    more per convolution) instead of keeping it: D2L ResNet-18 at 96x96 batch 64 peaked at
+    0.81x eager's NumPy bytes without this and 0.61x with it, for about 7% more step time."""
+    from ..ops.conv import Conv1d, Conv2d
+
+    graph.plan.rebuild_patches = True
+    return sum(n.cls in (Conv1d, Conv2d) for n in graph.nodes)
+
+
 REWRITES = {"dce": dce, "fold_constants": fold_constants, "fold_batchnorm": fold_batchnorm,
             "fuse_bn_relu": fuse_bn_relu}
-MEMORY = {"inplace": inplace, "release": release}
+MEMORY = {"inplace": inplace, "release": release, "rebuild_patches": rebuild_patches}
 ALL = tuple(REWRITES) + tuple(MEMORY)
 
 

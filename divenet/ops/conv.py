@@ -342,11 +342,27 @@ def _forward(ctx, x, w, b, stride, padding, dilation, groups):
 _RECOMPUTE_MIN_BYTES = 1 << 25
 
 
+_patches = threading.local()
+
+
+class rebuilt_patches:
+    """While active in this thread, every im2col convolution saves its input for backward and
+    rebuilds its patch matrix there, whatever the size: graph mode's ``rebuild_patches``
+    memory pass (a 3x3 kernel's patch matrix is 9 times its input)."""
+
+    def __enter__(self):
+        self._previous = getattr(_patches, "always", False)
+        _patches.always = True
+
+    def __exit__(self, *exc):
+        _patches.always = self._previous
+
+
 def _recompute(shape, xh):
     """Whether backward rebuilds the patch matrix from the saved input (which the previous op
     keeps anyway) instead of forward keeping it: for the large ones, a 5% slower step for a
-    quarter less memory (above)."""
-    return shape[0] * shape[1] * xh.itemsize >= _RECOMPUTE_MIN_BYTES
+    quarter less memory (above); for all of them under ``rebuilt_patches``."""
+    return shape[0] * shape[1] * xh.itemsize >= _RECOMPUTE_MIN_BYTES or getattr(_patches, "always", False)
 
 
 def _choose(p, pairs, xh, w, b):

@@ -437,6 +437,7 @@ def test_patch_matrix_rebuilt_in_backward_matches_torch(case, monkeypatch):
 
 
 def test_large_patch_matrices_are_rebuilt_and_the_input_saved(monkeypatch):
+    monkeypatch.setattr(C, "_direct", lambda *a: False)  # the im2col path, on every CPU
     rng = np.random.default_rng(13)
     x, w = _rand(rng, 2, 3, 8, 8), _rand(rng, 4, 3, 3, 3)
     for limit, rebuilt in ((0, True), (1 << 62, False)):
@@ -445,6 +446,11 @@ def test_large_patch_matrices_are_rebuilt_and_the_input_saved(monkeypatch):
         assert ctx.recompute == rebuilt
         saved = ctx.saved[0]
         assert saved.shape == ((3, 8, 8, 2) if rebuilt else (27, 128))
+    with C.rebuilt_patches():  # graph mode's policy: rebuilt whatever the size
+        ctx, _ = _conv_ctx(x, w, padding=((1, 1), (1, 1)))
+    assert ctx.recompute and ctx.saved[0].shape == (3, 8, 8, 2)
+    ctx, _ = _conv_ctx(x, w, padding=((1, 1), (1, 1)))
+    assert not ctx.recompute  # the policy ended with the block
     ctx, _ = _conv_ctx(x, w, need=(True, False, False), padding=((1, 1), (1, 1)))
     assert not ctx.recompute and ctx.saved[0] is None  # no weight gradient: nothing kept
 
@@ -454,6 +460,7 @@ def test_workspaces_are_never_handed_out(limit, monkeypatch):
     """Temporary patch matrices live in per-thread workspaces: a second convolution (larger,
     then smaller, so the workspace grows and is reused) leaves earlier outputs, gradients and
     saved inputs intact."""
+    monkeypatch.setattr(C, "_direct", lambda *a: False)  # the im2col path, on every CPU
     monkeypatch.setattr(C, "_RECOMPUTE_MIN_BYTES", limit)
     rng = np.random.default_rng(14)
     xs = [_rand(rng, 2, 3, 6, 6), _rand(rng, 3, 3, 9, 9), _rand(rng, 2, 3, 5, 5)]
