@@ -753,6 +753,13 @@ def make_parser():
     def device_option(parser):
         parser.add_argument("--device", type=device_spec, default="cpu", help="cpu, gpu or gpu:N")
 
+    def traced_model_options(parser, batch):
+        """MODEL, --input and --batch of the commands that run a zoo model on made-up input."""
+        parser.add_argument("model", type=model_name)
+        parser.add_argument("--input", type=input_shape,
+                            help="S, HxW or CxHxW without the batch axis (default: the size the model trains at)")
+        parser.add_argument("--batch", type=positive_int, default=batch, help=f"default {batch}")
+
     def checkpoint_options(parser):
         parser.add_argument("checkpoint", type=existing_path, help="a run directory or an epoch-NNN.json")
         parser.add_argument("--allow-nonfinite", action="store_true",
@@ -897,10 +904,7 @@ def make_parser():
     sv.set_defaults(fn=cmd_serve)
 
     pf = sub.add_parser("profile", help="per-op time, MACs, GFLOP/s and bytes live of a zoo model; Chrome trace")
-    pf.add_argument("model", type=model_name)
-    pf.add_argument("--input", type=input_shape,
-                    help="S, HxW or CxHxW without the batch axis (default: the size the model trains at)")
-    pf.add_argument("--batch", type=positive_int, default=32, help="default 32")
+    traced_model_options(pf, batch=32)
     pf.add_argument("--steps", type=positive_int, default=3, help="recorded steps, averaged (default 3)")
     pf.add_argument("--warmup", type=nonnegative_int, default=1,
                     help="unrecorded steps first (default 1; one more then samples bytes live)")
@@ -915,10 +919,7 @@ def make_parser():
     pf.set_defaults(fn=cmd_profile)
 
     gr = sub.add_parser("graph", help="draw the traced graph (Graphviz) with its memory plan; memory timeline")
-    gr.add_argument("model", type=model_name)
-    gr.add_argument("--input", type=input_shape,
-                    help="S, HxW or CxHxW without the batch axis (default: the size the model trains at)")
-    gr.add_argument("--batch", type=positive_int, default=1, help="default 1")
+    traced_model_options(gr, batch=1)
     gr.add_argument("--out", type=output_graph, required=True,
                     help="graph.dot, or graph.svg / graph.png (rendered by Graphviz's dot)")
     gr.add_argument("--timeline", type=output_picture,
