@@ -20,7 +20,8 @@ from ..backend import array_module
 from ..functional._checks import require_float, require_tensor
 from ..nn.layers import _BatchNorm
 from ..nn.module import Module
-from ..ops.norm import _col, _dot_c, _sum_c, channels_like, channels_restore, channels_view
+from ..ops.norm import (_col, _dot_c, _sum_c, channels_like, channels_restore, channels_view,
+                        update_running_stats)
 
 __all__ = ["SyncBatchNorm"]
 
@@ -57,12 +58,7 @@ class _SyncBatchNormFn(Function):
         y *= _col(scale)
         if bias is not None:
             y += _col(bias)
-        if running_mean is not None:
-            running_mean *= running_mean.dtype.type(1 - momentum)
-            running_mean += (momentum * mean64).astype(running_mean.dtype)
-        if running_var is not None:
-            running_var *= running_var.dtype.type(1 - momentum)
-            running_var += (momentum * m2 / (n - 1)).astype(running_var.dtype)
+        update_running_stats(running_mean, running_var, momentum * mean64, momentum * m2 / (n - 1), momentum)
         ctx.save_for_backward(u, mean, invstd, weight)
         ctx.layout, ctx.n, ctx.comm = layout, n, comm
         return channels_restore(y, layout)

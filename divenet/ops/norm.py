@@ -71,6 +71,17 @@ def _col(v):
     return v[None, :, None]
 
 
+def update_running_stats(running_mean, running_var, mean_step, var_step, momentum):
+    """PyTorch's running statistics, in place: r = (1 - momentum) r + step, where the caller's
+    step is momentum times the batch mean (unbiased variance); either buffer may be None."""
+    if running_mean is not None:
+        running_mean *= running_mean.dtype.type(1 - momentum)
+        running_mean += mean_step.astype(running_mean.dtype)
+    if running_var is not None:
+        running_var *= running_var.dtype.type(1 - momentum)
+        running_var += var_step.astype(running_var.dtype)
+
+
 class BatchNorm(Function):
     """Inputs: x (N, C, ...), weight (C,) or None, bias (C,) or None. Options: running_mean,
     running_var (arrays updated in place when training; used when not), training, momentum, eps."""
@@ -113,13 +124,7 @@ class BatchNorm(Function):
             yb += _col(shift)
         if training:
             mom = dt(momentum)
-            if running_mean is not None:
-                running_mean *= running_mean.dtype.type(1 - momentum)
-                running_mean += (mom * mean).astype(running_mean.dtype)
-            if running_var is not None:
-                unbiased = var * dt(m / (m - 1))
-                running_var *= running_var.dtype.type(1 - momentum)
-                running_var += (mom * unbiased).astype(running_var.dtype)
+            update_running_stats(running_mean, running_var, mom * mean, mom * (var * dt(m / (m - 1))), momentum)
         ctx.save_for_backward(u, mean, invstd, weight)
         ctx.layout, ctx.training = layout, training
         return channels_restore(y, layout)
