@@ -3,14 +3,15 @@
  * Activations are laid out (C, H, W, N), batch innermost, so every inner loop runs over
  * contiguous images and the compiler vectorizes it; weights come pre-arranged by the caller so
  * that the values a loop broadcasts are contiguous too. Each kernel is the plain loop nest of
- * its definition, blocked so that the accumulators stay in registers. They run on one thread:
- * on the project's 2-core machine a helper thread per call made training steps slower
- * (docs/performance.md).
+ * its definition, blocked so that the accumulators stay in registers.
  *
  * Convolution geometry is passed as an int64 array
- *     g = {C, H, W, N, O, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw}
- * with ph, pw the top and left padding.
+ *     g = {C, H, W, N, O, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, threads}
+ * with ph, pw the top and left padding, and `threads` how many threads a call may use: each
+ * kernel splits its output among them (rows, or weight-gradient tiles), so every output is
+ * summed in the same order whatever the count.
  */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +33,56 @@ typedef float v16 __attribute__((vector_size(64))); /* 16 images: one AVX-512 re
 
 /* Bumped with every change of a signature or layout; divenet/_native.py ignores a library
  * built from other sources (an editable install not rebuilt after a change). */
-int dn_version(void) { return 2; }
+int dn_version(void) { return 5; }
 
-enum { C_, H_, W_, N_, O_, KH, KW, OH_, OW_, SH, SW, PH, PW, DH, DW };
+enum { C_, H_, W_, N_, O_, KH, KW, OH_, OW_, SH, SW, PH, PW, DH, DW, THREADS };
+
+/* A kernel's arguments, for the threads that share its work. */
+typedef struct {
+    const float *a, *b, *c;
+    float *out;
+    const i64 *g, *toff;
+} conv_args;
+
+typedef void (*range_fn)(const conv_args *, i64 lo, i64 hi);
+
+typedef struct {
+    range_fn run;
+    const conv_args *args;
+    i64 n, grain, next; /* next: the first unit no thread has taken (atomic) */
+} work;
+
+static void *work_main(void *p)
+{
+    work *w = p;
+    for (;;) {
+        i64 lo = __atomic_fetch_add(&w->next, w->grain, __ATOMIC_RELAXED);
+        if (lo >= w->n) return NULL;
+        w->run(w->args, lo, lo + w->grain < w->n ? lo + w->grain : w->n);
+    }
+}
+
+/* run(args, lo, hi) over [0, n) on `threads` threads, this one included, each taking the next
+ * few units as it comes free: a thread slowed down (a busy core: OpenBLAS's workers spin for a
+ * while after each GEMM) takes fewer, where fixed halves made LeNet's steps slower than one
+ * thread (docs/performance.md). Who computes a unit does not change its arithmetic. */
+static void parallel(range_fn run, const conv_args *args, i64 n, i64 threads)
+{
+    enum { MAX = 16 };
+    if (threads > MAX) threads = MAX;
+    if (threads <= 1 || n < 2) {
+        run(args, 0, n);
+        return;
+    }
+    i64 grain = n / (8 * threads);
+    work w = {run, args, n, grain > 0 ? grain : 1, 0};
+    pthread_t tid[MAX];
+    int started[MAX] = {0};
+    for (i64 t = 1; t < threads; t++) started[t] = pthread_create(&tid[t], NULL, work_main, &w) == 0;
+    work_main(&w); /* the units of a thread that did not start are taken by the others */
+    for (i64 t = 1; t < threads; t++)
+        if (started[t]) pthread_join(tid[t], NULL);
+}
 #define CB 8  /* channels per register tile */
 #define NV 2  /* vectors of 16 images per register tile */
 
@@ -115,12 +163,19 @@ INLINE void conv_forward_tile(const float *x, const float *wt, const float *bias
 
 /* x (C, H, W, N); wt (C, kh, kw, Opad) with Opad the multiple of CB above O, zero beyond O;
  * bias (Opad); out (O, OH, OW, N). */
+HOT static void conv_forward_rows(const conv_args *a, i64 lo, i64 hi)
+{
+    const i64 *g = a->g;
+    for (i64 o0 = 0; o0 < g[O_]; o0 += CB)
+        for (i64 oh = lo; oh < hi; oh++)
+            for (i64 ow = 0; ow < g[OW_]; ow++)
+                OVER_BATCH(g[N_], conv_forward_tile, a->a, a->b, a->c, a->out, g, o0, oh, ow);
+}
+
 HOT void dn_conv_forward(const float *x, const float *wt, const float *bias, float *out, const i64 *g)
 {
-    for (i64 o0 = 0; o0 < g[O_]; o0 += CB)
-        for (i64 oh = 0; oh < g[OH_]; oh++)
-            for (i64 ow = 0; ow < g[OW_]; ow++)
-                OVER_BATCH(g[N_], conv_forward_tile, x, wt, bias, out, g, o0, oh, ow);
+    conv_args a = {x, wt, bias, out, g, NULL};
+    parallel(conv_forward_rows, &a, g[OH_], g[THREADS]);
 }
 
 /* ---- input gradient: dx[c, h, w, n] = sum w[o, c, i, j] dy[o, oh, ow, n] over the (o, i, j)
@@ -164,12 +219,19 @@ INLINE void conv_input_grad_tile(const float *dy, const float *wd, float *dx, co
 
 /* dy (O, OH, OW, N); wd (O, kh, kw, Cpad) with Cpad the multiple of CB above C, zero beyond C;
  * dx (C, H, W, N), written outright. */
+HOT static void conv_input_grad_rows(const conv_args *a, i64 lo, i64 hi)
+{
+    const i64 *g = a->g;
+    for (i64 c0 = 0; c0 < g[C_]; c0 += CB)
+        for (i64 h = lo; h < hi; h++)
+            for (i64 w = 0; w < g[W_]; w++)
+                OVER_BATCH(g[N_], conv_input_grad_tile, a->a, a->b, a->out, g, c0, h, w);
+}
+
 HOT void dn_conv_input_grad(const float *dy, const float *wd, float *dx, const i64 *g)
 {
-    for (i64 c0 = 0; c0 < g[C_]; c0 += CB)
-        for (i64 h = 0; h < g[H_]; h++)
-            for (i64 w = 0; w < g[W_]; w++)
-                OVER_BATCH(g[N_], conv_input_grad_tile, dy, wd, dx, g, c0, h, w);
+    conv_args a = {dy, wd, NULL, dx, g, NULL};
+    parallel(conv_input_grad_rows, &a, g[H_], g[THREADS]);
 }
 
 /* ---- weight gradient: dw[o, c, i, j] = sum over (oh, ow, n) of dy[o, oh, ow, n] xp[c, h, w, n] ----
@@ -193,53 +255,129 @@ INLINE void weight_grad_step(const float *const gq[WO], i64 go, const float *xp,
     }
 }
 
+/* weight-gradient tiles [lo, hi): tile = o-block * (tap blocks) + tap block */
+HOT static void weight_grad_tiles(const conv_args *a, i64 lo, i64 hi)
+{
+    const float *xp = a->a, *dy = a->b;
+    float *dwt = a->out;
+    const i64 *g = a->g, *toff = a->toff;
+    i64 C = g[C_], Wp = g[W_], N = g[N_], O = g[O_], kh = g[KH], kw = g[KW];
+    i64 OH = g[OH_], OW = g[OW_], K = C * kh * kw, P = OH * OW * N, tap_blocks = (K + WT - 1) / WT;
+    for (i64 tile = lo; tile < hi; tile++) {
+        i64 o0 = tile / tap_blocks * WO, t0 = tile % tap_blocks * WT;
+        const float *gq[WO];
+        for (int q = 0; q < WO; q++) gq[q] = dy + (o0 + q < O ? o0 + q : O - 1) * P;
+        i64 to[WT];
+        for (int u = 0; u < WT; u++) to[u] = toff[t0 + u < K ? t0 + u : K - 1];
+        /* sums per output row, then over rows: blocked summation keeps the float32 error
+         * of long reductions (LeNet's first layer: 200704 products) near a GEMM's */
+        v16 total[WO][WT] = {{{0}}};
+        float total_tail[WO][WT] = {{0}};
+        for (i64 oh = 0; oh < OH; oh++) {
+            v16 acc[WO][WT] = {{{0}}};
+            float tail[WO][WT] = {{0}}; /* images past the last whole vector */
+            for (i64 ow = 0; ow < OW; ow++) {
+                i64 go = (oh * OW + ow) * N, xo = (oh * g[SH] * Wp + ow * g[SW]) * N, n0 = 0;
+                for (; n0 + 16 <= N; n0 += 16) weight_grad_step(gq, go + n0, xp, to, xo + n0, acc);
+                for (; n0 < N; n0++)
+                    for (int u = 0; u < WT; u++)
+                        for (int q = 0; q < WO; q++) tail[q][u] += gq[q][go + n0] * xp[to[u] + xo + n0];
+            }
+            for (int q = 0; q < WO; q++)
+                for (int u = 0; u < WT; u++) {
+                    total[q][u] += acc[q][u];
+                    total_tail[q][u] += tail[q][u];
+                }
+        }
+        for (i64 u = 0; u < WT && t0 + u < K; u++)
+            for (i64 q = 0; q < WO && o0 + q < O; q++) {
+                float sum = total_tail[q][u];
+                for (int l = 0; l < 16; l++) sum += total[q][u][l];
+                dwt[(t0 + u) * O + o0 + q] = sum;
+            }
+    }
+}
+
 /* xp (C, Hp, Wp, N) padded input, with g[H_], g[W_] its padded size and the padding in g
  * ignored; dy (O, OH, OW, N); dwt (C, kh, kw, O), written outright. */
 HOT int dn_conv_weight_grad(const float *xp, const float *dy, float *dwt, const i64 *g)
 {
-    i64 C = g[C_], Hp = g[H_], Wp = g[W_], N = g[N_], O = g[O_], kh = g[KH], kw = g[KW];
-    i64 OH = g[OH_], OW = g[OW_], K = C * kh * kw, P = OH * OW * N;
+    i64 C = g[C_], Hp = g[H_], Wp = g[W_], O = g[O_], kh = g[KH], kw = g[KW], N = g[N_], K = C * kh * kw;
     i64 *toff = malloc(K * sizeof(i64));
     if (!toff) return -1;
     for (i64 c = 0, t = 0; c < C; c++)
         for (i64 i = 0; i < kh; i++)
             for (i64 j = 0; j < kw; j++, t++) toff[t] = ((c * Hp + i * g[DH]) * Wp + j * g[DW]) * N;
-    for (i64 o0 = 0; o0 < O; o0 += WO) {
-        const float *gq[WO];
-        for (int q = 0; q < WO; q++) gq[q] = dy + (o0 + q < O ? o0 + q : O - 1) * P;
-        for (i64 t0 = 0; t0 < K; t0 += WT) {
-            i64 to[WT];
-            for (int u = 0; u < WT; u++) to[u] = toff[t0 + u < K ? t0 + u : K - 1];
-            /* sums per output row, then over rows: blocked summation keeps the float32 error
-             * of long reductions (LeNet's first layer: 200704 products) near a GEMM's */
-            v16 total[WO][WT] = {{{0}}};
-            float total_tail[WO][WT] = {{0}};
-            for (i64 oh = 0; oh < OH; oh++) {
-                v16 acc[WO][WT] = {{{0}}};
-                float tail[WO][WT] = {{0}}; /* images past the last whole vector */
-                for (i64 ow = 0; ow < OW; ow++) {
-                    i64 go = (oh * OW + ow) * N, xo = (oh * g[SH] * Wp + ow * g[SW]) * N, n0 = 0;
-                    for (; n0 + 16 <= N; n0 += 16) weight_grad_step(gq, go + n0, xp, to, xo + n0, acc);
-                    for (; n0 < N; n0++)
-                        for (int u = 0; u < WT; u++)
-                            for (int q = 0; q < WO; q++) tail[q][u] += gq[q][go + n0] * xp[to[u] + xo + n0];
-                }
-                for (int q = 0; q < WO; q++)
-                    for (int u = 0; u < WT; u++) {
-                        total[q][u] += acc[q][u];
-                        total_tail[q][u] += tail[q][u];
-                    }
-            }
-            for (i64 u = 0; u < WT && t0 + u < K; u++)
-                for (i64 q = 0; q < WO && o0 + q < O; q++) {
-                    float sum = total_tail[q][u];
-                    for (int l = 0; l < 16; l++) sum += total[q][u][l];
-                    dwt[(t0 + u) * O + o0 + q] = sum;
-                }
-        }
-    }
+    conv_args a = {xp, dy, NULL, dwt, g, toff};
+    parallel(weight_grad_tiles, &a, (O + WO - 1) / WO * ((K + WT - 1) / WT), g[THREADS]);
     free(toff);
     return 0;
+}
+
+/* ---- average pooling: out[c, oh, ow, n] = scale[oh, ow] * sum of x[c, h, w, n] over the
+ * window's taps inside the input; x (C, H, W, N), out (C, OH, OW, N), g as a convolution's
+ * (O = C, no dilation). One pass over the input where NumPy makes one per tap (LeNet's 2x2
+ * pools: 2.5 ms a step of 33). The taps are summed in ops/pool.py's order: the same bits. */
+HOT static void avg_pool_planes(const conv_args *a, i64 lo, i64 hi)
+{
+    const i64 *g = a->g;
+    i64 H = g[H_], W = g[W_], N = g[N_], OH = g[OH_], OW = g[OW_];
+    for (i64 c = lo; c < hi; c++)
+        for (i64 oh = 0; oh < OH; oh++)
+            for (i64 ow = 0; ow < OW; ow++) {
+                float *o = a->out + ((c * OH + oh) * OW + ow) * N;
+                for (i64 n = 0; n < N; n++) o[n] = 0.0f;
+                for (i64 i = 0; i < g[KH]; i++) {
+                    i64 h = oh * g[SH] - g[PH] + i;
+                    if (h < 0 || h >= H) continue;
+                    for (i64 j = 0; j < g[KW]; j++) {
+                        i64 w = ow * g[SW] - g[PW] + j;
+                        if (w < 0 || w >= W) continue;
+                        const float *xr = a->a + ((c * H + h) * W + w) * N;
+                        for (i64 n = 0; n < N; n++) o[n] += xr[n];
+                    }
+                }
+                float s = a->b[oh * OW + ow];
+                for (i64 n = 0; n < N; n++) o[n] *= s;
+            }
+}
+
+HOT void dn_avg_pool(const float *x, const float *scale, float *out, const i64 *g)
+{
+    conv_args a = {x, scale, NULL, out, g, NULL};
+    parallel(avg_pool_planes, &a, g[C_], g[THREADS]);
+}
+
+/* gx[c, h, w, n] = sum of scale[oh, ow] gy[c, oh, ow, n] over the windows that hold (h, w) */
+HOT static void avg_pool_grad_planes(const conv_args *a, i64 lo, i64 hi)
+{
+    const i64 *g = a->g;
+    i64 H = g[H_], W = g[W_], N = g[N_], OH = g[OH_], OW = g[OW_];
+    for (i64 c = lo; c < hi; c++)
+        for (i64 h = 0; h < H; h++)
+            for (i64 w = 0; w < W; w++) {
+                float *d = a->out + ((c * H + h) * W + w) * N;
+                for (i64 n = 0; n < N; n++) d[n] = 0.0f;
+                for (i64 i = 0; i < g[KH]; i++) {
+                    i64 th = h + g[PH] - i;
+                    if (th < 0 || th % g[SH] || th / g[SH] >= OH) continue;
+                    i64 oh = th / g[SH];
+                    for (i64 j = 0; j < g[KW]; j++) {
+                        i64 tw = w + g[PW] - j;
+                        if (tw < 0 || tw % g[SW] || tw / g[SW] >= OW) continue;
+                        i64 ow = tw / g[SW];
+                        const float *gr = a->a + ((c * OH + oh) * OW + ow) * N;
+                        float s = a->b[oh * OW + ow];
+                        for (i64 n = 0; n < N; n++) d[n] += gr[n] * s;
+                    }
+                }
+            }
+}
+
+HOT void dn_avg_pool_grad(const float *gy, const float *scale, float *gx, const i64 *g)
+{
+    conv_args a = {gy, scale, NULL, gx, g, NULL};
+    parallel(avg_pool_grad_planes, &a, g[C_], g[THREADS]);
 }
 
 /* ---- AVX2 copies (CPUs without AVX-512: dn_isa() == 3) ----
@@ -317,6 +455,12 @@ AVX2_INLINE i64 tap_out8(i64 t, i64 s, i64 n)
     return o < n ? o : -1;
 }
 
+/* Forward register tiles of CB8 output channels by 8 * nv images (nv <= 3 vectors), or one
+ * image (nv == 0): per tap nv loads and CB8 broadcasts for CB8 * nv multiply-adds, 12
+ * accumulators of 16 registers. Tiles of 8 channels by one vector (9 loads for 8
+ * multiply-adds) ran LeNet's layers at a third of this (load-bound). */
+#define CB8 4
+
 AVX2_INLINE void conv_forward_tile8(const float *x, const float *wt, const float *bias, float *out,
                                     const i64 *g, i64 o0, i64 oh, i64 ow, i64 n0, int nv)
 {
@@ -324,30 +468,70 @@ AVX2_INLINE void conv_forward_tile8(const float *x, const float *wt, const float
     i64 opad = (O + CB - 1) / CB * CB;
     i64 ilo = tap_lo8(oh, g[SH], g[PH], g[DH]), ihi = tap_hi8(oh, g[SH], g[PH], g[DH], kh, H);
     i64 jlo = tap_lo8(ow, g[SW], g[PW], g[DW]), jhi = tap_hi8(ow, g[SW], g[PW], g[DW], kw, W);
-    v8 acc[CB];
-    float one[CB];
-    for (int q = 0; q < CB; q++) {
+    v8 acc[CB8][3];
+    float one[CB8];
+#pragma GCC unroll 4
+    for (int q = 0; q < CB8; q++) {
         one[q] = bias[o0 + q];
-        acc[q] = (v8){0} + bias[o0 + q];
+#pragma GCC unroll 3
+        for (int v = 0; v < 3; v++) acc[q][v] = (v8){0} + bias[o0 + q];
     }
     for (i64 c = 0; c < C; c++)
         for (i64 i = ilo; i < ihi; i++) {
             const float *xr = x + ((c * H + oh * g[SH] - g[PH] + i * g[DH]) * W) * N + n0;
             const float *wr = wt + (c * kh + i) * kw * opad + o0;
-            for (i64 j = jlo; j < jhi; j++)
-                tile8_fma(acc, one, wr + j * opad, xr + (ow * g[SW] - g[PW] + j * g[DW]) * N, nv);
+            for (i64 j = jlo; j < jhi; j++) {
+                const float *w = wr + j * opad, *src = xr + (ow * g[SW] - g[PW] + j * g[DW]) * N;
+                if (nv == 0) {
+                    for (int q = 0; q < CB8; q++) one[q] += w[q] * src[0];
+                    continue;
+                }
+                v8 sv[3];
+#pragma GCC unroll 3
+                for (int v = 0; v < nv; v++) LOAD8(sv[v], src + 8 * v);
+#pragma GCC unroll 4
+                for (int q = 0; q < CB8; q++)
+#pragma GCC unroll 3
+                    for (int v = 0; v < nv; v++) acc[q][v] += w[q] * sv[v];
+            }
         }
-    tile8_store(out + ((o0 * g[OH_] + oh) * g[OW_] + ow) * N + n0, g[OH_] * g[OW_] * N,
-                O - o0 < CB ? O - o0 : CB, acc, one, nv);
+    i64 plane = g[OH_] * g[OW_] * N, rows = O - o0 < CB8 ? O - o0 : CB8;
+    float *dst = out + ((o0 * g[OH_] + oh) * g[OW_] + ow) * N + n0;
+    for (i64 q = 0; q < rows; q++) {
+        if (nv == 0) dst[q * plane] = one[q];
+        for (int v = 0; v < nv; v++) STORE8(dst + q * plane + 8 * v, acc[q][v]);
+    }
+}
+
+AVX2 static void conv_forward_rows8(const conv_args *a, i64 lo, i64 hi)
+{
+    const i64 *g = a->g;
+    i64 N = g[N_], O = g[O_];
+    /* the channel blocks innermost: they reuse the images' taps from L1 (LeNet's second layer:
+     * its 1.2 MB input streamed from L3 once per block before) */
+    for (i64 oh = lo; oh < hi; oh++)
+        for (i64 ow = 0; ow < g[OW_]; ow++) {
+            i64 n0 = 0;
+            for (; n0 + 24 <= N; n0 += 24)
+                for (i64 o0 = 0; o0 < O; o0 += CB8) conv_forward_tile8(a->a, a->b, a->c, a->out, g, o0, oh, ow, n0, 3);
+            if (n0 + 16 <= N) {
+                for (i64 o0 = 0; o0 < O; o0 += CB8) conv_forward_tile8(a->a, a->b, a->c, a->out, g, o0, oh, ow, n0, 2);
+                n0 += 16;
+            }
+            if (n0 + 8 <= N) {
+                for (i64 o0 = 0; o0 < O; o0 += CB8) conv_forward_tile8(a->a, a->b, a->c, a->out, g, o0, oh, ow, n0, 1);
+                n0 += 8;
+            }
+            for (; n0 < N; n0++)
+                for (i64 o0 = 0; o0 < O; o0 += CB8) conv_forward_tile8(a->a, a->b, a->c, a->out, g, o0, oh, ow, n0, 0);
+        }
 }
 
 /* dn_conv_forward's arguments and result */
 AVX2 void dn_avx2_conv_forward(const float *x, const float *wt, const float *bias, float *out, const i64 *g)
 {
-    for (i64 o0 = 0; o0 < g[O_]; o0 += CB)
-        for (i64 oh = 0; oh < g[OH_]; oh++)
-            for (i64 ow = 0; ow < g[OW_]; ow++)
-                OVER_BATCH8(g[N_], conv_forward_tile8, x, wt, bias, out, g, o0, oh, ow);
+    conv_args a = {x, wt, bias, out, g, NULL};
+    parallel(conv_forward_rows8, &a, g[OH_], g[THREADS]);
 }
 
 AVX2_INLINE void conv_input_grad_tile8(const float *dy, const float *wd, float *dx, const i64 *g,
@@ -382,12 +566,19 @@ AVX2_INLINE void conv_input_grad_tile8(const float *dy, const float *wd, float *
 }
 
 /* dn_conv_input_grad's arguments and result */
+AVX2 static void conv_input_grad_rows8(const conv_args *a, i64 lo, i64 hi)
+{
+    const i64 *g = a->g;
+    for (i64 c0 = 0; c0 < g[C_]; c0 += CB)
+        for (i64 h = lo; h < hi; h++)
+            for (i64 w = 0; w < g[W_]; w++)
+                OVER_BATCH8(g[N_], conv_input_grad_tile8, a->a, a->b, a->out, g, c0, h, w);
+}
+
 AVX2 void dn_avx2_conv_input_grad(const float *dy, const float *wd, float *dx, const i64 *g)
 {
-    for (i64 c0 = 0; c0 < g[C_]; c0 += CB)
-        for (i64 h = 0; h < g[H_]; h++)
-            for (i64 w = 0; w < g[W_]; w++)
-                OVER_BATCH8(g[N_], conv_input_grad_tile8, dy, wd, dx, g, c0, h, w);
+    conv_args a = {dy, wd, NULL, dx, g, NULL};
+    parallel(conv_input_grad_rows8, &a, g[H_], g[THREADS]);
 }
 
 /* weight gradient tiles: WO8 output channels by WT8 taps, 8 images wide; per step WO8 + WT8
@@ -407,52 +598,183 @@ AVX2_INLINE void weight_grad_step8(const float *const gq[WO8], i64 go, const flo
     }
 }
 
+/* weight-gradient tiles [lo, hi), as weight_grad_tiles */
+AVX2 static void weight_grad_tiles8(const conv_args *a, i64 lo, i64 hi)
+{
+    const float *xp = a->a, *dy = a->b;
+    float *dwt = a->out;
+    const i64 *g = a->g, *toff = a->toff;
+    i64 C = g[C_], Wp = g[W_], N = g[N_], O = g[O_], kh = g[KH], kw = g[KW];
+    i64 OH = g[OH_], OW = g[OW_], K = C * kh * kw, P = OH * OW * N, tap_blocks = (K + WT8 - 1) / WT8;
+    for (i64 tile = lo; tile < hi; tile++) {
+        i64 o0 = tile / tap_blocks * WO8, t0 = tile % tap_blocks * WT8;
+        const float *gq[WO8];
+        for (int q = 0; q < WO8; q++) gq[q] = dy + (o0 + q < O ? o0 + q : O - 1) * P;
+        i64 to[WT8];
+        for (int u = 0; u < WT8; u++) to[u] = toff[t0 + u < K ? t0 + u : K - 1];
+        /* the blocked summation of dn_conv_weight_grad */
+        v8 total[WO8][WT8] = {{{0}}};
+        float total_tail[WO8][WT8] = {{0}};
+        for (i64 oh = 0; oh < OH; oh++) {
+            v8 acc[WO8][WT8] = {{{0}}};
+            float tail[WO8][WT8] = {{0}};
+            for (i64 ow = 0; ow < OW; ow++) {
+                i64 go = (oh * OW + ow) * N, xo = (oh * g[SH] * Wp + ow * g[SW]) * N, n0 = 0;
+                for (; n0 + 8 <= N; n0 += 8) weight_grad_step8(gq, go + n0, xp, to, xo + n0, acc);
+                for (; n0 < N; n0++)
+                    for (int u = 0; u < WT8; u++)
+                        for (int q = 0; q < WO8; q++) tail[q][u] += gq[q][go + n0] * xp[to[u] + xo + n0];
+            }
+            for (int q = 0; q < WO8; q++)
+                for (int u = 0; u < WT8; u++) {
+                    total[q][u] += acc[q][u];
+                    total_tail[q][u] += tail[q][u];
+                }
+        }
+        for (i64 u = 0; u < WT8 && t0 + u < K; u++)
+            for (i64 q = 0; q < WO8 && o0 + q < O; q++) {
+                float sum = total_tail[q][u];
+                for (int l = 0; l < 8; l++) sum += total[q][u][l];
+                dwt[(t0 + u) * O + o0 + q] = sum;
+            }
+    }
+}
+
 /* dn_conv_weight_grad's arguments and result */
 AVX2 int dn_avx2_conv_weight_grad(const float *xp, const float *dy, float *dwt, const i64 *g)
 {
-    i64 C = g[C_], Hp = g[H_], Wp = g[W_], N = g[N_], O = g[O_], kh = g[KH], kw = g[KW];
-    i64 OH = g[OH_], OW = g[OW_], K = C * kh * kw, P = OH * OW * N;
+    i64 C = g[C_], Hp = g[H_], Wp = g[W_], O = g[O_], kh = g[KH], kw = g[KW], N = g[N_], K = C * kh * kw;
     i64 *toff = malloc(K * sizeof(i64));
     if (!toff) return -1;
     for (i64 c = 0, t = 0; c < C; c++)
         for (i64 i = 0; i < kh; i++)
             for (i64 j = 0; j < kw; j++, t++) toff[t] = ((c * Hp + i * g[DH]) * Wp + j * g[DW]) * N;
-    for (i64 o0 = 0; o0 < O; o0 += WO8) {
-        const float *gq[WO8];
-        for (int q = 0; q < WO8; q++) gq[q] = dy + (o0 + q < O ? o0 + q : O - 1) * P;
-        for (i64 t0 = 0; t0 < K; t0 += WT8) {
-            i64 to[WT8];
-            for (int u = 0; u < WT8; u++) to[u] = toff[t0 + u < K ? t0 + u : K - 1];
-            /* the blocked summation of dn_conv_weight_grad */
-            v8 total[WO8][WT8] = {{{0}}};
-            float total_tail[WO8][WT8] = {{0}};
-            for (i64 oh = 0; oh < OH; oh++) {
-                v8 acc[WO8][WT8] = {{{0}}};
-                float tail[WO8][WT8] = {{0}};
-                for (i64 ow = 0; ow < OW; ow++) {
-                    i64 go = (oh * OW + ow) * N, xo = (oh * g[SH] * Wp + ow * g[SW]) * N, n0 = 0;
-                    for (; n0 + 8 <= N; n0 += 8) weight_grad_step8(gq, go + n0, xp, to, xo + n0, acc);
-                    for (; n0 < N; n0++)
-                        for (int u = 0; u < WT8; u++)
-                            for (int q = 0; q < WO8; q++) tail[q][u] += gq[q][go + n0] * xp[to[u] + xo + n0];
-                }
-                for (int q = 0; q < WO8; q++)
-                    for (int u = 0; u < WT8; u++) {
-                        total[q][u] += acc[q][u];
-                        total_tail[q][u] += tail[q][u];
-                    }
-            }
-            for (i64 u = 0; u < WT8 && t0 + u < K; u++)
-                for (i64 q = 0; q < WO8 && o0 + q < O; q++) {
-                    float sum = total_tail[q][u];
-                    for (int l = 0; l < 8; l++) sum += total[q][u][l];
-                    dwt[(t0 + u) * O + o0 + q] = sum;
-                }
-        }
-    }
+    conv_args a = {xp, dy, NULL, dwt, g, toff};
+    parallel(weight_grad_tiles8, &a, (O + WO8 - 1) / WO8 * ((K + WT8 - 1) / WT8), g[THREADS]);
     free(toff);
     return 0;
 }
 #else
 int dn_isa(void) { return 0; }
 #endif
+
+/* ---- elementwise: sigmoid and tanh ---------------------------------------------------------
+ * NumPy's float32 exp runs at about 12 ns an element on an AVX2 Zen 3 (its tanh at 4 ns): LeNet's
+ * four sigmoids took more time than its first convolution. These loops run 8 floats at a time
+ * (GCC vector extensions; target_clones picks the widest copy), exp by Cephes' expf scheme:
+ * x = n ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-6 polynomial, 2^n written into the
+ * exponent bits (about 1 ulp). NaN stays NaN; inputs beyond float32's range saturate. */
+#pragma GCC diagnostic ignored "-Wpsabi" /* 32-byte vectors in the default copy: inlined only */
+typedef float f8 __attribute__((vector_size(32)));
+typedef int32_t m8 __attribute__((vector_size(32)));
+
+#define SPLAT(v) ((f8){v, v, v, v, v, v, v, v})
+
+INLINE f8 select8(m8 mask, f8 a, f8 b) /* mask ? a : b, lane by lane (mask lanes are 0 or -1) */
+{
+    return (f8)(((m8)a & mask) | ((m8)b & ~mask));
+}
+
+INLINE f8 exp8(f8 x)
+{
+    const f8 hi = SPLAT(88.3762626647949f), lo = SPLAT(-87.3365447505531f);
+    m8 under = x < lo;
+    x = select8(x > hi, hi, x);
+    x = select8(under, lo, x);
+    const f8 magic = SPLAT(12582912.0f); /* 1.5 * 2^23: adding and subtracting it rounds */
+    f8 n = (x * SPLAT(1.44269504088896341f) + magic) - magic;
+    f8 r = x - n * SPLAT(0.693359375f) - n * SPLAT(-2.12194440e-4f);
+    f8 p = SPLAT(1.9875691500E-4f);
+    p = p * r + SPLAT(1.3981999507E-3f);
+    p = p * r + SPLAT(8.3334519073E-3f);
+    p = p * r + SPLAT(4.1665795894E-2f);
+    p = p * r + SPLAT(1.6666665459E-1f);
+    p = p * r + SPLAT(5.0000001201E-1f);
+    p = p * (r * r) + r + SPLAT(1.0f);
+    m8 e = (__builtin_convertvector(n, m8) + 127) << 23;
+    return select8(under, SPLAT(0.0f), p * (f8)e);
+}
+
+INLINE f8 sigmoid8(f8 x)
+{
+    const m8 sign = {INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN};
+    f8 e = exp8((f8)((m8)x | sign)); /* exp(-|x|) <= 1: never overflows */
+    f8 r = SPLAT(1.0f) / (SPLAT(1.0f) + e);
+    return select8(x >= SPLAT(0.0f), r, e * r);
+}
+
+INLINE f8 tanh8(f8 x)
+{
+    const m8 sign = {INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN};
+    f8 a = (f8)((m8)x & ~sign);
+    /* |x| < 0.625: Cephes' tanhf polynomial (1 - 2 / (e + 1) would cancel there) */
+    f8 z = a * a;
+    f8 p = SPLAT(-5.70498872745E-3f);
+    p = p * z + SPLAT(2.06390887954E-2f);
+    p = p * z + SPLAT(-5.37397155531E-2f);
+    p = p * z + SPLAT(1.33314422036E-1f);
+    p = p * z + SPLAT(-3.33332819422E-1f);
+    p = p * z * a + a;
+    f8 big = SPLAT(1.0f) - SPLAT(2.0f) / (exp8(a + a) + SPLAT(1.0f));
+    f8 t = select8(a < SPLAT(0.625f), p, big);
+    return (f8)((m8)t | ((m8)x & sign));
+}
+
+/* y[i] = f(x[i]) for i < n; y may be x (in place). */
+#define UNARY_LOOP(fn8)                                                  \
+    i64 i = 0;                                                           \
+    for (; i + 8 <= n; i += 8) {                                         \
+        f8 v;                                                            \
+        memcpy(&v, x + i, sizeof v);                                     \
+        v = fn8(v);                                                      \
+        memcpy(y + i, &v, sizeof v);                                     \
+    }                                                                    \
+    if (i < n) {                                                         \
+        f8 v = SPLAT(0.0f);                                              \
+        memcpy(&v, x + i, (size_t)(n - i) * sizeof(float));              \
+        v = fn8(v);                                                      \
+        memcpy(y + i, &v, (size_t)(n - i) * sizeof(float));              \
+    }
+
+HOT void dn_sigmoid(const float *x, float *y, const i64 *size)
+{
+    i64 n = size[0];
+    UNARY_LOOP(sigmoid8)
+}
+
+HOT void dn_tanh(const float *x, float *y, const i64 *size)
+{
+    i64 n = size[0];
+    UNARY_LOOP(tanh8)
+}
+
+/* The gradients from the saved output y and the incoming gradient g, in one pass (NumPy takes
+ * three, ops/activation.py); dx may be g. */
+#define BINARY_LOOP(expr)                                                \
+    i64 i = 0;                                                           \
+    for (; i + 8 <= n; i += 8) {                                         \
+        f8 y8, g8;                                                       \
+        memcpy(&y8, y + i, sizeof y8);                                   \
+        memcpy(&g8, g + i, sizeof g8);                                   \
+        f8 v = expr;                                                     \
+        memcpy(dx + i, &v, sizeof v);                                    \
+    }                                                                    \
+    if (i < n) {                                                         \
+        f8 y8 = SPLAT(0.0f), g8 = SPLAT(0.0f);                           \
+        memcpy(&y8, y + i, (size_t)(n - i) * sizeof(float));             \
+        memcpy(&g8, g + i, (size_t)(n - i) * sizeof(float));             \
+        f8 v = expr;                                                     \
+        memcpy(dx + i, &v, (size_t)(n - i) * sizeof(float));             \
+    }
+
+HOT void dn_sigmoid_grad(const float *y, const float *g, float *dx, const i64 *size)
+{
+    i64 n = size[0];
+    BINARY_LOOP(((SPLAT(1.0f) - y8) * y8) * g8)
+}
+
+HOT void dn_tanh_grad(const float *y, const float *g, float *dx, const i64 *size)
+{
+    i64 n = size[0];
+    BINARY_LOOP((SPLAT(1.0f) - y8 * y8) * g8)
+}

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-_VERSION = 2  # dn_version() of the sources this file expects
+_VERSION = 5  # dn_version() of the sources this file expects
 _BLOCK = 8  # channels per register tile in the kernels (CB in _native.c)
 
 
@@ -51,6 +51,9 @@ def library():
                 fn = getattr(lib, prefix + name)
                 fn.argtypes = [ptr] * nargs
                 fn.restype = restype
+        for name, nargs in (("sigmoid", 3), ("tanh", 3), ("sigmoid_grad", 4), ("tanh_grad", 4),
+                            ("avg_pool", 4), ("avg_pool_grad", 4)):
+            getattr(lib, "dn_" + name).argtypes = [ptr] * nargs
         return lib
     return None
 
@@ -90,7 +93,19 @@ def usable(*arrays) -> bool:
 def _geometry(p, h=None, w=None):
     """The int64 geometry array of _native.c from a conv plan (divenet/ops/conv.py ``_Plan``)."""
     return np.array([p.C, p.H if h is None else h, p.W if w is None else w, p.N, p.O, p.kh, p.kw,
-                     p.OH, p.OW, p.sh, p.sw, p.ph0, p.pw0, p.dh, p.dw], dtype=np.int64)
+                     p.OH, p.OW, p.sh, p.sw, p.ph0, p.pw0, p.dh, p.dw, threads()], dtype=np.int64)
+
+
+def threads() -> int:
+    """How many threads a kernel call splits its work among: the cores OpenBLAS leaves idle,
+    plus this one. OpenBLAS's workers spin for a while after every GEMM, and a kernel thread
+    sharing a core with one ran slower than none: on 2 cores with 2 OpenBLAS threads a LeNet
+    epoch took 0.96-0.99x PyTorch's time with 2 kernel threads against 0.85x with one; with 1
+    OpenBLAS thread, 2 kernel threads took 0.75x the steps' one-thread time (Zen 3)."""
+    from . import _cpu
+
+    cores = os.cpu_count() or 1
+    return max(1, cores - (_cpu.blas_threads() or cores) + 1)
 
 
 def _padded_to_block(a, axis):
@@ -143,3 +158,67 @@ def conv_weight_grad(xh, gh, p):
                                      geometry.ctypes.data) != 0:
         raise MemoryError(f"conv2d weight gradient: no memory for {p.C * p.kh * p.kw} tap offsets")
     return np.ascontiguousarray(dwt.transpose(3, 0, 1, 2))
+
+
+def _dense(a):
+    """Whether ``a`` covers one block of memory with positive strides, in any axis order (a
+    batch-last view of a convolution's output is): elementwise kernels then run over it flat."""
+    if a.flags.c_contiguous or a.flags.f_contiguous:
+        return True
+    order = sorted(range(a.ndim), key=lambda i: -a.strides[i])
+    return a.transpose(order).flags.c_contiguous and min(a.strides) > 0
+
+
+def elementwise(name, *arrays, out=None):
+    """``out = name(*arrays)`` by the kernel ``dn_<name>``: "sigmoid" or "tanh" of x, or
+    "sigmoid_grad" / "tanh_grad" of (y, g); ``out`` (may be an input) or a new array in the
+    first input's memory order. None when the kernel cannot run on these arrays (no library,
+    not float32 NumPy, or not dense in one common layout): the caller runs NumPy."""
+    first = arrays[0]
+    if not usable(*arrays) or (out is not None and not usable(out)):
+        return None
+    if out is None:
+        out = np.empty_like(first)  # the same strides as a dense input
+    if any(a.shape != first.shape for a in (*arrays, out)):
+        return None
+    if first.size == 0:
+        return out
+    if any(a.strides != first.strides or not _dense(a) for a in (*arrays, out)):
+        return None
+    size = np.array([first.size], dtype=np.int64)  # named: held until C returns
+    getattr(library(), "dn_" + name)(*(a.ctypes.data for a in arrays), out.ctypes.data, size.ctypes.data)
+    return out
+
+
+def _pool_geometry(win, n, c):
+    return np.array([c, win.H, win.W, n, c, win.kh, win.kw, win.OH, win.OW, win.sh, win.sw, win.ph, win.pw,
+                     1, 1, threads()], dtype=np.int64)
+
+
+def _pool_scale(scale, win):
+    """The (OH, OW) divisors' reciprocals as one float32 array (a scalar spread out)."""
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(scale, dtype=np.float32), (win.OH, win.OW)))
+
+
+def avg_pool(xh, win, scale):
+    """Window means of xh (C, H, W, N) for ops/pool.py's ``Windows`` (no dilation); ``scale``
+    a scalar or (OH, OW) array. None where the kernel cannot run (the caller runs NumPy)."""
+    if not usable(xh) or not xh.flags.c_contiguous:
+        return None
+    C, _, _, N = xh.shape
+    out = np.empty((C, win.OH, win.OW, N), dtype=np.float32)
+    s, geometry = _pool_scale(scale, win), _pool_geometry(win, N, C)  # named: held until C returns
+    library().dn_avg_pool(xh.ctypes.data, s.ctypes.data, out.ctypes.data, geometry.ctypes.data)
+    return out
+
+
+def avg_pool_grad(gh, win, scale):
+    """The input gradient (C, H, W, N) of :func:`avg_pool` from gh (C, OH, OW, N), or None."""
+    if not usable(gh):
+        return None
+    gh = np.ascontiguousarray(gh)  # the small side (a quarter of LeNet's inputs)
+    C, _, _, N = gh.shape
+    gx = np.empty((C, win.H, win.W, N), dtype=np.float32)
+    s, geometry = _pool_scale(scale, win), _pool_geometry(win, N, C)
+    library().dn_avg_pool_grad(gh.ctypes.data, s.ctypes.data, gx.ctypes.data, geometry.ctypes.data)
+    return gx

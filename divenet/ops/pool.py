@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _native
 from ..autograd import Function
 from ..backend import array_module, constant, device_of
 from .conv import spans, window_taps
@@ -505,8 +506,11 @@ class AvgPool2d(Function):
         x, xh = _pool_input(x)
         ctx.taps = None
         if xh is not None:
+            out = _native.avg_pool(xh, win, scale)
             ctx.taps = _taps(x.shape[-2:], out_hw, kernel, stride, padding, (1, 1))
-            return restore(avg_pool_batch_last(xh, ctx.taps, out_hw, scale), BATCH_LAST)
+            if out is None:
+                out = avg_pool_batch_last(xh, ctx.taps, out_hw, scale)
+            return restore(out, BATCH_LAST)
         a, cnhw = as_planes(x)
         ctx.cnhw = cnhw
         out = avg_pool_planes(a, win, scale)
@@ -515,8 +519,10 @@ class AvgPool2d(Function):
     @staticmethod
     def backward(ctx, g):
         if ctx.taps is not None:
-            gx = avg_pool_batch_last_backward(permuted(g, BATCH_LAST), ctx.taps, ctx.in_shape[-2:],
-                                              ctx.scale, ctx.win.tiled)
+            gh = permuted(g, BATCH_LAST)
+            gx = _native.avg_pool_grad(gh, ctx.win, ctx.scale)
+            if gx is None:
+                gx = avg_pool_batch_last_backward(gh, ctx.taps, ctx.in_shape[-2:], ctx.scale, ctx.win.tiled)
             return restore(gx, BATCH_LAST)
         gx = avg_pool_planes_backward(grad_planes(g, ctx.cnhw), ctx.win, ctx.scale)
         return from_planes(gx, ctx.in_shape[:-2], ctx.cnhw)

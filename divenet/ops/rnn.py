@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from ..autograd import Function
 from ..backend import array_module
+from .activation import tanh
 
 
 def _gate_scale(xp, H, gates, dtype):
@@ -114,7 +115,7 @@ def _lstm_step(xp, A, c_prev, c_out, tc_out, h_out):
     """A (4H, N) holds the pre-activations, already halved on the sigmoid rows; in place it
     becomes the activations [i, f, g, o]. Writes c_t, tanh(c_t) and h_t, each (H, N)."""
     H = c_out.shape[0]
-    xp.tanh(A, out=A)
+    tanh(A, out=A)
     for sig in (A[:2 * H], A[3 * H:]):
         sig *= 0.5
         sig += 0.5
@@ -124,7 +125,7 @@ def _lstm_step(xp, A, c_prev, c_out, tc_out, h_out):
     else:
         xp.multiply(f, c_prev, out=c_out)
         c_out += i * g
-    xp.tanh(c_out, out=tc_out)
+    tanh(c_out, out=tc_out)
     xp.multiply(o, tc_out, out=h_out)
 
 
@@ -280,12 +281,12 @@ def _gru_step(xp, A, gh_rz, ghn, h_prev, h_out):
     rz = A[:2 * H]
     if gh_rz is not None:
         rz += gh_rz
-    xp.tanh(rz, out=rz)
+    tanh(rz, out=rz)
     rz *= 0.5
     rz += 0.5
     r, z, nn = A[:H], A[H:2 * H], A[2 * H:]
     nn += r * ghn
-    xp.tanh(nn, out=nn)
+    tanh(nn, out=nn)
     if h_prev is None:  # h' = n - z * n
         xp.multiply(z, nn, out=h_out)
         xp.subtract(nn, h_out, out=h_out)
@@ -500,7 +501,7 @@ class GRUCell(Function):
 # ---- plain RNN -----------------------------------------------------------------------------------
 def _rnn_act(xp, z, out, nonlinearity):
     if nonlinearity == "tanh":
-        xp.tanh(z, out=out)
+        tanh(z, out=out)
     else:
         xp.maximum(z, 0, out=out)
 

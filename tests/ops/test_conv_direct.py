@@ -233,3 +233,31 @@ def test_the_avx2_copies_take_only_where_they_win(geometry, taken, request, monk
     assert C._direct(p, x, w, None) == taken
     monkeypatch.setattr(_native, "isa", lambda: 4)
     assert C._direct(p, x, w, None)  # the AVX-512 copies take all four
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [2, 3, 7])
+@pytest.mark.parametrize("geometry", GEOMETRIES[:5], ids=_ids(GEOMETRIES[:5]))
+def test_threads_share_the_work_without_changing_a_bit(geometry, threads, monkeypatch):
+    """Each output row (weight-gradient tile) is summed whole by one thread, whichever takes it,
+    so any thread count gives bitwise the one-thread results, also with more threads than rows."""
+    inputs, options = _inputs(geometry, 37, seed=3), _options(geometry)
+    gy = np.random.default_rng(4).standard_normal(F.conv2d(*map(dn.tensor, inputs), **options).shape)
+    gy = gy.astype(np.float32)
+    calls = _count_direct_calls(monkeypatch)
+    monkeypatch.setattr(_native, "threads", lambda: 1)
+    one = _run(inputs, options, gy)
+    monkeypatch.setattr(_native, "threads", lambda: threads)
+    many = _run(inputs, options, gy)
+    assert len(calls) == 2
+    for a, b in zip(one, many):
+        assert np.array_equal(a, b)
+
+
+def test_kernel_threads_take_the_cores_openblas_leaves_idle(monkeypatch):
+    from divenet import _cpu
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    for blas, expect in ((8, 1), (1, 8), (3, 6), (None, 1)):
+        monkeypatch.setattr(_cpu, "blas_threads", lambda blas=blas: blas)
+        assert _native.threads() == expect

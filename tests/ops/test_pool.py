@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as TF
 
 import divenet as dn
+from divenet import _native
 import divenet.functional as F
 from divenet.ops import pool as P
 from tests.helpers import assert_raises_naming, check_against_torch, numerical_grad_check
@@ -382,3 +383,34 @@ def test_bad_pool_arguments(device):
     assert_raises_naming(ValueError, lambda: F.adaptive_max_pool2d(x, (1, 2, 3)), "adaptive_max_pool2d",
                          "(1, 2, 3)")
     assert_raises_naming(ValueError, lambda: F.max_pool2d(dn.zeros(1, 0, 4, 4), 2), "max_pool2d", "(1, 0, 4, 4)")
+
+
+# ---- the native average-pool kernels (divenet/_native.c) ---------------------------------------
+@pytest.mark.skipif(_native.library() is None or not _native.fast_here(), reason="native kernels not taken here")
+@pytest.mark.parametrize("shape,k,s,p,ceil,cip,div", [c for c in AVG_CASES if len(c[0]) == 4])
+@pytest.mark.parametrize("batch", [2, 9, 40])  # (one image: NCHW, the planes path)
+def test_native_avg_pool_is_taken_and_equals_the_numpy_path(monkeypatch, shape, k, s, p, ceil, cip, div, batch):
+    """Batch-last float32 inputs take the kernels; their forward sums the taps in the NumPy
+    path's order (the same bits), their gradient agrees to rounding; tails of 8 images too."""
+    monkeypatch.setattr(P, "_BATCH_LAST_MIN", 1)
+    calls = []
+    for name in ("avg_pool", "avg_pool_grad"):
+        real = getattr(_native, name)
+        monkeypatch.setattr(_native, name, lambda *a, real=real: calls.append(1) or real(*a))
+    x = _chwn(_rand((batch,) + shape[1:], 2))
+    gy = None
+    results = []
+    for native in (True, False):
+        if not native:
+            monkeypatch.setattr(_native, "avg_pool", lambda *a: None)
+            monkeypatch.setattr(_native, "avg_pool_grad", lambda *a: None)
+        t = dn.tensor(x, requires_grad=True)
+        y = F.avg_pool2d(t.permute(3, 0, 1, 2), k, s, p, ceil, cip, div)
+        if gy is None:
+            gy = np.random.default_rng(3).standard_normal(y.shape).astype(np.float32)
+        y.backward(dn.tensor(gy))
+        results.append((y.numpy(), np.asarray(t.grad)))
+    assert len(calls) == 2
+    (y1, g1), (y2, g2) = results
+    assert np.array_equal(y1, y2)
+    np.testing.assert_allclose(g1, g2, rtol=1e-6, atol=1e-7)
