@@ -384,7 +384,9 @@ HOT void dn_avg_pool_grad(const float *gy, const float *scale, float *gx, const 
  * The kernels above keep 16-float vectors in register tiles sized for AVX-512's 32 registers;
  * on AVX2 (16 registers of 8 floats) GCC splits each vector in two and spills the tiles (LeNet
  * conv1 at b256 on a Zen 3: forward 53 ms and input gradient 323 ms, against NumPy's 10 and 9).
- * These run the same loop nests on tiles of one 8-float vector, sized for 16 ymm registers. */
+ * These run the same sums on tiles of 8-float vectors sized for 16 ymm registers: forward and
+ * input gradient 4 channels by 3 vectors (7 loads per 12 multiply-adds), weight gradient 2
+ * output channels by 6 taps. */
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define AVX2 __attribute__((target("avx2,fma")))
@@ -402,35 +404,6 @@ int dn_isa(void)
 typedef float v8 __attribute__((vector_size(32))); /* 8 images: one AVX2 register */
 #define LOAD8(dst, p) memcpy(&(dst), (p), sizeof(v8))
 #define STORE8(p, src) memcpy((p), &(src), sizeof(v8))
-
-/* acc[q] += w[q] * src for the CB channels of a tile: 8 images at src, or the single image at
- * src into one[q] when nv == 0. CB accumulators + the source + a broadcast: 10 registers. */
-AVX2_INLINE void tile8_fma(v8 acc[CB], float one[CB], const float *w, const float *src, int nv)
-{
-    if (nv == 0) {
-        for (int q = 0; q < CB; q++) one[q] += w[q] * src[0];
-        return;
-    }
-    v8 sv;
-    LOAD8(sv, src);
-    for (int q = 0; q < CB; q++) acc[q] += w[q] * sv;
-}
-
-AVX2_INLINE void tile8_store(float *dst, i64 plane, i64 rows, v8 acc[CB], const float one[CB], int nv)
-{
-    for (i64 q = 0; q < rows; q++) {
-        if (nv == 0) dst[q * plane] = one[q];
-        else STORE8(dst + q * plane, acc[q]);
-    }
-}
-
-/* Runs tile(..., n0, nv) over a batch of N images: 8 at a time, then one by one. */
-#define OVER_BATCH8(N, tile, ...)                                                                   \
-    do {                                                                                            \
-        i64 n0_ = 0;                                                                                \
-        for (; n0_ + 8 <= (N); n0_ += 8) tile(__VA_ARGS__, n0_, 1);                                 \
-        for (; n0_ < (N); n0_++) tile(__VA_ARGS__, n0_, 0);                                         \
-    } while (0)
 
 /* tap_lo, tap_hi, and the output row or column a tap of the input gradient reads (-1: none),
  * without integer division at unit dilation and stride: input gradient 5-9% faster on LeNet's
@@ -455,6 +428,24 @@ AVX2_INLINE i64 tap_out8(i64 t, i64 s, i64 n)
     return o < n ? o : -1;
 }
 
+/* the images in tiles of 24, 16, 8, then one by one; the channel blocks innermost */
+#define OVER_BATCH24(N, blocks, tile, ...)                                                          \
+    do {                                                                                            \
+        i64 n0_ = 0;                                                                                \
+        for (; n0_ + 24 <= (N); n0_ += 24)                                                          \
+            for (i64 b_ = 0; b_ < (blocks); b_ += CB8) tile(__VA_ARGS__, b_, n0_, 3);               \
+        if (n0_ + 16 <= (N)) {                                                                      \
+            for (i64 b_ = 0; b_ < (blocks); b_ += CB8) tile(__VA_ARGS__, b_, n0_, 2);               \
+            n0_ += 16;                                                                              \
+        }                                                                                           \
+        if (n0_ + 8 <= (N)) {                                                                       \
+            for (i64 b_ = 0; b_ < (blocks); b_ += CB8) tile(__VA_ARGS__, b_, n0_, 1);               \
+            n0_ += 8;                                                                               \
+        }                                                                                           \
+        for (; n0_ < (N); n0_++)                                                                    \
+            for (i64 b_ = 0; b_ < (blocks); b_ += CB8) tile(__VA_ARGS__, b_, n0_, 0);               \
+    } while (0)
+
 /* Forward register tiles of CB8 output channels by 8 * nv images (nv <= 3 vectors), or one
  * image (nv == 0): per tap nv loads and CB8 broadcasts for CB8 * nv multiply-adds, 12
  * accumulators of 16 registers. Tiles of 8 channels by one vector (9 loads for 8
@@ -462,7 +453,7 @@ AVX2_INLINE i64 tap_out8(i64 t, i64 s, i64 n)
 #define CB8 4
 
 AVX2_INLINE void conv_forward_tile8(const float *x, const float *wt, const float *bias, float *out,
-                                    const i64 *g, i64 o0, i64 oh, i64 ow, i64 n0, int nv)
+                                    const i64 *g, i64 oh, i64 ow, i64 o0, i64 n0, int nv)
 {
     i64 C = g[C_], H = g[H_], W = g[W_], N = g[N_], O = g[O_], kh = g[KH], kw = g[KW];
     i64 opad = (O + CB - 1) / CB * CB;
@@ -506,25 +497,11 @@ AVX2_INLINE void conv_forward_tile8(const float *x, const float *wt, const float
 AVX2 static void conv_forward_rows8(const conv_args *a, i64 lo, i64 hi)
 {
     const i64 *g = a->g;
-    i64 N = g[N_], O = g[O_];
-    /* the channel blocks innermost: they reuse the images' taps from L1 (LeNet's second layer:
-     * its 1.2 MB input streamed from L3 once per block before) */
+    /* the channel blocks innermost: they reuse the images' taps from L1 (LeNet's second layer
+     * streamed its 1.2 MB input from L3 once per block before) */
     for (i64 oh = lo; oh < hi; oh++)
-        for (i64 ow = 0; ow < g[OW_]; ow++) {
-            i64 n0 = 0;
-            for (; n0 + 24 <= N; n0 += 24)
-                for (i64 o0 = 0; o0 < O; o0 += CB8) conv_forward_tile8(a->a, a->b, a->c, a->out, g, o0, oh, ow, n0, 3);
-            if (n0 + 16 <= N) {
-                for (i64 o0 = 0; o0 < O; o0 += CB8) conv_forward_tile8(a->a, a->b, a->c, a->out, g, o0, oh, ow, n0, 2);
-                n0 += 16;
-            }
-            if (n0 + 8 <= N) {
-                for (i64 o0 = 0; o0 < O; o0 += CB8) conv_forward_tile8(a->a, a->b, a->c, a->out, g, o0, oh, ow, n0, 1);
-                n0 += 8;
-            }
-            for (; n0 < N; n0++)
-                for (i64 o0 = 0; o0 < O; o0 += CB8) conv_forward_tile8(a->a, a->b, a->c, a->out, g, o0, oh, ow, n0, 0);
-        }
+        for (i64 ow = 0; ow < g[OW_]; ow++)
+            OVER_BATCH24(g[N_], g[O_], conv_forward_tile8, a->a, a->b, a->c, a->out, g, oh, ow);
 }
 
 /* dn_conv_forward's arguments and result */
@@ -534,14 +511,19 @@ AVX2 void dn_avx2_conv_forward(const float *x, const float *wt, const float *bia
     parallel(conv_forward_rows8, &a, g[OH_], g[THREADS]);
 }
 
+/* Input-gradient tiles of CB8 input channels by 8 * nv images, as the forward's; each tap's
+ * sum over the output channels in registers, the taps' sum in `acc` (L1) */
 AVX2_INLINE void conv_input_grad_tile8(const float *dy, const float *wd, float *dx, const i64 *g,
-                                       i64 c0, i64 h, i64 w, i64 n0, int nv)
+                                       i64 h, i64 w, i64 c0, i64 n0, int nv)
 {
     i64 C = g[C_], N = g[N_], O = g[O_], kh = g[KH], kw = g[KW], OH = g[OH_], OW = g[OW_];
     i64 cpad = (C + CB - 1) / CB * CB;
-    v8 acc[CB];
-    float one[CB] = {0};
-    for (int q = 0; q < CB; q++) acc[q] = (v8){0};
+    v8 acc[CB8][3];
+    float one[CB8] = {0};
+#pragma GCC unroll 4
+    for (int q = 0; q < CB8; q++)
+#pragma GCC unroll 3
+        for (int v = 0; v < 3; v++) acc[q][v] = (v8){0};
     for (i64 i = 0; i < kh; i++) {
         i64 oh = tap_out8(h + g[PH] - i * g[DH], g[SH], OH);
         if (oh < 0) continue;
@@ -549,30 +531,48 @@ AVX2_INLINE void conv_input_grad_tile8(const float *dy, const float *wd, float *
             i64 ow = tap_out8(w + g[PW] - j * g[DW], g[SW], OW);
             if (ow < 0) continue;
             /* the two-level sum of conv_input_grad_tile */
-            v8 part[CB];
-            float part_one[CB] = {0};
-            for (int q = 0; q < CB; q++) part[q] = (v8){0};
-            for (i64 o = 0; o < O; o++)
-                tile8_fma(part, part_one, wd + ((o * kh + i) * kw + j) * cpad + c0,
-                          dy + ((o * OH + oh) * OW + ow) * N + n0, nv);
-            for (int q = 0; q < CB; q++) {
+            v8 part[CB8][3];
+            float part_one[CB8] = {0};
+#pragma GCC unroll 4
+            for (int q = 0; q < CB8; q++)
+#pragma GCC unroll 3
+                for (int v = 0; v < 3; v++) part[q][v] = (v8){0};
+            const float *wo = wd + (i * kw + j) * cpad + c0, *src = dy + (oh * OW + ow) * N + n0;
+            for (i64 o = 0; o < O; o++, wo += kh * kw * cpad, src += OH * OW * N) {
+                if (nv == 0) {
+                    for (int q = 0; q < CB8; q++) part_one[q] += wo[q] * src[0];
+                    continue;
+                }
+                v8 sv[3];
+#pragma GCC unroll 3
+                for (int v = 0; v < nv; v++) LOAD8(sv[v], src + 8 * v);
+#pragma GCC unroll 4
+                for (int q = 0; q < CB8; q++)
+#pragma GCC unroll 3
+                    for (int v = 0; v < nv; v++) part[q][v] += wo[q] * sv[v];
+            }
+#pragma GCC unroll 4
+            for (int q = 0; q < CB8; q++) {
                 one[q] += part_one[q];
-                acc[q] += part[q];
+#pragma GCC unroll 3
+                for (int v = 0; v < nv; v++) acc[q][v] += part[q][v];
             }
         }
     }
-    tile8_store(dx + ((c0 * g[H_] + h) * g[W_] + w) * N + n0, g[H_] * g[W_] * N,
-                C - c0 < CB ? C - c0 : CB, acc, one, nv);
+    i64 plane = g[H_] * g[W_] * N, rows = C - c0 < CB8 ? C - c0 : CB8;
+    float *dst = dx + ((c0 * g[H_] + h) * g[W_] + w) * N + n0;
+    for (i64 q = 0; q < rows; q++) {
+        if (nv == 0) dst[q * plane] = one[q];
+        for (int v = 0; v < nv; v++) STORE8(dst + q * plane + 8 * v, acc[q][v]);
+    }
 }
 
-/* dn_conv_input_grad's arguments and result */
 AVX2 static void conv_input_grad_rows8(const conv_args *a, i64 lo, i64 hi)
 {
     const i64 *g = a->g;
-    for (i64 c0 = 0; c0 < g[C_]; c0 += CB)
-        for (i64 h = lo; h < hi; h++)
-            for (i64 w = 0; w < g[W_]; w++)
-                OVER_BATCH8(g[N_], conv_input_grad_tile8, a->a, a->b, a->out, g, c0, h, w);
+    for (i64 h = lo; h < hi; h++)
+        for (i64 w = 0; w < g[W_]; w++)
+            OVER_BATCH24(g[N_], g[C_], conv_input_grad_tile8, a->a, a->b, a->out, g, h, w);
 }
 
 AVX2 void dn_avx2_conv_input_grad(const float *dy, const float *wd, float *dx, const i64 *g)
