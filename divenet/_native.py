@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-_VERSION = 5  # dn_version() of the sources this file expects
+_VERSION = 6  # dn_version() of the sources this file expects
 _BLOCK = 8  # channels per register tile in the kernels (CB in _native.c)
 
 
@@ -52,8 +52,10 @@ def library():
                 fn.argtypes = [ptr] * nargs
                 fn.restype = restype
         for name, nargs in (("sigmoid", 3), ("tanh", 3), ("sigmoid_grad", 4), ("tanh_grad", 4),
-                            ("avg_pool", 4), ("avg_pool_grad", 4)):
+                            ("avg_pool", 4), ("avg_pool_grad", 4), ("depthwise_forward", 5),
+                            ("depthwise_input_grad", 4), ("depthwise_weight_grad", 4)):
             getattr(lib, "dn_" + name).argtypes = [ptr] * nargs
+        lib.dn_depthwise_weight_grad.restype = ctypes.c_int
         return lib
     return None
 
@@ -159,6 +161,39 @@ def conv_weight_grad(xh, gh, p):
         raise MemoryError(f"conv2d weight gradient: no memory for {p.C * p.kh * p.kw} tap offsets")
     return np.ascontiguousarray(dwt.transpose(3, 0, 1, 2))
 
+
+
+DEPTHWISE_MAX_TAPS = 49  # DW_MAX_TAPS in _native.c
+
+
+def depthwise_forward(xh, w, b, p):
+    """A depthwise convolution (groups == C == O): xh (C, H, W, N) contiguous, w (C, 1, kh, kw),
+    b (C,) or None -> out (C, OH, OW, N)."""
+    wc = np.ascontiguousarray(w, dtype=np.float32)
+    bias = None if b is None else np.ascontiguousarray(b, dtype=np.float32)
+    out = np.empty((p.C, p.OH, p.OW, p.N), dtype=np.float32)
+    geometry = _geometry(p)
+    library().dn_depthwise_forward(xh.ctypes.data, wc.ctypes.data, None if bias is None else bias.ctypes.data,
+                                   out.ctypes.data, geometry.ctypes.data)
+    return out
+
+
+def depthwise_input_grad(gh, w, p):
+    """gh (C, OH, OW, N) contiguous, w (C, 1, kh, kw) -> dx (C, H, W, N)."""
+    wc = np.ascontiguousarray(w, dtype=np.float32)
+    dx = np.empty((p.C, p.H, p.W, p.N), dtype=np.float32)
+    geometry = _geometry(p)
+    library().dn_depthwise_input_grad(gh.ctypes.data, wc.ctypes.data, dx.ctypes.data, geometry.ctypes.data)
+    return dx
+
+
+def depthwise_weight_grad(xh, gh, p):
+    """xh (C, H, W, N), gh (C, OH, OW, N), both contiguous -> dw (C, 1, kh, kw)."""
+    dw = np.empty((p.C, 1, p.kh, p.kw), dtype=np.float32)
+    geometry = _geometry(p)
+    if library().dn_depthwise_weight_grad(xh.ctypes.data, gh.ctypes.data, dw.ctypes.data, geometry.ctypes.data):
+        raise ValueError(f"depthwise_weight_grad: at most {DEPTHWISE_MAX_TAPS} taps, got {p.kh * p.kw}")
+    return dw
 
 def _dense(a):
     """Whether ``a`` covers one block of memory with positive strides, in any axis order (a

@@ -261,3 +261,94 @@ def test_kernel_threads_take_the_cores_openblas_leaves_idle(monkeypatch):
     for blas, expect in ((8, 1), (1, 8), (3, 6), (None, 1)):
         monkeypatch.setattr(_cpu, "blas_threads", lambda blas=blas: blas)
         assert _native.threads() == expect
+
+
+# ---- depthwise convolutions (groups == C == O) -------------------------------------------------
+# (C, H, W, kh, kw, stride, padding, dilation)
+DEPTHWISE = [
+    (5, 9, 8, 3, 3, 1, 1, 1),              # MobileNet's 3x3, stride 1
+    (4, 9, 10, 3, 3, 2, 1, 1),             # stride 2
+    (3, 8, 7, 2, 3, 1, "same", 1),         # even kernel: asymmetric padding
+    (3, 11, 9, 3, 3, (2, 1), (2, 0), (2, 1)),  # strided and dilated
+    (2, 9, 9, 7, 7, 1, 3, 1),              # 49 taps: the most the kernels take
+    (2, 6, 7, 3, 3, 1, 3, 1),              # windows wholly in the padding
+]
+
+
+def _kinds(monkeypatch):
+    kinds = []
+    real = C._choose
+    monkeypatch.setattr(C, "_choose", lambda *a: kinds.append(real(*a)) or kinds[-1])
+    return kinds
+
+
+@needs_native
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("geometry", DEPTHWISE, ids=_ids(DEPTHWISE))
+@pytest.mark.parametrize("bias", [True, False])
+def test_depthwise_matches_torch(geometry, n, bias, monkeypatch):
+    c, h, w, kh, kw, stride, padding, dilation = geometry
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((c, h, w, n)).astype(np.float32).transpose(3, 0, 1, 2)  # batch-last
+    inputs = [x, rng.standard_normal((c, 1, kh, kw)).astype(np.float32)]
+    if bias:
+        inputs.append(rng.standard_normal(c).astype(np.float32))
+    options = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    kinds = _kinds(monkeypatch)
+    # against PyTorch in float64, as the dense kernels: long weight-gradient sums that cancel
+    # stray from the truth by more than the tolerance in either framework's float32
+    check_against_torch(lambda *a: F.conv2d(*a, **options), lambda *a: TF.conv2d(*a, **options), inputs,
+                        torch_in_float64=True)
+    assert kinds == ["depthwise"]
+
+
+def test_depthwise_beyond_the_kernels_takes_im2col_and_matches_torch(monkeypatch):
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((3, 2, 10, 10)).astype(np.float32), rng.standard_normal((2, 1, 8, 8)).astype(np.float32)]
+    kinds = _kinds(monkeypatch)
+    check_against_torch(lambda *a: F.conv2d(*a, padding=3, groups=2), lambda *a: TF.conv2d(*a, padding=3, groups=2), inputs)
+    monkeypatch.setattr(_native, "usable", lambda *a: False)  # no library, float64, CuPy
+    check_against_torch(lambda *a: F.conv2d(*a, padding=1, groups=2), lambda *a: TF.conv2d(*a, padding=1, groups=2),
+                        [inputs[0], inputs[1][:, :, :3, :3]])
+    assert kinds == ["im2col", "im2col"]  # 64 taps > DEPTHWISE_MAX_TAPS; then not usable
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [2, 5])
+def test_depthwise_threads_change_no_bit(threads, monkeypatch):
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal((9, 6, 7, 7)).astype(np.float32), rng.standard_normal((6, 1, 3, 3)).astype(np.float32)]
+    gy = rng.standard_normal((9, 6, 4, 4)).astype(np.float32)
+    options = dict(stride=2, padding=1, groups=6)
+    monkeypatch.setattr(_native, "threads", lambda: 1)
+    one = _run(inputs, options, gy)
+    monkeypatch.setattr(_native, "threads", lambda: threads)
+    for a, b in zip(one, _run(inputs, options, gy)):
+        assert np.array_equal(a, b)
+
+
+@needs_native
+@pytest.mark.parametrize("geometry", DEPTHWISE, ids=_ids(DEPTHWISE))
+def test_depthwise_gradients_by_finite_differences(geometry, monkeypatch):
+    """As test_direct_gradients_by_finite_differences: exact up to float32 rounding."""
+    c, h, w_, kh, kw, stride, padding, dilation = geometry
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((c, h, w_, 11)).astype(np.float32).transpose(3, 0, 1, 2)
+    w = rng.standard_normal((c, 1, kh, kw)).astype(np.float32)
+    options = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    kinds = _kinds(monkeypatch)
+    tx, tw = dn.tensor(x, requires_grad=True), dn.tensor(w, requires_grad=True)
+    y = F.conv2d(tx, tw, **options)
+    r = rng.standard_normal(y.shape).astype(np.float32)
+    (y * dn.tensor(r)).sum().backward()
+    v, u = (rng.standard_normal(a.shape).astype(np.float32) for a in (x, w))
+
+    def loss(t):
+        xt = np.ascontiguousarray((x + t * v).transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)  # batch-last
+        terms = F.conv2d(dn.tensor(xt), dn.tensor(w + t * u), **options).numpy().astype(np.float64) * r
+        return float(terms.sum()), float(np.abs(terms).sum())
+
+    (plus, plus_size), (minus, minus_size) = loss(1.0), loss(-1.0)
+    exact = float((np.asarray(tx.grad, np.float64) * v).sum() + (np.asarray(tw.grad, np.float64) * u).sum())
+    assert abs((plus - minus) / 2 - exact) <= 1e-7 * (plus_size + minus_size)
+    assert set(kinds) == {"depthwise"}
