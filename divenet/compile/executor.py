@@ -26,7 +26,7 @@ from .passes import fold_recipe, pinned, records
 class _Step:
     __slots__ = ("cls", "fn", "ins", "outs", "kw", "dyn", "needs", "keep", "free", "single", "scalar",
                  "inplace", "ext_target", "effect", "pinned", "in_dtypes", "out_meta", "grad_any", "bn",
-                 "rebuild")
+                 "rebuild", "free_again")
 
     def __init__(self, graph, node, hole):
         v = graph.values
@@ -40,6 +40,7 @@ class _Step:
         self.grad_any = any(node.needs)
         self.keep = False
         self.free = ()
+        self.free_again = ()  # what a recomputation of this step's segment drops after it
         self.single = len(self.outs) == 1
         self.scalar = any(v[o].shape == () for o in self.outs)
         self.inplace = node.inplace
@@ -108,6 +109,23 @@ class Program:
                 self.segment_values[j] = [o for s in self.steps[a:b] if not s.pinned for o in s.outs
                                           if o not in self.out_ids]
         self.release_after = plan.release_after_segment
+        out_set = set(self.out_ids)
+        for j in self.recomputed:
+            # a recomputation drops what its segment made after the last reader in the segment
+            # (right away when none is there): the contexts hold what the backward needs
+            a, b = self.segments[j]
+            last = {o: k for k in range(a, b) if not self.steps[k].pinned for o in self.steps[k].outs
+                    if o not in out_set}
+            for k in range(a, b):
+                if not self.steps[k].pinned:
+                    for i in self.steps[k].ins:
+                        if i in last:
+                            last[i] = k
+            drop = {}
+            for vid, k in last.items():
+                drop.setdefault(k, []).append(vid)
+            for k, vids in drop.items():
+                self.steps[k].free_again = tuple(vids)
         # without recomputation the backward visits nodes in eager mode's order (autograd's
         # depth-first topological sort), so gradients that meet are summed in the same order
         # and the results are bitwise eager's
@@ -176,6 +194,8 @@ class Program:
             if again:
                 if s.grad_any:
                     ctxs[k] = ctx
+                for vid in s.free_again:
+                    env[vid] = None
             else:
                 if s.keep:
                     ctxs[k] = ctx
@@ -208,6 +228,7 @@ class Program:
         steps = self.steps
         genv = [None] * len(env)
         summed = [False] * len(env)
+        owned = [False] * len(env)  # genv[v] is an array no one else holds (see _handed_over)
         for vid, g in zip(self.out_ids, grads):
             if g is not None:
                 prev = genv[vid]
@@ -242,6 +263,8 @@ class Program:
                         genv[v] = None
                 if getattr(ctx, "dn_dropped", None):
                     _restore_saved(ctx, ctxs)
+                # the backward may overwrite an output gradient that only this replay holds
+                ctx.overwrite_grad = release and s.single and owned[s.outs[0]]
                 if observe is None:
                     res = s.cls.backward(ctx, *gs)
                 else:
@@ -250,7 +273,8 @@ class Program:
                     res = (res,)
                 for vid, g, need, dt in zip(s.ins, res, s.needs, s.in_dtypes):
                     if need and g is not None:
-                        if g.dtype != dt:
+                        mine = g.dtype != dt
+                        if mine:
                             g = g.astype(dt)
                         leaf = leaves[vid]
                         if leaf is not None:
@@ -259,11 +283,18 @@ class Program:
                         prev = genv[vid]
                         if prev is None:
                             genv[vid] = g
-                        elif summed[vid]:
-                            prev += g  # a sum made here: no one else holds it (as autograd does)
+                            owned[vid] = mine or _handed_over(g, res, gs)
+                        elif summed[vid] or (owned[vid] and prev.strides == g.strides):
+                            # a sum made here, or a gradient only this replay holds, laid out as
+                            # prev + g would be: add in place (as autograd does)
+                            prev += g
                         else:  # the first g may be shared (Add hands one array to both inputs)
                             genv[vid] = prev + g
-                            summed[vid] = True
+                            summed[vid] = owned[vid] = True
+                # what the names still hold is garbage the next backward (or the next segment's
+                # recomputation) would otherwise run beside: a context, a summed-in gradient
+                ctx = gs = res = g = prev = None
+            ctx = gs = None
             if j in self.recomputed:
                 for vid in self.segment_values[j]:
                     env[vid] = None
@@ -284,6 +315,15 @@ class Program:
                     f"backward: {name} (shape {tuple(t.shape)}), which the compiled graph saved for the "
                     f"gradient, was changed by an in-place operation (now at version {t._version[0]}, "
                     f"saved at version {v}); call backward() before optimizer.step()")
+
+
+def _handed_over(g, res, gs):
+    """Whether gradient ``g``, one of a backward's results ``res``, is an array only the caller
+    holds: writeable, and sharing no memory with another result (Add hands one array to both
+    inputs) nor with an incoming gradient ``gs`` (an identity's backward returns its own)."""
+    if not getattr(getattr(g, "flags", None), "writeable", True) or sum(r is g for r in res) > 1:
+        return False
+    return not any(x is not None and _same_storage(g, x) for x in (*gs, *(r for r in res if r is not g)))
 
 
 def _drop_saved(ctx, step, env):

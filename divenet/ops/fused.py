@@ -20,9 +20,9 @@ there) and adds and clips in place in its output; the backward calls BatchNorm's
 """
 from __future__ import annotations
 
-from ..autograd import Function
+from ..autograd import Function, _same_storage
 from ..backend import array_module
-from .norm import BatchNorm, _blocks, _col, channels_restore
+from .norm import BatchNorm, _blocks, _col, batch_norm_backward, channels_like, channels_restore
 
 
 class BatchNormReLU(Function):
@@ -47,38 +47,77 @@ class BatchNormReLU(Function):
     def rebuild(ctx):
         """The forward's output again, from the saved input and statistics (no skip): the same
         arithmetic as BatchNorm's forward, so bitwise the same array, in the same layout."""
-        u, mean, invstd, weight = ctx.saved
-        bias = ctx.bias
-        xp = array_module(u)
-        scale = invstd if weight is None else invstd * weight
-        shift = None
-        if not ctx.training:
-            shift = -mean * scale
-            if bias is not None:
-                shift += bias
-        y = xp.empty_like(u)
-        zero = y.dtype.type(0)
+        u = ctx.saved[0]
+        y = array_module(u).empty_like(u)
         # channel blocks that stay in the cache, as BatchNorm's (a 37 MB map: 77 -> 60 ms)
-        for c0, c1 in _blocks(xp, u):
-            ub, yb = u[:, c0:c1], y[:, c0:c1]
-            if shift is None:
-                xp.subtract(ub, _col(mean[c0:c1]), out=yb)
-                yb *= _col(scale[c0:c1])
-                if bias is not None:
-                    yb += _col(bias[c0:c1])
-            else:
-                xp.multiply(ub, _col(scale[c0:c1]), out=yb)
-                yb += _col(shift[c0:c1])
-            xp.maximum(yb, zero, out=yb)
+        for c0, c1, block in _rebuilt_blocks(ctx):
+            block(y[:, c0:c1])
         return channels_restore(y, ctx.layout)
 
     @staticmethod
     def backward(ctx, g):
-        mask = ctx.mask
-        if mask is None:
-            y = ctx.rebuilt if ctx.rebuilt is not None else BatchNormReLU.rebuild(ctx)
-            ctx.rebuilt = None
-            mask = y > 0
-        gz = g * mask  # ReLU's backward: zero gradient at 0, as PyTorch
-        gx, gw, gb = BatchNorm.backward(ctx, gz)
-        return gx, gw, gb, (gz if ctx.needs_input_grad[3] else None)
+        xp = array_module(g)
+        mask, y = ctx.mask, ctx.rebuilt
+        ctx.rebuilt = None
+        skip_grad = ctx.needs_input_grad[3]
+        gu = channels_like(g, ctx.layout)
+        if not _same_storage(gu, g):  # g in another layout than the input's: as the unfused ops
+            if mask is None:
+                mask = (y if y is not None else BatchNormReLU.rebuild(ctx)) > 0
+            gz = g * mask  # ReLU's backward: zero gradient at 0, as PyTorch
+            gzu = channels_like(gz, ctx.layout)
+        else:
+            # ReLU's backward (g * (y > 0), zero gradient at 0 as PyTorch) block by block: the
+            # sign from the mask, the rebuilt y or, without either, y's block rebuilt in a
+            # cache-sized buffer (no whole y or mask); into g where the graph executor handed
+            # it over (ctx.overwrite_grad), and batch norm's input gradient into that
+            gzu = gu if getattr(ctx, "overwrite_grad", False) else xp.empty_like(gu)
+            sign = channels_like(mask if mask is not None else y, ctx.layout) if mask is not None or \
+                y is not None else None
+            tmp = None
+            for c0, c1, block in _rebuilt_blocks(ctx):
+                if sign is not None:
+                    m = sign[:, c0:c1]
+                    m = m if mask is not None else m > 0
+                else:
+                    if tmp is None:
+                        tmp = xp.empty_like(gu[:, c0:c1])
+                    yb = tmp[:, :c1 - c0]
+                    block(yb)
+                    m = yb > 0
+                xp.multiply(gu[:, c0:c1], m, out=gzu[:, c0:c1])
+            gz = channels_restore(gzu, ctx.layout)
+        gx, gw, gb = batch_norm_backward(ctx, gzu, None if skip_grad else gzu)
+        return gx, gw, gb, (gz if skip_grad else None)
+
+
+def _rebuilt_blocks(ctx):
+    """(c0, c1, write) per cache-sized channel block: ``write(out)`` puts the fused output's
+    channels c0:c1 (no skip), as (P, c1 - c0, L), into ``out`` by the forward's arithmetic."""
+    u, mean, invstd, weight = ctx.saved
+    bias = ctx.bias
+    xp = array_module(u)
+    scale = invstd if weight is None else invstd * weight
+    shift = None
+    if not ctx.training:
+        shift = -mean * scale
+        if bias is not None:
+            shift += bias
+    zero = u.dtype.type(0)
+
+    def blocks():
+        for c0, c1 in _blocks(xp, u):
+            ub = u[:, c0:c1]
+
+            def write(out, c0=c0, c1=c1, ub=ub):
+                if shift is None:
+                    xp.subtract(ub, _col(mean[c0:c1]), out=out)
+                    out *= _col(scale[c0:c1])
+                    if bias is not None:
+                        out += _col(bias[c0:c1])
+                else:
+                    xp.multiply(ub, _col(scale[c0:c1]), out=out)
+                    out += _col(shift[c0:c1])
+                xp.maximum(out, zero, out=out)
+            yield c0, c1, write
+    return blocks()

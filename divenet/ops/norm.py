@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Function
+from ..autograd import Function, _same_storage
 from ..backend import array_module
 from .layout import BATCH_LAST, CHANNELS_FIRST, NCHW, layout_of, restore, stored
 
@@ -131,48 +131,58 @@ class BatchNorm(Function):
 
     @staticmethod
     def backward(ctx, g):
-        u, mean, invstd, weight = ctx.saved
-        xp = array_module(g)
-        dt = u.dtype.type
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
         gu = channels_like(g, ctx.layout)
-        p, c, l = u.shape
-        m = p * l
-        dx = xp.empty_like(u) if need_x else None
-        dw = xp.empty(c, dtype=u.dtype) if need_w else None
-        db = xp.empty(c, dtype=u.dtype) if need_b else None
-        need_xhat = need_w or (need_x and ctx.training)
-        tmp = None
-        for c0, c1 in _blocks(xp, u):
-            gb, ub = gu[:, c0:c1], u[:, c0:c1]
-            mu, inv = mean[c0:c1], invstd[c0:c1]
-            sg = _sum_c(gb)
-            if need_b:
-                db[c0:c1] = sg
-            if need_xhat:
-                # centred in the cached block: sum(g x) - mean sum(g) would cancel badly when
-                # |mean| >> std
-                if tmp is None:
-                    tmp = xp.empty_like(ub)
-                xc = tmp[:, :c1 - c0]
-                xp.subtract(ub, _col(mu), out=xc)
-                gxhat = inv * _dot_c(gb, xc)  # sum(g * xhat)
-                if need_w:
-                    dw[c0:c1] = gxhat
-            if not need_x:
-                continue
-            a = inv if weight is None else inv * weight[c0:c1].astype(u.dtype)
-            out = dx[:, c0:c1]
-            xp.multiply(gb, _col(a), out=out)
-            if ctx.training:
-                # dx = a (g - mean(g) - xhat mean(g xhat)) = a g + b (x - mean) + k
-                b = -a * inv * gxhat / dt(m)
-                k = -a * sg / dt(m)
-                xc *= _col(b)
-                out += xc
-                out += _col(k)
-        gx = channels_restore(dx, ctx.layout) if need_x else None
-        return gx, dw, db
+        # the input gradient overwrites the incoming one where no one else holds it: a copy
+        # made here, or what the graph executor says it handed over (ctx.overwrite_grad)
+        mine = getattr(ctx, "overwrite_grad", False) or not _same_storage(gu, g)
+        return batch_norm_backward(ctx, gu, gu if mine else None)
+
+
+def batch_norm_backward(ctx, gu, into=None):
+    """BatchNorm's gradients from ``gu``, the output gradient as (P, C, L) in the input's
+    layout; the input gradient is written into ``into`` (``gu`` itself allowed: each channel
+    block is read before it is written) or a new array. Returns (gx, gw, gb)."""
+    u, mean, invstd, weight = ctx.saved
+    xp = array_module(gu)
+    dt = u.dtype.type
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    p, c, l = u.shape
+    m = p * l
+    dx = (xp.empty_like(u) if into is None else into) if need_x else None
+    dw = xp.empty(c, dtype=u.dtype) if need_w else None
+    db = xp.empty(c, dtype=u.dtype) if need_b else None
+    need_xhat = need_w or (need_x and ctx.training)
+    tmp = None
+    for c0, c1 in _blocks(xp, u):
+        gb, ub = gu[:, c0:c1], u[:, c0:c1]
+        mu, inv = mean[c0:c1], invstd[c0:c1]
+        sg = _sum_c(gb)
+        if need_b:
+            db[c0:c1] = sg
+        if need_xhat:
+            # centred in the cached block: sum(g x) - mean sum(g) would cancel badly when
+            # |mean| >> std
+            if tmp is None:
+                tmp = xp.empty_like(ub)
+            xc = tmp[:, :c1 - c0]
+            xp.subtract(ub, _col(mu), out=xc)
+            gxhat = inv * _dot_c(gb, xc)  # sum(g * xhat)
+            if need_w:
+                dw[c0:c1] = gxhat
+        if not need_x:
+            continue
+        a = inv if weight is None else inv * weight[c0:c1].astype(u.dtype)
+        out = dx[:, c0:c1]
+        xp.multiply(gb, _col(a), out=out)
+        if ctx.training:
+            # dx = a (g - mean(g) - xhat mean(g xhat)) = a g + b (x - mean) + k
+            b = -a * inv * gxhat / dt(m)
+            k = -a * sg / dt(m)
+            xc *= _col(b)
+            out += xc
+            out += _col(k)
+    gx = channels_restore(dx, ctx.layout) if need_x else None
+    return gx, dw, db
 
 
 # ---- layer norm --------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """dn.compile equals eager mode for every zoo model: in training (the loss, every parameter's
 gradient, the parameters after one SGD step, batch norm's running statistics, bit for bit: the
-replay runs the same kernels in the same order), with the default passes and again without
+replay runs the same kernels in the same order), with the default passes, again without
 ``fuse_bn_relu`` (its fused batch norm + ReLU does the unfused ops' arithmetic, so both are bit
-for bit), and in eval mode (within 1e-5: batch norm is folded into the convolutions there)."""
+for bit) and with ``recompute="sqrt"``, and in eval mode (within 1e-5: batch norm is folded into the convolutions there)."""
 from __future__ import annotations
 
 import warnings
@@ -42,13 +42,17 @@ def _pair(name, device="cpu"):
 UNFUSED = tuple(p for p in PASSES if p != "fuse_bn_relu")
 
 
+HOWS = ("", " (without fuse_bn_relu)", " (recompute='sqrt')")
+
+
 def _models(build, device):
-    """The eager model, a compiled twin with the default passes and one without fusion."""
+    """The eager model, a compiled twin with the default passes, one without fusion and one
+    that recomputes."""
     out = []
-    for passes in (None, None, UNFUSED):
+    for passes, recompute in ((None, None), (None, None), (UNFUSED, None), (None, "sqrt")):
         dn.manual_seed(0)
         m = build().to(device)
-        out.append(m if not out else dn.compile(m, passes=passes))
+        out.append(m if not out else dn.compile(m, passes=passes, recompute=recompute))
     return out
 
 
@@ -98,7 +102,7 @@ def check_equal(name, device="cpu"):
         bs = [_train_steps(c, x, y, loss_fn, 2) for c in twins]
     assert compiled.traces == 2
     assert all(np.isfinite(loss) for loss, _ in a), f"{name}: the losses {[loss for loss, _ in a]}"
-    for twin, b, how in zip(twins, bs, ("", " (without fuse_bn_relu)")):
+    for twin, b, how in zip(twins, bs, HOWS):
         for step, ((la, ga), (lb, gb)) in enumerate(zip(a, b)):
             np.testing.assert_array_equal(la, lb, err_msg=f"{name}{how}: loss at step {step}")
             for (n, _), u, v in zip(eager.named_parameters(), ga, gb):
