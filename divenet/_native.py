@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-_VERSION = 6  # dn_version() of the sources this file expects
+_VERSION = 7  # dn_version() of the sources this file expects
 _BLOCK = 8  # channels per register tile in the kernels (CB in _native.c)
 
 
@@ -53,7 +53,8 @@ def library():
                 fn.restype = restype
         for name, nargs in (("sigmoid", 3), ("tanh", 3), ("sigmoid_grad", 4), ("tanh_grad", 4),
                             ("avg_pool", 4), ("avg_pool_grad", 4), ("depthwise_forward", 5),
-                            ("depthwise_input_grad", 4), ("depthwise_weight_grad", 4)):
+                            ("depthwise_input_grad", 4), ("depthwise_weight_grad", 4), ("max_pool", 4),
+                            ("max_pool_grad", 4)):
             getattr(lib, "dn_" + name).argtypes = [ptr] * nargs
         lib.dn_depthwise_weight_grad.restype = ctypes.c_int
         return lib
@@ -163,6 +164,33 @@ def conv_weight_grad(xh, gh, p):
 
 
 
+
+def max_pool(xh, kernel, stride, padding, dilation, out_hw, need_idx):
+    """Window maxima of xh (C, H, W, N) -> (out (C, OH, OW, N), the uint8 tap of each first
+    maximum or None), as ops/pool.py's ``max_pool_batch_last``; None where the kernel cannot
+    run (more than 255 taps, or not a contiguous float32 NumPy array)."""
+    if not usable(xh) or not xh.flags.c_contiguous or kernel[0] * kernel[1] > 255:
+        return None
+    C, _, _, N = xh.shape
+    out = np.empty((C, *out_hw, N), dtype=np.float32)
+    idx = np.empty(out.shape, dtype=np.uint8) if need_idx else None
+    geometry = _pool_geometry(xh.shape, kernel, stride, padding, dilation, out_hw)
+    library().dn_max_pool(xh.ctypes.data, out.ctypes.data, None if idx is None else idx.ctypes.data,
+                          geometry.ctypes.data)
+    return out, idx
+
+
+def max_pool_grad(gh, idx, kernel, stride, padding, dilation, in_hw):
+    """The input gradient (C, H, W, N) of :func:`max_pool` from gh (C, OH, OW, N), or None."""
+    if not usable(gh) or idx is None or idx.dtype != np.uint8 or not idx.flags.c_contiguous:
+        return None
+    gh = np.ascontiguousarray(gh)
+    C, OH, OW, N = gh.shape
+    gx = np.empty((C, *in_hw, N), dtype=np.float32)
+    geometry = _pool_geometry((C, *in_hw, N), kernel, stride, padding, dilation, (OH, OW))
+    library().dn_max_pool_grad(gh.ctypes.data, idx.ctypes.data, gx.ctypes.data, geometry.ctypes.data)
+    return gx
+
 DEPTHWISE_MAX_TAPS = 49  # DW_MAX_TAPS in _native.c
 
 
@@ -225,9 +253,14 @@ def elementwise(name, *arrays, out=None):
     return out
 
 
-def _pool_geometry(win, n, c):
-    return np.array([c, win.H, win.W, n, c, win.kh, win.kw, win.OH, win.OW, win.sh, win.sw, win.ph, win.pw,
-                     1, 1, threads()], dtype=np.int64)
+def _pool_geometry(shape, kernel, stride, padding, dilation, out_hw):
+    """The geometry array of a pooling of a (C, H, W, N) buffer (a convolution's, O = C)."""
+    C, H, W, N = shape
+    return np.array([C, H, W, N, C, *kernel, *out_hw, *stride, *padding, *dilation, threads()], dtype=np.int64)
+
+
+def _avg_geometry(win, shape):
+    return _pool_geometry(shape, (win.kh, win.kw), (win.sh, win.sw), (win.ph, win.pw), (1, 1), (win.OH, win.OW))
 
 
 def _pool_scale(scale, win):
@@ -242,7 +275,7 @@ def avg_pool(xh, win, scale):
         return None
     C, _, _, N = xh.shape
     out = np.empty((C, win.OH, win.OW, N), dtype=np.float32)
-    s, geometry = _pool_scale(scale, win), _pool_geometry(win, N, C)  # named: held until C returns
+    s, geometry = _pool_scale(scale, win), _avg_geometry(win, xh.shape)  # named: held until C returns
     library().dn_avg_pool(xh.ctypes.data, s.ctypes.data, out.ctypes.data, geometry.ctypes.data)
     return out
 
@@ -254,6 +287,6 @@ def avg_pool_grad(gh, win, scale):
     gh = np.ascontiguousarray(gh)  # the small side (a quarter of LeNet's inputs)
     C, _, _, N = gh.shape
     gx = np.empty((C, win.H, win.W, N), dtype=np.float32)
-    s, geometry = _pool_scale(scale, win), _pool_geometry(win, N, C)
+    s, geometry = _pool_scale(scale, win), _avg_geometry(win, (C, win.H, win.W, N))
     library().dn_avg_pool_grad(gh.ctypes.data, s.ctypes.data, gx.ctypes.data, geometry.ctypes.data)
     return gx

@@ -384,7 +384,9 @@ class MaxPool2d(Function):
         ctx.taps = None
         if xh is not None:
             ctx.taps = _taps(x.shape[-2:], out_hw, kernel, stride, padding, dilation)
-            out, idx = max_pool_batch_last(xh, ctx.taps, out_hw, ctx.needs_input_grad[0])
+            ctx.pool = (kernel, stride, padding, dilation)
+            found = _native.max_pool(xh, *ctx.pool, out_hw, ctx.needs_input_grad[0])
+            out, idx = found or max_pool_batch_last(xh, ctx.taps, out_hw, ctx.needs_input_grad[0])
             ctx.save_for_backward(idx)
             ctx.in_hw = x.shape[-2:]
             return restore(out, BATCH_LAST)
@@ -406,7 +408,10 @@ class MaxPool2d(Function):
     def backward(ctx, g, *unused):
         (idx,) = ctx.saved
         if ctx.taps is not None:
-            gx = max_pool_batch_last_backward(permuted(g, BATCH_LAST), idx, ctx.taps, ctx.in_hw)
+            gh = permuted(g, BATCH_LAST)
+            gx = _native.max_pool_grad(gh, idx, *ctx.pool, ctx.in_hw)
+            if gx is None:
+                gx = max_pool_batch_last_backward(gh, idx, ctx.taps, ctx.in_hw)
             return restore(gx, BATCH_LAST)
         gx = max_pool_planes_backward(grad_planes(g, ctx.cnhw), idx, ctx.win)
         return from_planes(gx, ctx.in_shape[:-2], ctx.cnhw)

@@ -414,3 +414,49 @@ def test_native_avg_pool_is_taken_and_equals_the_numpy_path(monkeypatch, shape, 
     (y1, g1), (y2, g2) = results
     assert np.array_equal(y1, y2)
     np.testing.assert_allclose(g1, g2, rtol=1e-6, atol=1e-7)
+
+
+def _native_pool_calls(monkeypatch, names):
+    calls = []
+    for name in names:
+        real = getattr(_native, name)
+        monkeypatch.setattr(_native, name, lambda *a, real=real, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.skipif(_native.library() is None or not _native.fast_here(), reason="native kernels not taken here")
+@pytest.mark.parametrize("shape,k,s,p,d,ceil", [c for c in MAX_CASES if len(c[0]) == 4])
+@pytest.mark.parametrize("batch", [2, 9, 40])
+@pytest.mark.parametrize("values", ["distinct", "ties"])
+def test_native_max_pool_is_taken_and_equals_the_numpy_path(monkeypatch, shape, k, s, p, d, ceil, batch, values):
+    """The kernels give the NumPy path's maxima, first-maximum indices and gradients bit for
+    bit (the gradient adds in the same tap order), on every geometry and batch tail."""
+    monkeypatch.setattr(P, "_BATCH_LAST_MIN", 1)
+    calls = _native_pool_calls(monkeypatch, ("max_pool", "max_pool_grad"))
+    full = (batch,) + shape[1:]
+    x = _chwn(_rand(full, 4) if values == "distinct" else np.random.default_rng(3).integers(0, 3, full).astype(np.float32))
+    results, gy = [], None
+    for native in (True, False):
+        if not native:
+            monkeypatch.setattr(_native, "max_pool", lambda *a: None)
+            monkeypatch.setattr(_native, "max_pool_grad", lambda *a: None)
+        t = dn.tensor(x, requires_grad=True)
+        y = F.max_pool2d(t.permute(3, 0, 1, 2), k, s, p, d, ceil_mode=ceil)
+        if gy is None:
+            gy = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
+        y.backward(dn.tensor(gy))
+        results.append((y.numpy(), np.asarray(t.grad)))
+    assert len(calls) == 2
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.skipif(_native.library() is None or not _native.fast_here(), reason="native kernels not taken here")
+def test_native_max_pool_nan_is_the_maximum_like_torch(monkeypatch):
+    monkeypatch.setattr(P, "_BATCH_LAST_MIN", 1)
+    calls = _native_pool_calls(monkeypatch, ("max_pool", "max_pool_grad"))
+    x = _rand((11, 2, 6, 6), 6)
+    x[0, 0, 1, 1] = x[3, 1, 4, 5] = x[10, 1, 0, 0] = np.nan
+    x[3, 1, 5, 5] = np.inf
+    _batch_last_case(lambda t: F.max_pool2d(t, 3, 2, 1), lambda t: TF.max_pool2d(t, 3, 2, 1), x, "cpu", "batch-last")
+    assert len(calls) == 2
