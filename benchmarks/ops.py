@@ -16,7 +16,8 @@ import divenet.functional as F
 
 from .common import Table, main, setup_torch, time_pair
 
-# (name, input shape, conv weight shape, stride, padding): LeNet, AlexNet (224), ResNet-18 (D2L, 96 / 28)
+# (name, input shape, conv weight shape, stride, padding[, groups]): LeNet, AlexNet (224), ResNet-18
+# (D2L, 96 / 28), MobileNet v1 (224, depthwise)
 CONVS = [
     ("LeNet conv1 1->6 k5 p2 28x28 b256 (image)", (256, 1, 28, 28), (6, 1, 5, 5), 1, 2),
     ("LeNet conv2 6->16 k5 14x14 b256", (256, 6, 14, 14), (16, 6, 5, 5), 1, 0),
@@ -26,11 +27,19 @@ CONVS = [
     ("ResNet conv 128->128 k3 p1 14x14 b64", (64, 128, 14, 14), (128, 128, 3, 3), 1, 1),
     ("ResNet conv 256->512 k3 s2 p1 7x7 b64", (64, 256, 7, 7), (512, 256, 3, 3), 2, 1),
     ("ResNet 1x1 64->128 s2 28x28 b64", (64, 64, 28, 28), (128, 64, 1, 1), 2, 0),
+    ("MobileNet depthwise 32 k3 p1 112x112 b8", (8, 32, 112, 112), (32, 1, 3, 3), 1, 1, 32),
+    ("MobileNet depthwise 256 k3 s2 p1 28x28 b8", (8, 256, 28, 28), (256, 1, 3, 3), 2, 1, 256),
 ]
 POOLS = [
     ("LeNet avg_pool 2x2 6x28x28 b256", "avg", (256, 6, 28, 28), 2, 2, 0),
     ("ResNet max_pool 3x3 s2 p1 64x48x48 b32", "max", (32, 64, 48, 48), 3, 2, 1),
     ("AlexNet max_pool 3x3 s2 96x54x54 b8", "max", (8, 96, 54, 54), 3, 2, 0),
+    ("ResNet stem max_pool 3x3 s2 p1 64x112x112 b8", "max", (8, 64, 112, 112), 3, 2, 1),
+    ("GoogLeNet max_pool 3x3 s1 p1 192x28x28 b8", "max", (8, 192, 28, 28), 3, 1, 1),
+]
+ACTIVATIONS = [
+    ("LeNet sigmoid 6x28x28 b256", "sigmoid", (256, 6, 28, 28)),
+    ("tanh 256x4096", "tanh", (256, 4096)),
 ]
 NORMS = [
     ("batch_norm train 64x28x28 b64", (64, 64, 28, 28)),
@@ -65,21 +74,22 @@ def run(rounds=5):
         ours, theirs = time_pair(make_ours, make_theirs, rounds=rounds)
         table.add(case, ours, theirs)
 
-    for case, xs, ws, s, p in CONVS:
+    for case, xs, ws, s, p, *groups in CONVS:
         x, w, b = _randn(rng, xs), _randn(rng, ws) * 0.1, _randn(rng, ws[:1])
+        g = groups[0] if groups else 1
 
-        def ours(x=x, w=w, b=b, s=s, p=p, case=case):
+        def ours(x=x, w=w, b=b, s=s, p=p, g=g, case=case):
             xt = _network_input(x, case)
             wt = dn.tensor(w, requires_grad=True)
             bt = dn.tensor(b, requires_grad=True)
-            y = F.conv2d(xt, wt, bt, stride=s, padding=p)
+            y = F.conv2d(xt, wt, bt, stride=s, padding=p, groups=g)
             y.backward(dn.ones_like(y))
 
-        def theirs(x=x, w=w, b=b, s=s, p=p):
+        def theirs(x=x, w=w, b=b, s=s, p=p, g=g):
             xt = torch.tensor(x, requires_grad=True)
             wt = torch.tensor(w, requires_grad=True)
             bt = torch.tensor(b, requires_grad=True)
-            y = tf.conv2d(xt, wt, bt, stride=s, padding=p)
+            y = tf.conv2d(xt, wt, bt, stride=s, padding=p, groups=g)
             y.backward(torch.ones_like(y))
 
         both(case, ours, theirs)
@@ -97,6 +107,21 @@ def run(rounds=5):
         def theirs(x=x, ft=ft, k=k, s=s, p=p):
             xt = torch.tensor(x, requires_grad=True)
             y = ft(xt, k, s, p)
+            y.backward(torch.ones_like(y))
+
+        both(case, ours, theirs)
+
+    for case, name, xs in ACTIVATIONS:
+        x = _randn(rng, xs)
+
+        def ours(x=x, name=name, case=case):
+            xt = _network_input(x, case)
+            y = getattr(F, name)(xt)
+            y.backward(dn.ones_like(y))
+
+        def theirs(x=x, name=name):
+            xt = torch.tensor(x, requires_grad=True)
+            y = getattr(torch, name)(xt)
             y.backward(torch.ones_like(y))
 
         both(case, ours, theirs)
