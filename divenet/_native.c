@@ -43,7 +43,7 @@ INLINE f8 select8(m8 mask, f8 a, f8 b) /* mask ? a : b, lane by lane (mask lanes
 
 /* Bumped with every change of a signature or layout; divenet/_native.py ignores a library
  * built from other sources (an editable install not rebuilt after a change). */
-int dn_version(void) { return 7; }
+int dn_version(void) { return 8; }
 
 enum { C_, H_, W_, N_, O_, KH, KW, OH_, OW_, SH, SW, PH, PW, DH, DW, THREADS };
 
@@ -1045,4 +1045,11 @@ HOT void dn_tanh_grad(const float *y, const float *g, float *dx, const i64 *size
 {
     i64 n = size[0];
     BINARY_LOOP((SPLAT(1.0f) - y8 * y8) * g8)
+}
+
+/* ReLU's: g where y > 0, else 0 (also for a NaN g, as PyTorch's threshold_backward) */
+HOT void dn_relu_grad(const float *y, const float *g, float *dx, const i64 *size)
+{
+    i64 n = size[0];
+    BINARY_LOOP((f8)((m8)g8 & (y8 > SPLAT(0.0f))))
 }

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-_VERSION = 7  # dn_version() of the sources this file expects
+_VERSION = 8  # dn_version() of the sources this file expects
 _BLOCK = 8  # channels per register tile in the kernels (CB in _native.c)
 
 
@@ -51,7 +51,7 @@ def library():
                 fn = getattr(lib, prefix + name)
                 fn.argtypes = [ptr] * nargs
                 fn.restype = restype
-        for name, nargs in (("sigmoid", 3), ("tanh", 3), ("sigmoid_grad", 4), ("tanh_grad", 4),
+        for name, nargs in (("sigmoid", 3), ("tanh", 3), ("sigmoid_grad", 4), ("tanh_grad", 4), ("relu_grad", 4),
                             ("avg_pool", 4), ("avg_pool_grad", 4), ("depthwise_forward", 5),
                             ("depthwise_input_grad", 4), ("depthwise_weight_grad", 4), ("max_pool", 4),
                             ("max_pool_grad", 4)):
@@ -234,9 +234,9 @@ def _dense(a):
 
 def elementwise(name, *arrays, out=None):
     """``out = name(*arrays)`` by the kernel ``dn_<name>``: "sigmoid" or "tanh" of x, or
-    "sigmoid_grad" / "tanh_grad" of (y, g); ``out`` (may be an input) or a new array in the
-    first input's memory order. None when the kernel cannot run on these arrays (no library,
-    not float32 NumPy, or not dense in one common layout): the caller runs NumPy."""
+    "sigmoid_grad" / "tanh_grad" / "relu_grad" of (y, g); ``out`` (may be an input) or a new
+    array in the first input's memory order. None when the kernel cannot run on these arrays
+    (no library, not float32 NumPy, or not dense in one common layout): the caller runs NumPy."""
     first = arrays[0]
     if not usable(*arrays) or (out is not None and not usable(out)):
         return None

@@ -84,7 +84,10 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx, g):
         (out,) = ctx.saved
-        return g * (out > 0)  # PyTorch: zero gradient at 0
+        d = _native.elementwise("relu_grad", out, g)  # one pass where NumPy makes two
+        if d is None:  # PyTorch: zero gradient at 0, and where the output is 0 also for a NaN g
+            d = array_module(g).where(out > 0, g, g.dtype.type(0))
+        return d
 
 
 class LeakyReLU(Function):

@@ -104,3 +104,13 @@ def test_lstm_with_native_tanh_matches_torch():
     out, _ = ours(dn.tensor(x))
     expect, _ = theirs(torch.from_numpy(x))
     np.testing.assert_allclose(out.numpy(), expect.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_relu_gradient_is_zero_where_the_output_is_not_positive_even_for_nan_like_torch(device):
+    x = np.array([[-1.0, 0.0, 2.0, 3.0, -0.0, 5.0, -7.0, 8.0, 1.0]], dtype=np.float32)
+    g = np.array([[np.nan, np.nan, 1.5, np.nan, 2.0, -3.0, np.inf, 4.0, 0.5]], dtype=np.float32)
+    t = dn.tensor(x, device=device, requires_grad=True)
+    F.relu(t).backward(dn.tensor(g, device=device))
+    tt = torch.tensor(x, requires_grad=True)
+    torch.relu(tt).backward(torch.tensor(g))
+    np.testing.assert_array_equal(t.grad.numpy(), tt.grad.numpy())
