@@ -276,52 +276,59 @@ INLINE void weight_grad_step(const float *const gq[WO], i64 go, const float *xp,
     }
 }
 
-/* weight-gradient tiles [lo, hi): tile = o-block * (tap blocks) + tap block */
-HOT static void weight_grad_tiles(const conv_args *a, i64 lo, i64 hi)
-{
-    const float *xp = a->a, *dy = a->b;
-    float *dwt = a->out;
-    const i64 *g = a->g, *toff = a->toff;
-    i64 C = g[C_], Wp = g[W_], N = g[N_], O = g[O_], kh = g[KH], kw = g[KW];
-    i64 OH = g[OH_], OW = g[OW_], K = C * kh * kw, P = OH * OW * N, tap_blocks = (K + WT - 1) / WT;
-    for (i64 tile = lo; tile < hi; tile++) {
-        i64 o0 = tile / tap_blocks * WO, t0 = tile % tap_blocks * WT;
-        const float *gq[WO];
-        for (int q = 0; q < WO; q++) gq[q] = dy + (o0 + q < O ? o0 + q : O - 1) * P;
-        i64 to[WT];
-        for (int u = 0; u < WT; u++) to[u] = toff[t0 + u < K ? t0 + u : K - 1];
-        /* sums per output row, then over rows: blocked summation keeps the float32 error
-         * of long reductions (LeNet's first layer: 200704 products) near a GEMM's */
-        v16 total[WO][WT] = {{{0}}};
-        float total_tail[WO][WT] = {{0}};
-        for (i64 oh = 0; oh < OH; oh++) {
-            v16 acc[WO][WT] = {{{0}}};
-            float tail[WO][WT] = {{0}}; /* images past the last whole vector */
-            for (i64 ow = 0; ow < OW; ow++) {
-                i64 go = (oh * OW + ow) * N, xo = (oh * g[SH] * Wp + ow * g[SW]) * N, n0 = 0;
-                for (; n0 + 16 <= N; n0 += 16) weight_grad_step(gq, go + n0, xp, to, xo + n0, acc);
-                for (; n0 < N; n0++)
-                    for (int u = 0; u < WT; u++)
-                        for (int q = 0; q < WO; q++) tail[q][u] += gq[q][go + n0] * xp[to[u] + xo + n0];
-            }
-            for (int q = 0; q < WO; q++)
-                for (int u = 0; u < WT; u++) {
-                    total[q][u] += acc[q][u];
-                    total_tail[q][u] += tail[q][u];
-                }
-        }
-        for (i64 u = 0; u < WT && t0 + u < K; u++)
-            for (i64 q = 0; q < WO && o0 + q < O; q++) {
-                float sum = total_tail[q][u];
-                for (int l = 0; l < 16; l++) sum += total[q][u][l];
-                dwt[(t0 + u) * O + o0 + q] = sum;
-            }
-    }
+/* Weight-gradient tiles [lo, hi) (tile = o-block * tap blocks + tap block) of WO_ output
+ * channels by WT_ taps, LANES images a vector, for each copy of the kernels. */
+#define WEIGHT_GRAD_TILES(NAME, ATTR, VEC, WO_, WT_, LANES, STEP)\
+ATTR static void NAME(const conv_args *a, i64 lo, i64 hi)                                                  \
+{                                                                                                          \
+    const float *xp = a->a, *dy = a->b;                                                                    \
+    float *dwt = a->out;                                                                                   \
+    const i64 *g = a->g, *toff = a->toff;                                                                  \
+    i64 C = g[C_], Wp = g[W_], N = g[N_], O = g[O_], kh = g[KH], kw = g[KW];                               \
+    i64 OH = g[OH_], OW = g[OW_], K = C * kh * kw, P = OH * OW * N, tap_blocks = (K + WT_ - 1) / WT_;      \
+    for (i64 tile = lo; tile < hi; tile++) {                                                               \
+        i64 o0 = tile / tap_blocks * WO_, t0 = tile % tap_blocks * WT_;                                    \
+        const float *gq[WO_];                                                                              \
+        for (int q = 0; q < WO_; q++) gq[q] = dy + (o0 + q < O ? o0 + q : O - 1) * P;                      \
+        i64 to[WT_];                                                                                       \
+        for (int u = 0; u < WT_; u++) to[u] = toff[t0 + u < K ? t0 + u : K - 1];                           \
+        /* sums per output row, then over rows: blocked summation keeps the float32 error                  \
+         * of long reductions (LeNet's first layer: 200704 products) near a GEMM's */                      \
+        VEC total[WO_][WT_] = {{{0}}};                                                                     \
+        float total_tail[WO_][WT_] = {{0}};                                                                \
+        for (i64 oh = 0; oh < OH; oh++) {                                                                  \
+            VEC acc[WO_][WT_] = {{{0}}};                                                                   \
+            float tail[WO_][WT_] = {{0}}; /* images past the last whole vector */                          \
+            for (i64 ow = 0; ow < OW; ow++) {                                                              \
+                i64 go = (oh * OW + ow) * N, xo = (oh * g[SH] * Wp + ow * g[SW]) * N, n0 = 0;              \
+                for (; n0 + LANES <= N; n0 += LANES) STEP(gq, go + n0, xp, to, xo + n0, acc);              \
+                for (; n0 < N; n0++)                                                                       \
+                    for (int u = 0; u < WT_; u++)                                                          \
+                        for (int q = 0; q < WO_; q++) tail[q][u] += gq[q][go + n0] * xp[to[u] + xo + n0];  \
+            }                                                                                              \
+            for (int q = 0; q < WO_; q++)                                                                  \
+                for (int u = 0; u < WT_; u++) {                                                            \
+                    total[q][u] += acc[q][u];                                                              \
+                    total_tail[q][u] += tail[q][u];                                                        \
+                }                                                                                          \
+        }                                                                                                  \
+        for (i64 u = 0; u < WT_ && t0 + u < K; u++)                                                        \
+            for (i64 q = 0; q < WO_ && o0 + q < O; q++) {                                                  \
+                float sum = total_tail[q][u];                                                              \
+                for (int l = 0; l < LANES; l++) sum += total[q][u][l];                                     \
+                dwt[(t0 + u) * O + o0 + q] = sum;                                                          \
+            }                                                                                              \
+    }                                                                                                      \
 }
+
+WEIGHT_GRAD_TILES(weight_grad_tiles, HOT, v16, WO, WT, 16, weight_grad_step)
 
 /* xp (C, Hp, Wp, N) padded input, with g[H_], g[W_] its padded size and the padding in g
  * ignored; dy (O, OH, OW, N); dwt (C, kh, kw, O), written outright. */
-HOT int dn_conv_weight_grad(const float *xp, const float *dy, float *dwt, const i64 *g)
+/* Runs `tiles` (WO output channels by WT taps each) over the weight gradient, with every tap's
+ * offset into the padded input computed once: -1 without memory for that table. */
+static int weight_grad(range_fn tiles, i64 wo, i64 wt, const float *xp, const float *dy, float *dwt,
+                       const i64 *g)
 {
     i64 C = g[C_], Hp = g[H_], Wp = g[W_], O = g[O_], kh = g[KH], kw = g[KW], N = g[N_], K = C * kh * kw;
     i64 *toff = malloc(K * sizeof(i64));
@@ -330,9 +337,14 @@ HOT int dn_conv_weight_grad(const float *xp, const float *dy, float *dwt, const 
         for (i64 i = 0; i < kh; i++)
             for (i64 j = 0; j < kw; j++, t++) toff[t] = ((c * Hp + i * g[DH]) * Wp + j * g[DW]) * N;
     conv_args a = {xp, dy, NULL, dwt, g, toff};
-    parallel(weight_grad_tiles, &a, (O + WO - 1) / WO * ((K + WT - 1) / WT), g[THREADS]);
+    parallel(tiles, &a, (O + wo - 1) / wo * ((K + wt - 1) / wt), g[THREADS]);
     free(toff);
     return 0;
+}
+
+HOT int dn_conv_weight_grad(const float *xp, const float *dy, float *dwt, const i64 *g)
+{
+    return weight_grad(weight_grad_tiles, WO, WT, xp, dy, dwt, g);
 }
 
 /* ---- average pooling: out[c, oh, ow, n] = scale[oh, ow] * sum of x[c, h, w, n] over the
@@ -875,61 +887,12 @@ AVX2_INLINE void weight_grad_step8(const float *const gq[WO8], i64 go, const flo
     }
 }
 
-/* weight-gradient tiles [lo, hi), as weight_grad_tiles */
-AVX2 static void weight_grad_tiles8(const conv_args *a, i64 lo, i64 hi)
-{
-    const float *xp = a->a, *dy = a->b;
-    float *dwt = a->out;
-    const i64 *g = a->g, *toff = a->toff;
-    i64 C = g[C_], Wp = g[W_], N = g[N_], O = g[O_], kh = g[KH], kw = g[KW];
-    i64 OH = g[OH_], OW = g[OW_], K = C * kh * kw, P = OH * OW * N, tap_blocks = (K + WT8 - 1) / WT8;
-    for (i64 tile = lo; tile < hi; tile++) {
-        i64 o0 = tile / tap_blocks * WO8, t0 = tile % tap_blocks * WT8;
-        const float *gq[WO8];
-        for (int q = 0; q < WO8; q++) gq[q] = dy + (o0 + q < O ? o0 + q : O - 1) * P;
-        i64 to[WT8];
-        for (int u = 0; u < WT8; u++) to[u] = toff[t0 + u < K ? t0 + u : K - 1];
-        /* the blocked summation of dn_conv_weight_grad */
-        v8 total[WO8][WT8] = {{{0}}};
-        float total_tail[WO8][WT8] = {{0}};
-        for (i64 oh = 0; oh < OH; oh++) {
-            v8 acc[WO8][WT8] = {{{0}}};
-            float tail[WO8][WT8] = {{0}};
-            for (i64 ow = 0; ow < OW; ow++) {
-                i64 go = (oh * OW + ow) * N, xo = (oh * g[SH] * Wp + ow * g[SW]) * N, n0 = 0;
-                for (; n0 + 8 <= N; n0 += 8) weight_grad_step8(gq, go + n0, xp, to, xo + n0, acc);
-                for (; n0 < N; n0++)
-                    for (int u = 0; u < WT8; u++)
-                        for (int q = 0; q < WO8; q++) tail[q][u] += gq[q][go + n0] * xp[to[u] + xo + n0];
-            }
-            for (int q = 0; q < WO8; q++)
-                for (int u = 0; u < WT8; u++) {
-                    total[q][u] += acc[q][u];
-                    total_tail[q][u] += tail[q][u];
-                }
-        }
-        for (i64 u = 0; u < WT8 && t0 + u < K; u++)
-            for (i64 q = 0; q < WO8 && o0 + q < O; q++) {
-                float sum = total_tail[q][u];
-                for (int l = 0; l < 8; l++) sum += total[q][u][l];
-                dwt[(t0 + u) * O + o0 + q] = sum;
-            }
-    }
-}
+WEIGHT_GRAD_TILES(weight_grad_tiles8, AVX2, v8, WO8, WT8, 8, weight_grad_step8)
 
 /* dn_conv_weight_grad's arguments and result */
 AVX2 int dn_avx2_conv_weight_grad(const float *xp, const float *dy, float *dwt, const i64 *g)
 {
-    i64 C = g[C_], Hp = g[H_], Wp = g[W_], O = g[O_], kh = g[KH], kw = g[KW], N = g[N_], K = C * kh * kw;
-    i64 *toff = malloc(K * sizeof(i64));
-    if (!toff) return -1;
-    for (i64 c = 0, t = 0; c < C; c++)
-        for (i64 i = 0; i < kh; i++)
-            for (i64 j = 0; j < kw; j++, t++) toff[t] = ((c * Hp + i * g[DH]) * Wp + j * g[DW]) * N;
-    conv_args a = {xp, dy, NULL, dwt, g, toff};
-    parallel(weight_grad_tiles8, &a, (O + WO8 - 1) / WO8 * ((K + WT8 - 1) / WT8), g[THREADS]);
-    free(toff);
-    return 0;
+    return weight_grad(weight_grad_tiles8, WO8, WT8, xp, dy, dwt, g);
 }
 #else
 int dn_isa(void) { return 0; }
