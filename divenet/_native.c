@@ -741,6 +741,33 @@ typedef float v8 __attribute__((vector_size(32))); /* 8 images: one AVX2 registe
  * multiply-adds) ran LeNet's layers at a third of this (load-bound). */
 #define CB8 4
 
+/* acc[q][v] += w[q] * src[8 v ...] for the CB8 channels of a tile and its nv vectors of images,
+ * or the single image at src into one[q] when nv == 0 */
+AVX2_INLINE void tile4_fma(v8 acc[CB8][3], float one[CB8], const float *w, const float *src, int nv)
+{
+    if (nv == 0) {
+        for (int q = 0; q < CB8; q++) one[q] += w[q] * src[0];
+        return;
+    }
+    v8 sv[3];
+#pragma GCC unroll 3
+    for (int v = 0; v < nv; v++) LOAD8(sv[v], src + 8 * v);
+#pragma GCC unroll 4
+    for (int q = 0; q < CB8; q++)
+#pragma GCC unroll 3
+        for (int v = 0; v < nv; v++) acc[q][v] += w[q] * sv[v];
+}
+
+/* The first `rows` channels of a tile to dst, channel planes `plane` floats apart. */
+AVX2_INLINE void tile4_store(float *dst, i64 plane, i64 rows, v8 acc[CB8][3], const float one[CB8], int nv)
+{
+    for (i64 q = 0; q < rows; q++) {
+        if (nv == 0) dst[q * plane] = one[q];
+        for (int v = 0; v < nv; v++) STORE8(dst + q * plane + 8 * v, acc[q][v]);
+    }
+}
+
+
 AVX2_INLINE void conv_forward_tile8(const float *x, const float *wt, const float *bias, float *out,
                                     const i64 *g, i64 oh, i64 ow, i64 o0, i64 n0, int nv)
 {
@@ -760,27 +787,11 @@ AVX2_INLINE void conv_forward_tile8(const float *x, const float *wt, const float
         for (i64 i = ilo; i < ihi; i++) {
             const float *xr = x + ((c * H + oh * g[SH] - g[PH] + i * g[DH]) * W) * N + n0;
             const float *wr = wt + (c * kh + i) * kw * opad + o0;
-            for (i64 j = jlo; j < jhi; j++) {
-                const float *w = wr + j * opad, *src = xr + (ow * g[SW] - g[PW] + j * g[DW]) * N;
-                if (nv == 0) {
-                    for (int q = 0; q < CB8; q++) one[q] += w[q] * src[0];
-                    continue;
-                }
-                v8 sv[3];
-#pragma GCC unroll 3
-                for (int v = 0; v < nv; v++) LOAD8(sv[v], src + 8 * v);
-#pragma GCC unroll 4
-                for (int q = 0; q < CB8; q++)
-#pragma GCC unroll 3
-                    for (int v = 0; v < nv; v++) acc[q][v] += w[q] * sv[v];
-            }
+            for (i64 j = jlo; j < jhi; j++)
+                tile4_fma(acc, one, wr + j * opad, xr + (ow * g[SW] - g[PW] + j * g[DW]) * N, nv);
         }
-    i64 plane = g[OH_] * g[OW_] * N, rows = O - o0 < CB8 ? O - o0 : CB8;
-    float *dst = out + ((o0 * g[OH_] + oh) * g[OW_] + ow) * N + n0;
-    for (i64 q = 0; q < rows; q++) {
-        if (nv == 0) dst[q * plane] = one[q];
-        for (int v = 0; v < nv; v++) STORE8(dst + q * plane + 8 * v, acc[q][v]);
-    }
+    tile4_store(out + ((o0 * g[OH_] + oh) * g[OW_] + ow) * N + n0, g[OH_] * g[OW_] * N,
+                O - o0 < CB8 ? O - o0 : CB8, acc, one, nv);
 }
 
 AVX2 static void conv_forward_rows8(const conv_args *a, i64 lo, i64 hi)
@@ -827,19 +838,8 @@ AVX2_INLINE void conv_input_grad_tile8(const float *dy, const float *wd, float *
 #pragma GCC unroll 3
                 for (int v = 0; v < 3; v++) part[q][v] = (v8){0};
             const float *wo = wd + (i * kw + j) * cpad + c0, *src = dy + (oh * OW + ow) * N + n0;
-            for (i64 o = 0; o < O; o++, wo += kh * kw * cpad, src += OH * OW * N) {
-                if (nv == 0) {
-                    for (int q = 0; q < CB8; q++) part_one[q] += wo[q] * src[0];
-                    continue;
-                }
-                v8 sv[3];
-#pragma GCC unroll 3
-                for (int v = 0; v < nv; v++) LOAD8(sv[v], src + 8 * v);
-#pragma GCC unroll 4
-                for (int q = 0; q < CB8; q++)
-#pragma GCC unroll 3
-                    for (int v = 0; v < nv; v++) part[q][v] += wo[q] * sv[v];
-            }
+            for (i64 o = 0; o < O; o++, wo += kh * kw * cpad, src += OH * OW * N)
+                tile4_fma(part, part_one, wo, src, nv);
 #pragma GCC unroll 4
             for (int q = 0; q < CB8; q++) {
                 one[q] += part_one[q];
@@ -848,12 +848,8 @@ AVX2_INLINE void conv_input_grad_tile8(const float *dy, const float *wd, float *
             }
         }
     }
-    i64 plane = g[H_] * g[W_] * N, rows = C - c0 < CB8 ? C - c0 : CB8;
-    float *dst = dx + ((c0 * g[H_] + h) * g[W_] + w) * N + n0;
-    for (i64 q = 0; q < rows; q++) {
-        if (nv == 0) dst[q * plane] = one[q];
-        for (int v = 0; v < nv; v++) STORE8(dst + q * plane + 8 * v, acc[q][v]);
-    }
+    tile4_store(dx + ((c0 * g[H_] + h) * g[W_] + w) * N + n0, g[H_] * g[W_] * N,
+                C - c0 < CB8 ? C - c0 : CB8, acc, one, nv);
 }
 
 AVX2 static void conv_input_grad_rows8(const conv_args *a, i64 lo, i64 hi)
