@@ -26,7 +26,7 @@ from .passes import fold_recipe, pinned, records
 class _Step:
     __slots__ = ("cls", "fn", "ins", "outs", "kw", "dyn", "needs", "keep", "free", "single", "scalar",
                  "inplace", "ext_target", "effect", "pinned", "in_dtypes", "out_meta", "grad_any", "bn",
-                 "rebuild", "free_again")
+                 "rebuild", "free_again", "again")
 
     def __init__(self, graph, node, hole):
         v = graph.values
@@ -48,6 +48,7 @@ class _Step:
         self.ext_target = t.ref if t is not None and t.kind == "external" else None
         self.effect = node.effect[1] if node.effect else None
         self.pinned = pinned(node)
+        self.again = not self.pinned  # whether a recomputation of its segment re-runs it
         self.bn = node.effect is not None or "running_mean" in node.dynamic
         self.in_dtypes = [None if i is None else v[i].dtype for i in node.inputs]
         self.out_meta = [(v[o].shape, v[o].dtype) for o in self.outs]
@@ -101,12 +102,14 @@ class Program:
         self.steps = [_Step(graph, node, self.hole) for node in graph.nodes]
         self.segments = plan.segments or [(0, len(self.steps))]
         self.recomputed = set(plan.recomputed)
+        for k in plan.kept:
+            self.steps[k].again = False
         self.release = plan.release
         self.rebuild_patches = plan.rebuild_patches
         self.segment_values = {}
         for j, (a, b) in enumerate(self.segments):
             if j in self.recomputed:
-                self.segment_values[j] = [o for s in self.steps[a:b] if not s.pinned for o in s.outs
+                self.segment_values[j] = [o for s in self.steps[a:b] if s.again for o in s.outs
                                           if o not in self.out_ids]
         self.release_after = plan.release_after_segment
         out_set = set(self.out_ids)
@@ -114,10 +117,10 @@ class Program:
             # a recomputation drops what its segment made after the last reader in the segment
             # (right away when none is there): the contexts hold what the backward needs
             a, b = self.segments[j]
-            last = {o: k for k in range(a, b) if not self.steps[k].pinned for o in self.steps[k].outs
+            last = {o: k for k in range(a, b) if self.steps[k].again for o in self.steps[k].outs
                     if o not in out_set}
             for k in range(a, b):
-                if not self.steps[k].pinned:
+                if self.steps[k].again:
                     for i in self.steps[k].ins:
                         if i in last:
                             last[i] = k
@@ -133,7 +136,7 @@ class Program:
         for j, (a, b) in enumerate(self.segments):
             for k in range(a, b):
                 s = self.steps[k]
-                s.keep = self.records and s.grad_any and (j not in self.recomputed or s.pinned)
+                s.keep = self.records and s.grad_any and (j not in self.recomputed or not s.again)
                 s.free = tuple(plan.free_after[k])
         if self.records and not plan.segments:  # (recomputation re-runs contexts: not combined)
             for s, node in zip(self.steps, graph.nodes):
@@ -168,7 +171,7 @@ class Program:
         observe = _observer()
         for k in range(start, stop):
             s = steps[k]
-            if again and s.pinned:
+            if again and not s.again:
                 continue
             if s.effect is not None and not again:
                 s.effect.num_batches_tracked.array += 1  # as the layer does before its op

@@ -101,6 +101,8 @@ class Plan:
         self.free_after = [[] for _ in range(n_nodes)]
         self.segments = None
         self.recomputed = ()  # segment indices that are re-run (the others keep their contexts)
+        self.kept = set()  # nodes of re-run segments that keep their forward contexts, not re-run
+        self.context_bytes = None  # per node, what its context keeps in the replay (recompute's costs)
         self.stored = set()
         self.release_after_segment = {}
         self.release = False  # whether the release pass ran (else the forward's arrays live to the end)
