@@ -138,10 +138,15 @@ class Program:
                 s = self.steps[k]
                 s.keep = self.records and s.grad_any and (j not in self.recomputed or not s.again)
                 s.free = tuple(plan.free_after[k])
-        if self.records and not plan.segments:  # (recomputation re-runs contexts: not combined)
-            for s, node in zip(self.steps, graph.nodes):
-                maker = [(i, graph.values[node.inputs[i]].producer) for i in node.rebuild]
-                s.rebuild = tuple((i, k) for i, k in maker if s.keep and self.steps[k].keep)
+        if self.records:
+            seg = {k: j for j, (a, b) in enumerate(self.segments) for k in range(a, b)}
+            for r, (s, node) in enumerate(zip(self.steps, graph.nodes)):
+                # the fused producer's context must be there at this reader's backward: kept
+                # from the forward, or re-run with the reader's own segment
+                s.rebuild = tuple(
+                    (i, k) for i, k in ((i, graph.values[node.inputs[i]].producer) for i in node.rebuild)
+                    if (s.keep or (s.again and seg[r] in self.recomputed)) and
+                    (self.steps[k].keep or (self.steps[k].again and seg[k] == seg[r] and seg[r] in self.recomputed)))
 
     # ---- forward ------------------------------------------------------------------------------
     def _start(self, arrays):
@@ -197,6 +202,8 @@ class Program:
             if again:
                 if s.grad_any:
                     ctxs[k] = ctx
+                    if s.rebuild:
+                        _drop_saved(ctx, s, env)
                 for vid in s.free_again:
                     env[vid] = None
             else:

@@ -53,7 +53,7 @@ class Value:
 class Node:
     __slots__ = ("index", "cls", "inputs", "outputs", "kwargs", "dynamic", "needs", "path", "inplace",
                  "saved_inputs", "saved_outputs", "saved_bytes", "views", "effect", "impl",
-                 "same_layout", "rebuild")
+                 "same_layout", "rebuild", "kind")
 
     def __init__(self, cls, inputs, outputs, kwargs, dynamic, needs, path, inplace=False):
         self.index = -1
@@ -73,6 +73,7 @@ class Node:
         self.impl = None  # a pass's replacement forward (in-place kernels), else None
         self.same_layout = ()  # per input: laid out in memory as output 0 was (equal strides)
         self.rebuild = ()  # input indices whose saved arrays the producer rebuilds in backward (fuse_bn_relu)
+        self.kind = None  # the implementation the op's dispatch chose at trace time (a convolution's ctx.kind)
 
     @property
     def op(self):

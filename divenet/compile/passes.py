@@ -280,11 +280,13 @@ def recompute(graph, options):
 
 def _replay_saved(graph, node, patches_rebuilt):
     """The bytes ``node``'s context keeps in the replay: what the trace saw, except that under
-    ``rebuild_patches`` a convolution keeps its input, not a patch matrix (9 times a 3x3
-    kernel's input: counted as such, the cuts crowded into the small late stages)."""
+    ``rebuild_patches`` an im2col or dense small-map convolution keeps its input, not a patch
+    matrix (9 times a 3x3 kernel's input: counted as such, the cuts crowded into the small late
+    stages) or a dense weight."""
     from ..ops.conv import Conv1d, Conv2d
 
-    if patches_rebuilt and node.cls in (Conv1d, Conv2d) and node.inputs[0] is not None:
+    if patches_rebuilt and node.cls in (Conv1d, Conv2d) and node.kind in ("im2col", "dense") \
+            and node.inputs[0] is not None:
         return min(node.saved_bytes, graph.values[node.inputs[0]].nbytes)
     return node.saved_bytes
 

@@ -198,6 +198,8 @@ class Recorder(autograd.OpHooks):
         node.same_layout = tuple(getattr(a, "strides", None) == o0 and getattr(a, "shape", None) == out_arrays[0].shape
                                  for a in in_arrays)
         recorded = outs[0]._node
+        if recorded is not None and isinstance(getattr(recorded.ctx, "kind", None), str):
+            node.kind = recorded.ctx.kind
         if recorded is not None and recorded.ctx is not None and not inplace:
             saved = [s for s in recorded.ctx.saved
                      if s is not None and hasattr(s, "shape") and not isinstance(s, np.generic)]

@@ -165,7 +165,9 @@ def _dense_forward(ctx, xh, w, b, p, pairs):
     if b is not None:
         out += b.reshape(p.O, 1, 1, 1)
     need = ctx.needs_input_grad
-    ctx.save_for_backward(x2 if need[1] else None, d if need[0] else None)
+    # under rebuilt_patches the dense weight (up to 64 MiB) is rebuilt from w in backward
+    ctx.rebuild_dense = need[0] and getattr(_patches, "always", False)
+    ctx.save_for_backward(x2 if need[1] else None, (w if ctx.rebuild_dense else d) if need[0] else None)
     return out
 
 
@@ -182,9 +184,12 @@ def _dense_backward(ctx, g):
         tap_sum = constant(device_of(g), _dense_tap_sum, _geometry(p), g.dtype)
         gw = (tap_sum @ per_pair.reshape(-1, p.O * p.C)).reshape(p.kh * p.kw, p.O, p.C)
         gw = xp.ascontiguousarray(gw.transpose(1, 2, 0)).reshape(p.O, p.C, p.kh, p.kw)
+        gd = per_pair = None  # (as large as the dense weight: gone before it is rebuilt)
     if ctx.has_bias and need[2]:
         gb = xp.einsum("on->o", g2.reshape(p.O, -1))
     if need[0]:
+        if getattr(ctx, "rebuild_dense", False):
+            d = _dense_weight(d, p, pairs)  # d was w: the same product of the same weights
         gx = restore((d.T @ g2).reshape(p.C, p.H, p.W, p.N), BATCH_LAST)
     return gx, gw, gb
 
