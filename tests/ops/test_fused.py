@@ -158,3 +158,32 @@ def test_rebuild_over_several_channel_blocks_is_bitwise(device, training):
     y = BatchNormReLU.forward(ctx, x.array, w.array, b.array, None, running_mean=rm.array,
                               running_var=rv.array, training=training)
     np.testing.assert_array_equal(dn.tensor(BatchNormReLU.rebuild(ctx)).numpy(), dn.tensor(y).numpy())
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("skip", [False, True])
+@pytest.mark.parametrize("layout", ["NCHW", "CHWN"])
+def test_backward_overwrites_a_handed_over_gradient_bitwise(device, training, skip, layout):
+    """With ctx.overwrite_grad (dn.compile's executor: no one else holds g) the backward runs in
+    g's memory, block by block over channels wider than one cache block, and its results are
+    bit for bit those of the backward that leaves g alone; without it, g is untouched."""
+    (rm, rv), _ = _stats(40, device)
+    x = _view(dn.tensor(_stored(_rand((4, 40, 30, 45), loc=0.2), layout), device=device), layout).array
+    w, b = dn.tensor(_rand((40,), 1), device=device).array, dn.tensor(_rand((40,), 2), device=device).array
+    s = dn.tensor(_rand((4, 40, 30, 45), 3), device=device).array if skip else None
+    g0 = _view(dn.tensor(_stored(_rand((4, 40, 30, 45), 4), layout), device=device), layout).array
+    results = []
+    for overwrite in (False, True):
+        ctx = Context((True, True, True, skip))
+        BatchNormReLU.forward(ctx, x, w, b, s, running_mean=rm.array, running_var=rv.array, training=training)
+        g = g0.copy() if layout == "NCHW" else _view(dn.tensor(_stored(dn.tensor(g0).numpy(), layout),
+                                                               device=device), layout).array
+        ctx.overwrite_grad = overwrite
+        out = BatchNormReLU.backward(ctx, g)
+        shared = _same_storage(out[3] if skip else out[0], g)
+        assert shared == overwrite, (overwrite, shared)
+        if not overwrite:
+            np.testing.assert_array_equal(dn.tensor(g).numpy(), dn.tensor(g0).numpy())
+        results.append([dn.tensor(a).numpy() for a in out if a is not None])
+    for u, v in zip(*results):
+        np.testing.assert_array_equal(u, v)
