@@ -230,9 +230,10 @@ def compile(model, *, passes=None, recompute=None, cache_size=8, memory_budget=N
 
     ``passes``: the pass names to run (default: all of ``PASSES``; ``()`` for none);
     ``recompute``: None, ``"sqrt"`` (about sqrt(n) segments) or a number of segments to
-    recompute in backward instead of storing; ``memory_budget``: bytes a training step may keep
-    (saved for backward): segments are recomputed, first ones first, only until the estimate
-    fits (implies recompute="sqrt" segments); ``cache_size``: graphs kept, one per input
+    recompute in backward instead of storing ("sqrt" re-runs only those that lower the estimated
+    peak); ``memory_budget``: bytes a training step may peak at (estimated: saved contexts,
+    stored values, parameter gradients): segments are recomputed, first ones first, only until
+    the estimate fits (implies recompute="sqrt" segments); ``cache_size``: graphs kept, one per input
     signature (shapes, dtypes, devices, requires_grad, train/eval, grad mode); a new signature
     traces again with a ``RecompileWarning`` naming what changed, and beyond ``cache_size``
     the least recently used graph is dropped with a warning."""

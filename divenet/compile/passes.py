@@ -20,9 +20,12 @@ Rewriting passes (run in this order):
 Memory passes (they fill ``graph.plan``):
 
 * ``recompute`` (``recompute="sqrt"`` or a number of segments, and/or ``memory_budget=``
-  bytes): cuts the nodes into segments of about equal saved bytes; the forward keeps only the
-  values that cross a segment boundary (and what random ops drew) and re-runs each segment
-  just before its backward; with a budget, only as many segments (from the first) as needed.
+  bytes): cuts the nodes into segments of about equal context bytes (as the replay keeps them),
+  each cut moved to where the fewest bytes cross it nearby; the forward keeps only the values
+  that cross into a re-run segment (and what random ops drew) and re-runs each segment just
+  before its backward, keeping the forward contexts of small-context tail nodes (max pooling);
+  "sqrt" re-runs only the segments that lower the estimated peak (``_peak``), a number of
+  segments all but the last, a budget as many (from the first) as needed.
 * ``inplace``: ReLU and Add write into an input that no later node reads, that no backward
   context saved, that is no view of (or viewed by) another value, and whose memory layout
   is the one eager mode's result had (so later kernels take the same paths, bit for bit).
