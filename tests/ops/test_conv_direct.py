@@ -294,12 +294,24 @@ def test_depthwise_matches_torch(geometry, n, bias, monkeypatch):
     if bias:
         inputs.append(rng.standard_normal(c).astype(np.float32))
     options = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    monkeypatch.setattr(C, "_DEPTHWISE_MIN_BATCH", 1)  # the kernels' tails too, below one vector
     kinds = _kinds(monkeypatch)
     # against PyTorch in float64, as the dense kernels: long weight-gradient sums that cancel
     # stray from the truth by more than the tolerance in either framework's float32
     check_against_torch(lambda *a: F.conv2d(*a, **options), lambda *a: TF.conv2d(*a, **options), inputs,
                         torch_in_float64=True)
     assert kinds == ["depthwise"]
+
+
+@needs_native
+@pytest.mark.parametrize("n,kind", [(7, "im2col"), (8, "depthwise")])
+def test_depthwise_kernels_from_one_vector_of_images(n, kind, monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 6, 6, n)).astype(np.float32).transpose(3, 0, 1, 2)
+    kinds = _kinds(monkeypatch)
+    check_against_torch(lambda *a: F.conv2d(*a, padding=1, groups=4), lambda *a: TF.conv2d(*a, padding=1, groups=4),
+                        [x, rng.standard_normal((4, 1, 3, 3)).astype(np.float32)])
+    assert kinds == [kind]
 
 
 def test_depthwise_beyond_the_kernels_takes_im2col_and_matches_torch(monkeypatch):
