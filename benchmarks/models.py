@@ -22,8 +22,11 @@ def _fashion_mnist(limit=None):
     return (x[:limit], y[:limit]) if limit else (x, y)
 
 
-def lenet_epoch(table, rounds, limit=None):
-    """One training epoch of D2L's LeNet (batch 256, SGD lr 0.9), data already in memory."""
+def lenet_epoch(table, rounds, limit=None, blas_threads=None):
+    """One training epoch of D2L's LeNet (batch 256, SGD lr 0.9), data already in memory.
+    ``blas_threads``: divenet's OpenBLAS threads during its rounds (``--threads`` of the
+    command line); the native kernels take the cores OpenBLAS leaves idle."""
+    from divenet import _cpu
     from divenet.data import ArrayDataset, DataLoader
 
     torch = setup_torch()
@@ -37,11 +40,16 @@ def lenet_epoch(table, rounds, limit=None):
     gen = torch.Generator().manual_seed(0)
 
     def ours():
+        shared = _cpu.blas_threads()
+        if blas_threads:
+            _cpu.set_blas_threads(blas_threads)
         for xb, yb in loader:
             loss = F.cross_entropy(ours_model(xb), yb)
             ours_opt.zero_grad()
             loss.backward()
             ours_opt.step()
+        if blas_threads and shared:
+            _cpu.set_blas_threads(shared)
 
     def theirs():
         perm = torch.randperm(len(tx), generator=gen)
@@ -53,7 +61,9 @@ def lenet_epoch(table, rounds, limit=None):
             theirs_opt.step()
 
     a, b = time_pair(ours, theirs, rounds=rounds, warmup=0 if limit is None else 1)
-    table.add(f"LeNet training epoch ({len(x)} images, b256)", a, b, unit="s", scale=1)
+    case = (f"LeNet epoch ({len(x)} img, b256, --threads {blas_threads})" if blas_threads
+            else f"LeNet training epoch ({len(x)} images, b256)")
+    table.add(case, a, b, unit="s", scale=1)
 
 
 
@@ -98,6 +108,7 @@ def run(rounds=3, quick=False):
     table = Table("models: training and inference")
     table.header()
     lenet_epoch(table, rounds, limit=10240 if quick else None)
+    lenet_epoch(table, rounds, limit=10240 if quick else None, blas_threads=1)
     resnet_steps(table, rounds)
     inference(table, rounds)
     return table
