@@ -191,6 +191,7 @@ def max_pool_grad(gh, idx, kernel, stride, padding, dilation, in_hw):
     library().dn_max_pool_grad(gh.ctypes.data, idx.ctypes.data, gx.ctypes.data, geometry.ctypes.data)
     return gx
 
+
 DEPTHWISE_MAX_TAPS = 49  # DW_MAX_TAPS in _native.c
 
 
@@ -222,6 +223,7 @@ def depthwise_weight_grad(xh, gh, p):
     if library().dn_depthwise_weight_grad(xh.ctypes.data, gh.ctypes.data, dw.ctypes.data, geometry.ctypes.data):
         raise ValueError(f"depthwise_weight_grad: at most {DEPTHWISE_MAX_TAPS} taps, got {p.kh * p.kw}")
     return dw
+
 
 def _dense(a):
     """Whether ``a`` covers one block of memory with positive strides, in any axis order (a

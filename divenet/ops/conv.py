@@ -396,8 +396,8 @@ def _choose(p, pairs, xh, w, b):
         return "dense"
     if _direct(p, xh, w, b):
         return "direct"
-    if (p.G > 1 and p.G == p.C == p.O and p.kh * p.kw <= _native.DEPTHWISE_MAX_TAPS and p.N >= _DEPTHWISE_MIN_BATCH
-            and _native.usable(xh, w, *(() if b is None else (b,)))):
+    if (p.G > 1 and p.G == p.C == p.O and p.kh * p.kw <= _native.DEPTHWISE_MAX_TAPS
+            and p.N >= _DEPTHWISE_MIN_BATCH and _native.usable(xh, w, *(() if b is None else (b,)))):
         return "depthwise"
     return "pointwise" if p.pointwise else "im2col"
 
@@ -442,7 +442,8 @@ def _direct_backward(ctx, g):
     if ctx.has_bias and need[2]:
         gb = np.einsum("op->o", gh.reshape(p.O, -1))
     if need[0]:
-        gx = restore((_native.depthwise_input_grad if depthwise else _native.conv_input_grad)(gh, w, p), BATCH_LAST)
+        input_grad = _native.depthwise_input_grad if depthwise else _native.conv_input_grad
+        gx = restore(input_grad(gh, w, p), BATCH_LAST)
     return gx, gw, gb
 
 

@@ -316,9 +316,10 @@ def test_depthwise_kernels_from_one_vector_of_images(n, kind, monkeypatch):
 
 def test_depthwise_beyond_the_kernels_takes_im2col_and_matches_torch(monkeypatch):
     rng = np.random.default_rng(0)
-    inputs = [rng.standard_normal((3, 2, 10, 10)).astype(np.float32), rng.standard_normal((2, 1, 8, 8)).astype(np.float32)]
+    inputs = [rng.standard_normal(s).astype(np.float32) for s in ((3, 2, 10, 10), (2, 1, 8, 8))]
     kinds = _kinds(monkeypatch)
-    check_against_torch(lambda *a: F.conv2d(*a, padding=3, groups=2), lambda *a: TF.conv2d(*a, padding=3, groups=2), inputs)
+    check_against_torch(lambda *a: F.conv2d(*a, padding=3, groups=2), lambda *a: TF.conv2d(*a, padding=3, groups=2),
+                        inputs)
     monkeypatch.setattr(_native, "usable", lambda *a: False)  # no library, float64, CuPy
     check_against_torch(lambda *a: F.conv2d(*a, padding=1, groups=2), lambda *a: TF.conv2d(*a, padding=1, groups=2),
                         [inputs[0], inputs[1][:, :, :3, :3]])
@@ -329,7 +330,7 @@ def test_depthwise_beyond_the_kernels_takes_im2col_and_matches_torch(monkeypatch
 @pytest.mark.parametrize("threads", [2, 5])
 def test_depthwise_threads_change_no_bit(threads, monkeypatch):
     rng = np.random.default_rng(1)
-    inputs = [rng.standard_normal((9, 6, 7, 7)).astype(np.float32), rng.standard_normal((6, 1, 3, 3)).astype(np.float32)]
+    inputs = [rng.standard_normal(s).astype(np.float32) for s in ((9, 6, 7, 7), (6, 1, 3, 3))]
     gy = rng.standard_normal((9, 6, 4, 4)).astype(np.float32)
     options = dict(stride=2, padding=1, groups=6)
     monkeypatch.setattr(_native, "threads", lambda: 1)

@@ -87,7 +87,8 @@ def test_what_the_kernels_do_not_take_is_handed_back():
     assert _native.elementwise("tanh", x, out=np.empty((4, 6), np.float64)) is None
 
 
-@pytest.mark.parametrize("fn,tfn", [(F.sigmoid, torch.sigmoid), (F.tanh, torch.tanh), (F.silu, torch.nn.functional.silu)])
+@pytest.mark.parametrize("fn,tfn", [(F.sigmoid, torch.sigmoid), (F.tanh, torch.tanh),
+                                     (F.silu, torch.nn.functional.silu)])
 def test_ops_on_strided_inputs_fall_back_and_match(fn, tfn, device):
     x = _wide(4 * 10).reshape(4, 10)[:, ::2] / 10  # not dense: NumPy's path
     check_against_torch(fn, tfn, [x], device=device)

@@ -434,7 +434,8 @@ def test_native_max_pool_is_taken_and_equals_the_numpy_path(monkeypatch, shape, 
     monkeypatch.setattr(P, "_BATCH_LAST_MIN", 1)
     calls = _native_pool_calls(monkeypatch, ("max_pool", "max_pool_grad"))
     full = (batch,) + shape[1:]
-    x = _chwn(_rand(full, 4) if values == "distinct" else np.random.default_rng(3).integers(0, 3, full).astype(np.float32))
+    ties = np.random.default_rng(3).integers(0, 3, full).astype(np.float32)
+    x = _chwn(_rand(full, 4) if values == "distinct" else ties)
     results, gy = [], None
     for native in (True, False):
         if not native:
