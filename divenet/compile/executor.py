@@ -140,13 +140,17 @@ class Program:
                 s.free = tuple(plan.free_after[k])
         if self.records:
             seg = {k: j for j, (a, b) in enumerate(self.segments) for k in range(a, b)}
+
+            def held(k, r):
+                """Whether step k's context exists at step r's backward: kept from the forward,
+                or re-run with r's own segment."""
+                s = self.steps[k]
+                return s.keep or (s.again and seg[k] == seg[r] and seg[r] in self.recomputed)
+
             for r, (s, node) in enumerate(zip(self.steps, graph.nodes)):
-                # the fused producer's context must be there at this reader's backward: kept
-                # from the forward, or re-run with the reader's own segment
-                s.rebuild = tuple(
-                    (i, k) for i, k in ((i, graph.values[node.inputs[i]].producer) for i in node.rebuild)
-                    if (s.keep or (s.again and seg[r] in self.recomputed)) and
-                    (self.steps[k].keep or (self.steps[k].again and seg[k] == seg[r] and seg[r] in self.recomputed)))
+                # the reader's and the fused producer's contexts, both there at its backward
+                makers = ((i, graph.values[node.inputs[i]].producer) for i in node.rebuild)
+                s.rebuild = tuple((i, k) for i, k in makers if held(r, r) and held(k, r))
 
     # ---- forward ------------------------------------------------------------------------------
     def _start(self, arrays):

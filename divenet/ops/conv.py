@@ -387,7 +387,7 @@ def _choose(p, pairs, xh, w, b):
     - ``"depthwise"``: groups == C == O (MobileNet's 3x3 layers), the native kernels: each
       output a tap sum of its own channel, vectorized over the images. im2col and one tiny GEMM
       per group ran them at 0.4-1.6 GFLOP/s (mobilenet 224x224 b8: 1.06 s of a 1.6 s step).
-      From ``_DEPTHWISE_MIN_BATCH`` images (one vector): below, the kernels' scalar tails made
+      From ``_native.MIN_BATCH`` images (one vector): below, the kernels' scalar tails made
       mobilenet's batch-1 inference 1.15x PyTorch's time, against 0.70x through im2col.
     - ``"pointwise"``: 1x1, stride 1, no padding: the input is already the patch matrix.
     - ``"im2col"``: everything else, one GEMM (per group) over the patch matrix.
@@ -397,7 +397,7 @@ def _choose(p, pairs, xh, w, b):
     if _direct(p, xh, w, b):
         return "direct"
     if (p.G > 1 and p.G == p.C == p.O and p.kh * p.kw <= _native.DEPTHWISE_MAX_TAPS
-            and p.N >= _DEPTHWISE_MIN_BATCH and _native.usable(xh, w, *(() if b is None else (b,)))):
+            and p.N >= _native.MIN_BATCH and _native.usable(xh, w, *(() if b is None else (b,)))):
         return "depthwise"
     return "pointwise" if p.pointwise else "im2col"
 
@@ -417,9 +417,6 @@ _DIRECT_MAX_OUT = 32  # output channels
 # multiply-adds, where the GEMM's register tile reuses its loads.
 _DIRECT_AVX2_MAX_OUT = 16
 _DIRECT_AVX2_MIN_WINDOW = 25  # kh * kw
-
-
-_DEPTHWISE_MIN_BATCH = 8
 
 
 def _direct(p, xh, w, b):

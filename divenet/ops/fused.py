@@ -72,8 +72,8 @@ class BatchNormReLU(Function):
             # cache-sized buffer (no whole y or mask); into g where the graph executor handed
             # it over (ctx.overwrite_grad), and batch norm's input gradient into that
             gzu = gu if getattr(ctx, "overwrite_grad", False) else xp.empty_like(gu)
-            sign = channels_like(mask if mask is not None else y, ctx.layout) if mask is not None or \
-                y is not None else None
+            held = mask if mask is not None else y
+            sign = None if held is None else channels_like(held, ctx.layout)
             tmp = None
             for c0, c1, block in _rebuilt_blocks(ctx):
                 if sign is not None:
@@ -104,20 +104,17 @@ def _rebuilt_blocks(ctx):
         if bias is not None:
             shift += bias
     zero = u.dtype.type(0)
+    for c0, c1 in _blocks(xp, u):
+        ub = u[:, c0:c1]
 
-    def blocks():
-        for c0, c1 in _blocks(xp, u):
-            ub = u[:, c0:c1]
-
-            def write(out, c0=c0, c1=c1, ub=ub):
-                if shift is None:
-                    xp.subtract(ub, _col(mean[c0:c1]), out=out)
-                    out *= _col(scale[c0:c1])
-                    if bias is not None:
-                        out += _col(bias[c0:c1])
-                else:
-                    xp.multiply(ub, _col(scale[c0:c1]), out=out)
-                    out += _col(shift[c0:c1])
-                xp.maximum(out, zero, out=out)
-            yield c0, c1, write
-    return blocks()
+        def write(out, c0=c0, c1=c1, ub=ub):
+            if shift is None:
+                xp.subtract(ub, _col(mean[c0:c1]), out=out)
+                out *= _col(scale[c0:c1])
+                if bias is not None:
+                    out += _col(bias[c0:c1])
+            else:
+                xp.multiply(ub, _col(scale[c0:c1]), out=out)
+                out += _col(shift[c0:c1])
+            xp.maximum(out, zero, out=out)
+        yield c0, c1, write

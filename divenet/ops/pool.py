@@ -72,7 +72,6 @@ def _chunk(xp, planes, plane_elems, itemsize):
 
 # ---- batch-last layout ---------------------------------------------------------------------
 _BATCH_LAST_MIN = 64  # below this batch the runs are short: the planes path is faster
-_NATIVE_MIN = 8  # images per vector of the native kernels' batch-last loops
 
 
 def _pool_input(x):
@@ -82,10 +81,10 @@ def _pool_input(x):
     4.5 + 0.4 ms for the copy, 32 images 24 -> 15 + 3.5 ms; from 64 images on the batch-last
     path is faster. ResNet's stem pool at 112x112, 8 images, Zen 3: planes 133 ms, batch-last
     248 ms). With the native kernels the batch-last path wins from one vector of images on
-    (``_NATIVE_MIN``): 3x3 stride-2 forward + backward at b8, 64 channels 112x112 40 against the
+    (``_native.MIN_BATCH``): 3x3 stride-2 forward + backward at b8, 64 channels 112x112 40 against the
     planes path's 62 ms, 480 channels 14x14 4.7 against 11.3 ms (loaded host)."""
     xh = buffer(x, BATCH_LAST) if x.ndim == 4 else None
-    if xh is None or x.shape[0] >= _BATCH_LAST_MIN or (x.shape[0] >= _NATIVE_MIN and _native.usable(xh)):
+    if xh is None or x.shape[0] >= _BATCH_LAST_MIN or (x.shape[0] >= _native.MIN_BATCH and _native.usable(xh)):
         return x, xh
     return restore(stored(x, CHANNELS_FIRST), CHANNELS_FIRST), None
 
@@ -384,14 +383,15 @@ class MaxPool2d(Function):
     @staticmethod
     def forward(ctx, x, kernel, stride, padding, dilation, out_hw, return_indices=False):
         x, xh = (x, None) if return_indices else _pool_input(x)
-        ctx.taps = None
+        ctx.geometry = None
         if xh is not None:
-            ctx.taps = _taps(x.shape[-2:], out_hw, kernel, stride, padding, dilation)
-            ctx.pool = (kernel, stride, padding, dilation)
-            found = _native.max_pool(xh, *ctx.pool, out_hw, ctx.needs_input_grad[0])
-            out, idx = found or max_pool_batch_last(xh, ctx.taps, out_hw, ctx.needs_input_grad[0])
+            # (in_hw, out_hw, kernel, stride, padding, dilation): _taps' arguments, for the
+            # NumPy path only where the native kernels do not run
+            ctx.geometry = geo = (x.shape[-2:], out_hw, kernel, stride, padding, dilation)
+            need = ctx.needs_input_grad[0]
+            found = _native.max_pool(xh, kernel, stride, padding, dilation, out_hw, need)
+            out, idx = found or max_pool_batch_last(xh, _taps(*geo), out_hw, need)
             ctx.save_for_backward(idx)
-            ctx.in_hw = x.shape[-2:]
             return restore(out, BATCH_LAST)
         a, cnhw = as_planes(x)
         win = Windows(x.shape[-2:], out_hw, kernel, stride, padding, dilation)
@@ -410,11 +410,12 @@ class MaxPool2d(Function):
     @staticmethod
     def backward(ctx, g, *unused):
         (idx,) = ctx.saved
-        if ctx.taps is not None:
+        if ctx.geometry is not None:
             gh = permuted(g, BATCH_LAST)
-            gx = _native.max_pool_grad(gh, idx, *ctx.pool, ctx.in_hw)
+            in_hw, _, kernel, stride, padding, dilation = ctx.geometry
+            gx = _native.max_pool_grad(gh, idx, kernel, stride, padding, dilation, in_hw)
             if gx is None:
-                gx = max_pool_batch_last_backward(gh, idx, ctx.taps, ctx.in_hw)
+                gx = max_pool_batch_last_backward(gh, idx, _taps(*ctx.geometry), in_hw)
             return restore(gx, BATCH_LAST)
         gx = max_pool_planes_backward(grad_planes(g, ctx.cnhw), idx, ctx.win)
         return from_planes(gx, ctx.in_shape[:-2], ctx.cnhw)
@@ -512,12 +513,12 @@ class AvgPool2d(Function):
                              (win.W, win.OW, win.kw, win.sw, win.pw), count_include_pad, x.dtype)
         ctx.win, ctx.in_shape, ctx.scale = win, x.shape, scale
         x, xh = _pool_input(x)
-        ctx.taps = None
+        ctx.geometry = None
         if xh is not None:
+            ctx.geometry = (x.shape[-2:], out_hw, kernel, stride, padding, (1, 1))  # as max pooling's
             out = _native.avg_pool(xh, win, scale)
-            ctx.taps = _taps(x.shape[-2:], out_hw, kernel, stride, padding, (1, 1))
             if out is None:
-                out = avg_pool_batch_last(xh, ctx.taps, out_hw, scale)
+                out = avg_pool_batch_last(xh, _taps(*ctx.geometry), out_hw, scale)
             return restore(out, BATCH_LAST)
         a, cnhw = as_planes(x)
         ctx.cnhw = cnhw
@@ -526,11 +527,12 @@ class AvgPool2d(Function):
 
     @staticmethod
     def backward(ctx, g):
-        if ctx.taps is not None:
+        if ctx.geometry is not None:
             gh = permuted(g, BATCH_LAST)
             gx = _native.avg_pool_grad(gh, ctx.win, ctx.scale)
             if gx is None:
-                gx = avg_pool_batch_last_backward(gh, ctx.taps, ctx.in_shape[-2:], ctx.scale, ctx.win.tiled)
+                gx = avg_pool_batch_last_backward(gh, _taps(*ctx.geometry), ctx.in_shape[-2:], ctx.scale,
+                                                  ctx.win.tiled)
             return restore(gx, BATCH_LAST)
         gx = avg_pool_planes_backward(grad_planes(g, ctx.cnhw), ctx.win, ctx.scale)
         return from_planes(gx, ctx.in_shape[:-2], ctx.cnhw)

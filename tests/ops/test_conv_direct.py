@@ -294,7 +294,7 @@ def test_depthwise_matches_torch(geometry, n, bias, monkeypatch):
     if bias:
         inputs.append(rng.standard_normal(c).astype(np.float32))
     options = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
-    monkeypatch.setattr(C, "_DEPTHWISE_MIN_BATCH", 1)  # the kernels' tails too, below one vector
+    monkeypatch.setattr(_native, "MIN_BATCH", 1)  # the kernels' tails too, below one vector
     kinds = _kinds(monkeypatch)
     # against PyTorch in float64, as the dense kernels: long weight-gradient sums that cancel
     # stray from the truth by more than the tolerance in either framework's float32
