@@ -28,6 +28,10 @@ MACs are counted from shapes in one place, ``op_macs``: convolutions, dense laye
 products (the ops a published GFLOPS figure counts, as ``divenet summary`` does); backward does
 one such product per input that needs a gradient (input, weight). Other ops count 0.
 
+A ``dn.compile`` replay is one autograd op (``CompiledGraph``); the executor hands each graph
+node it runs to ``compiled_op``, so the tables show the graph's nodes (fused ones under their
+own names, ``BatchNormReLU``) and the ``CompiledGraph`` row keeps only the replay's own time.
+
 May import: autograd, tensor, backend, nn (module paths), functional (the default loss).
 """
 from __future__ import annotations
@@ -150,6 +154,21 @@ class _Hooks(autograd.OpHooks):
         self.prof._backward(node, needs, out, t0, t1, child)
         return out
 
+    def compiled_op(self, node, phase, run, graph):
+        """One node of a ``dn.compile`` replay (compile/executor.py), timed as the op it runs:
+        ``phase`` "forward", "recompute" (inside the backward) or "backward"."""
+        if phase == "forward":
+            out, t0, t1, child = self._timed(run)
+            self.prof._compiled_forward(node, graph, out, t0, t1, child)
+            return out
+        self.in_backward += 1
+        try:
+            out, t0, t1, child = self._timed(run)
+        finally:
+            self.in_backward -= 1
+        self.prof._compiled_later(node, graph, phase, out, t0, t1, child)
+        return out
+
 
 def _shape(t):
     return tuple(t.shape) if hasattr(t, "shape") else None
@@ -179,6 +198,7 @@ class Profile:
         # id(node) -> (node.seq, OpRecord): matches backward steps to forward ops; the sequence
         # number, not the node, so a node backward never reaches does not keep its arrays alive
         self._by_node = {}
+        self._replayed = {}  # (id(graph), node index) -> OpRecord: a compiled node's latest forward
         self._made = {}  # id(tensor) -> (weakref, OpRecord index): the graph's edges
         self._params = {id(p) for p in (params or ())}
         self._inputs = {id(t) for t in (inputs or ())}
@@ -216,8 +236,8 @@ class Profile:
         self.steps = self._step + 1
 
     def _sync(self, out):
-        first = out[0] if isinstance(out, tuple) and out else out
-        arr = getattr(first, "array", None)
+        first = out[0] if isinstance(out, (tuple, list)) and out else out
+        arr = getattr(first, "array", first)  # a Tensor's, or a compiled node's raw array
         if arr is not None and type(arr).__module__.split(".", 1)[0] == "cupy":
             import cupy
 
@@ -263,15 +283,9 @@ class Profile:
 
     def _forward(self, kind, inputs, out, t0, t1, child, in_backward):
         outs = out if isinstance(out, tuple) else (out,)
-        in_shapes = [_shape(t) for t in inputs]
-        out_shapes = [_shape(o) for o in outs]
-        macs = op_macs(kind, in_shapes, out_shapes)
-        ev = Event(kind, "recompute" if in_backward else "forward", self._path(), t0 - self._t0, t1 - t0,
-                   t1 - t0 - child, macs, _nbytes(out), *self._live(), len(self.ops), self._step,
-                   (in_shapes, out_shapes))
-        rec = OpRecord(len(self.ops), kind, ev.path, in_shapes, out_shapes, macs, ev.out_bytes, self._step,
-                       self._position, [self._source(t) for t in inputs], ev)
-        self._position += 1
+        rec = self._record(kind, self._path(), [_shape(t) for t in inputs], [_shape(o) for o in outs],
+                           _nbytes(out), [self._source(t) for t in inputs], t0, t1, child,
+                           "recompute" if in_backward else "forward")
         node = getattr(outs[0], "_node", None) if outs else None
         if node is not None:
             rec.recorded = True
@@ -279,7 +293,47 @@ class Profile:
         for o in outs:
             if isinstance(o, Tensor):
                 self._made[id(o)] = (weakref.ref(o), rec.index)
+
+    def _record(self, kind, path, in_shapes, out_shapes, out_bytes, sources, t0, t1, child, phase):
+        """A forward op application: its Event and OpRecord."""
+        macs = op_macs(kind, in_shapes, out_shapes)
+        ev = Event(kind, phase, path, t0 - self._t0, t1 - t0, t1 - t0 - child, macs, out_bytes, *self._live(),
+                   len(self.ops), self._step, (in_shapes, out_shapes))
+        rec = OpRecord(len(self.ops), kind, path, in_shapes, out_shapes, macs, out_bytes, self._step,
+                       self._position, sources, ev)
+        self._position += 1
         self.ops.append(rec)
+        self.events.append(ev)
+        return rec
+
+    def _compiled_forward(self, node, graph, out, t0, t1, child):
+        values = graph.values
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        made = {o: self._replayed.get((id(graph), values[o].producer)) for o in node.inputs if o is not None}
+        sources = [None if i is None else "input" if values[i].kind == "input" else
+                   "param" if values[i].kind in ("external", "derived") else made[i].index if made[i] else None
+                   for i in node.inputs]
+        rec = self._record(node.op, node.path, [None if i is None else values[i].shape for i in node.inputs],
+                           [values[o].shape for o in node.outputs],
+                           sum(int(getattr(o, "nbytes", 0)) for o in outs), sources, t0, t1, child, "forward")
+        rec.recorded = any(node.needs)
+        self._replayed[(id(graph), node.index)] = rec
+
+    def _compiled_later(self, node, graph, phase, out, t0, t1, child):
+        """A compiled node's backward step or recomputation, under its forward's record."""
+        rec = self._replayed.get((id(graph), node.index))
+        macs, nbytes = 0, 0
+        if phase == "backward":
+            if rec is not None and rec.macs:
+                macs = rec.macs * sum(1 for n in node.needs[:2] if n)
+            grads = out if isinstance(out, tuple) else (out,)
+            nbytes = sum(int(g.nbytes) for g in grads if g is not None and hasattr(g, "nbytes"))
+        elif rec is not None:
+            macs = rec.macs
+        ev = Event(node.op, phase, node.path, t0 - self._t0, t1 - t0, t1 - t0 - child, macs, nbytes, *self._live(),
+                   rec.index if rec else None, self._step)
+        if rec is not None and phase == "backward":
+            rec.backward, rec.backward_macs = ev, macs
         self.events.append(ev)
 
     def _backward(self, node, needs, out, t0, t1, child):

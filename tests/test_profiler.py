@@ -131,6 +131,35 @@ def test_recomputed_ops_are_not_counted_twice():
     assert t["backward_ns"] == sum(e.self_ns for e in prof.events if e.phase != "forward")
 
 
+def test_a_compiled_replay_is_profiled_node_by_node():
+    model = _net()
+    c = dn.compile(model, recompute=2)
+    x, y = dn.randn(2, 3, 8, 8), dn.tensor([1, 3])
+    F.cross_entropy(c(x), y).backward()  # the trace
+    with profile() as prof:
+        F.cross_entropy(c(x), y).backward()
+    graph = c.graphs[0]
+    nodes = [r for r in prof.ops if r.kind not in ("CompiledGraph", "CrossEntropy")]
+    assert [(r.kind, r.path) for r in nodes] == [(n.op, n.path) for n in graph.nodes]
+    assert [r.in_shapes for r in nodes] == [[None if i is None else graph.values[i].shape for i in n.inputs]
+                                           for n in graph.nodes]
+    assert nodes[0].inputs_from[0] == "input" and nodes[0].inputs_from[1] == "param"
+    assert nodes[1].inputs_from[0] == nodes[0].index  # batch norm reads the convolution's output
+    conv = nodes[0]
+    assert conv.macs == 2 * 8 * 8 * 8 * 3 * 9 and conv.backward is not None
+    assert conv.backward_macs == conv.macs  # the weight's gradient only: x needs none
+    a, b = graph.plan.segments[0]
+    again = [e for e in prof.events if e.phase == "recompute"]
+    assert [e.name for e in again] == [n.op for n in graph.nodes[a:b]]
+    assert all(e.op is not None and prof.ops[e.op].kind == e.name for e in again)
+    outer = [e for e in prof.events if e.name == "CompiledGraph"]
+    assert len(outer) == 2 and all(e.self_ns < e.dur_ns for e in outer)  # its nodes are its children
+    t = prof.totals()
+    assert t["forward_ns"] == sum(e.self_ns for e in prof.events if e.phase == "forward")
+    table = prof.table(group_by="kind")
+    assert "BatchNormReLU" in table and "Conv2d" in table
+
+
 def test_context_manager_records_this_thread_only():
     x = dn.randn(4, 4)
     seen = []
@@ -221,7 +250,8 @@ def test_profile_command_eval_and_compile(capsys):
     out = capsys.readouterr().out
     assert "eval forward" in out and "backward" not in out.split("\n\n")[0]
     assert main(["profile", "lenet", "--batch", "2", "--steps", "1", "--compile"]) == 0
-    assert "(dn.compile)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(dn.compile)" in out and "Conv2d" in out and "Sigmoid" in out  # the graph's nodes
 
 
 @pytest.mark.parametrize("argv, fragment", [

@@ -191,7 +191,7 @@ class Program:
                 out = s.fn(ctx, *args, **kw)
             else:
                 out = observe(self.graph.nodes[k], "recompute" if again else "forward",
-                              lambda: s.fn(ctx, *args, **kw))
+                              lambda: s.fn(ctx, *args, **kw), self.graph)
             if s.inplace:
                 out = env[s.ins[0]]
                 if s.ext_target is not None and not again:
@@ -282,7 +282,7 @@ class Program:
                 if observe is None:
                     res = s.cls.backward(ctx, *gs)
                 else:
-                    res = observe(self.graph.nodes[k], "backward", lambda: s.cls.backward(ctx, *gs))
+                    res = observe(self.graph.nodes[k], "backward", lambda: s.cls.backward(ctx, *gs), self.graph)
                 if not isinstance(res, tuple):
                     res = (res,)
                 for vid, g, need, dt in zip(s.ins, res, s.needs, s.in_dtypes):
@@ -394,9 +394,9 @@ def _restore_saved(ctx, ctxs):
 
 
 def _observer():
-    """The active OpHooks' ``compiled_op(node, phase, run)``, if it has one: profilers see each
-    graph node of a replay (phase "forward", "recompute" or "backward"; ``run()`` runs it and
-    returns its result)."""
+    """The active OpHooks' ``compiled_op(node, phase, run, graph)``, if it has one: profilers
+    see each graph node of a replay (phase "forward", "recompute" or "backward"; ``run()`` runs
+    it and returns its result)."""
     hooks = current_hooks()
     return None if hooks is None else getattr(hooks, "compiled_op", None)
 

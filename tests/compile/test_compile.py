@@ -520,7 +520,7 @@ def test_profilers_see_each_node_of_a_replay():
         def __init__(self):
             self.seen = []
 
-        def compiled_op(self, node, phase, run):
+        def compiled_op(self, node, phase, run, graph):
             self.seen.append((node.op, node.path, phase))
             return run()
 
@@ -721,7 +721,7 @@ def test_recompute_cuts_where_few_bytes_cross_and_keeps_small_tail_contexts():
     class Watch(OpHooks):
         seen = []
 
-        def compiled_op(self, node, phase, run):
+        def compiled_op(self, node, phase, run, graph):
             self.seen.append((node.index, phase))
             return run()
 
