@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-_VERSION = 8  # dn_version() of the sources this file expects
+_VERSION = 9  # dn_version() of the sources this file expects
 _BLOCK = 8  # channels per register tile in the kernels (CB in _native.c)
 # the batch from which the batch-last pooling and depthwise kernels fill one 8-float vector of
 # images (below, their scalar tails ran slower than NumPy: mobilenet batch-1 inference 1.15x
@@ -61,6 +61,8 @@ def library():
                             ("max_pool_grad", 4)):
             getattr(lib, "dn_" + name).argtypes = [ptr] * nargs
         lib.dn_depthwise_weight_grad.restype = ctypes.c_int
+        if hasattr(lib, "dn_gemm_conv"):
+            lib.dn_gemm_conv.argtypes = [ptr] * 6
         return lib
     return None
 
@@ -71,6 +73,14 @@ def isa() -> int:
     0 the generic one (another CPU, or no library)."""
     lib = library()
     return 0 if lib is None else lib.dn_isa()
+
+
+@functools.cache
+def avx512_here() -> bool:
+    """Whether this CPU runs AVX-512 (the library's own check, not :func:`isa`, which tests
+    override to run the clones' results everywhere): ``gemm_conv`` has no other copy."""
+    lib = library()
+    return lib is not None and hasattr(lib, "dn_gemm_conv") and lib.dn_isa() == 4
 
 
 def _kernel(name):
@@ -111,8 +121,14 @@ def threads() -> int:
     OpenBLAS thread, 2 kernel threads took 0.75x the steps' one-thread time (Zen 3)."""
     from . import _cpu
 
-    cores = os.cpu_count() or 1
-    return max(1, cores - (_cpu.blas_threads() or cores) + 1)
+    n = cores()
+    return max(1, n - (_cpu.blas_threads() or n) + 1)
+
+
+@functools.cache
+def cores() -> int:
+    """os.cpu_count(), asked once (7 us a call, and a LeNet step asks 9 times)."""
+    return os.cpu_count() or 1
 
 
 def _padded_to_block(a, axis):
@@ -167,6 +183,57 @@ def conv_weight_grad(xh, gh, p):
     return np.ascontiguousarray(dwt.transpose(3, 0, 1, 2))
 
 
+
+
+GEMM_MR = 12  # output channels per tile of dn_gemm_conv (GEMM_MR in _native.c)
+
+
+def gemm_conv(xh, w, b, p):
+    """The convolution of plan ``p`` by ``dn_gemm_conv`` (implicit GEMM, AVX-512 CPUs only):
+    xh (C, H, W, N) contiguous, w (O, C/G, kh, kw), b (O,) or None -> out (O, OH, OW, N).
+
+    The kernel reads the input as its stride phases, zero-padded: phase (a, b) holds the padded
+    rows a, a + sh, ... and columns b, b + sw, ..., so every tap of an output row reads one
+    contiguous run of (output width x batch) floats at a fixed offset from the row's start."""
+    C, N, G, O = p.C, p.N, p.G, p.O
+    cg, og = C // G, O // G
+    K = cg * p.kh * p.kw
+    hp = max(p.ph0 + p.H, (p.OH - 1) * p.sh + (p.kh - 1) * p.dh + 1)
+    wp = max(p.pw0 + p.W, (p.OW - 1) * p.sw + (p.kw - 1) * p.dw + 1)
+    hq, wq = -(-hp // p.sh), -(-wp // p.sw)
+    plane = hq * wq * N
+    flat = np.zeros(p.sh * p.sw * C * plane + 32, dtype=np.float32)  # 32: a tile's overreach
+    xq = flat[:-32].reshape(p.sh, p.sw, C, hq, wq, N)
+    for a in range(p.sh):  # input row r is padded row r + ph0: phase (r + ph0) % sh, row // sh
+        r0 = (a - p.ph0) % p.sh
+        for c in range(p.sw):
+            s0 = (c - p.pw0) % p.sw
+            part = xh[:, r0::p.sh, s0::p.sw]
+            t0, u0 = (r0 + p.ph0) // p.sh, (s0 + p.pw0) // p.sw
+            xq[a, c, :, t0:t0 + part.shape[1], u0:u0 + part.shape[2]] = part
+    i = np.arange(p.kh) * p.dh
+    j = np.arange(p.kw) * p.dw
+    tap = ((i[:, None] % p.sh) * p.sw + j[None, :] % p.sw) * C * plane + (i[:, None] // p.sh) * wq * N \
+        + (j[None, :] // p.sw) * N
+    off = (np.arange(cg)[:, None, None] * plane + tap[None]).reshape(-1).astype(np.int64)
+    # the weights per group in blocks of GEMM_MR channels (the last rounded up to 4), each
+    # block tap-major: (K, rows)
+    full, rest = divmod(og, GEMM_MR)
+    opad = full * GEMM_MR + -(-rest // 4) * 4
+    wg = np.zeros((G, opad, K), dtype=np.float32)
+    wg[:, :og] = w.reshape(G, og, K)
+    blocks = [wg[:, r:r + GEMM_MR].transpose(0, 2, 1).reshape(G, -1) for r in range(0, opad, GEMM_MR)]
+    wpk = np.ascontiguousarray(np.concatenate(blocks, axis=1))
+    bias = np.zeros((G, opad), dtype=np.float32)
+    if b is not None:
+        bias[:, :og] = b.reshape(G, og)
+    out = np.empty((O, p.OH, p.OW, N), dtype=np.float32)
+    # every core: it stands in for OpenBLAS's GEMM, which has them all (docs/performance.md)
+    geometry = np.array([G, og, K, p.OH, p.OW * N, wq * N, cg * plane, p.OH * p.OW * N, cores()],
+                        dtype=np.int64)
+    library().dn_gemm_conv(xq.ctypes.data, wpk.ctypes.data, bias.ctypes.data, out.ctypes.data,
+                           off.ctypes.data, geometry.ctypes.data)
+    return out
 
 
 def max_pool(xh, kernel, stride, padding, dilation, out_hw, need_idx):

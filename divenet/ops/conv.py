@@ -320,6 +320,10 @@ def _forward(ctx, x, w, b, stride, padding, dilation, groups):
         ctx.save_for_backward(xh if need[1] else None, w if need[0] else None)
         run = _native.conv_forward if ctx.kind == "direct" else _native.depthwise_forward
         return restore(run(xh, w, b, plan), BATCH_LAST)
+    if ctx.kind == "implicit":  # no patch matrix: backward builds it for the weight gradient
+        ctx.recompute = need[1]
+        ctx.save_for_backward(xh if need[1] else None, w if need[0] else None)
+        return restore(_native.gemm_conv(xh, w, b, plan), BATCH_LAST)
     C, N, O, G, OH, OW = plan.C, plan.N, plan.O, groups, plan.OH, plan.OW
     P = OH * OW * N
     K = w.shape[1] * plan.kh * plan.kw
@@ -390,6 +394,11 @@ def _choose(p, pairs, xh, w, b):
       From ``_native.MIN_BATCH`` images (one vector): below, the kernels' scalar tails made
       mobilenet's batch-1 inference 1.15x PyTorch's time, against 0.70x through im2col.
     - ``"pointwise"``: 1x1, stride 1, no padding: the input is already the patch matrix.
+    - ``"implicit"``: on AVX-512 CPUs, where ``_implicit`` says (grouped, or few outputs over
+      many taps): the GEMM of im2col computed from the input itself (``_native.gemm_conv``);
+      stride-1 input gradients the same way, as the correlation of the output gradient with the
+      flipped weights (no col2im); the weight gradient through the patch matrix, built in
+      backward.
     - ``"im2col"``: everything else, one GEMM (per group) over the patch matrix.
     """
     if pairs is not None:
@@ -399,7 +408,33 @@ def _choose(p, pairs, xh, w, b):
     if (p.G > 1 and p.G == p.C == p.O and p.kh * p.kw <= _native.DEPTHWISE_MAX_TAPS
             and p.N >= _native.MIN_BATCH and _native.usable(xh, w, *(() if b is None else (b,)))):
         return "depthwise"
-    return "pointwise" if p.pointwise else "im2col"
+    if p.pointwise:
+        return "pointwise"
+    if _implicit(p) and _native.usable(xh, w, *(() if b is None else (b,))):
+        return "implicit"
+    return "im2col"
+
+
+# Where the implicit GEMM (_native.gemm_conv, AVX-512 only, both cores) beat im2col + OpenBLAS's
+# GEMM (two threads) in the forward: Zen 4, alternating medians of 5, 3x3 unless named, rows of
+# L = output width x batch columns (docs/performance.md, seventh session):
+# - grouped convolutions, 0.24-0.92x: ResNeXt's 32 groups at 56x56 to 7x7, b1 to b32 (the GEMM
+#   per group ran as one batched matmul of small products);
+# - at most 32 outputs over 256 taps and more, 0.40-0.90x: DenseNet's 128 -> 32 at b1 (L 7-56)
+#   and b8, 192 -> 16, 16 -> 32 5x5, 32 -> 8; 3 taps a column too few there: 3 -> 32 stride 2
+#   1.24-1.33x, 24 -> 32 (216 taps) 1.19x.
+# Wider layers lost, 1.0-1.8x (64 to 512 channels at every row length, the stems): OpenBLAS
+# keeps its weight blocks in cache better than these tiles, which reload theirs per panel.
+_IMPLICIT_MAX_OUT = 32
+_IMPLICIT_MIN_TAPS = 256
+
+
+def _implicit(p):
+    """Whether the implicit-GEMM kernel takes the convolution of plan ``p`` (limits above)."""
+    og, taps = p.O // p.G, p.C // p.G * p.kh * p.kw
+    if not _native.avx512_here() or og < 4:
+        return False
+    return p.G > 1 or (og <= _IMPLICIT_MAX_OUT and taps >= _IMPLICIT_MIN_TAPS)
 
 
 # Where the one-thread direct kernels beat im2col + a two-thread GEMM, forward + backward
@@ -506,7 +541,10 @@ def _backward(ctx, g):
         gw = gw.reshape(O, C // G, kh, kw)
     if ctx.has_bias and need[2]:
         gb = array_module(g2).einsum("op->o", g2)  # 4x faster than sum(axis=1) on LeNet's conv1
-    if need[0]:
+    if need[0] and ctx.kind == "implicit" and (flipped := _flipped(p)) is not None:
+        gh = stored(g, BATCH_LAST)
+        gx = restore(_native.gemm_conv(gh, _flipped_weight(w, p), None, flipped), BATCH_LAST)
+    elif need[0]:
         # the patch gradient is a temporary unless it is the input gradient itself (pointwise)
         dcols = None if ctx.kind == "pointwise" else workspace("dcols", (G, K, P), g2)
         if G == 1:
@@ -520,6 +558,29 @@ def _backward(ctx, g):
             dxh = col2im(dcols.reshape(C, kh, kw, OH, OW, N), p)
         gx = restore(dxh, BATCH_LAST)
     return gx, gw, gb
+
+
+def _flipped(p):
+    """The plan of the input gradient of stride-1 plan ``p`` as a convolution of the output
+    gradient (O channels) with the flipped weights, when its padding is not negative (padding
+    beyond the kernel's reach would crop), and the implicit kernel takes it; else None."""
+    if (p.sh, p.sw) != (1, 1):
+        return None
+    reach_h, reach_w = p.dh * (p.kh - 1), p.dw * (p.kw - 1)
+    ph1, pw1 = p.OH - p.H - p.ph0 + reach_h, p.OW - p.W - p.pw0 + reach_w  # stride 1: all used
+    pads = ((reach_h - p.ph0, reach_h - ph1), (reach_w - p.pw0, reach_w - pw1))
+    if min(pads[0] + pads[1]) < 0:
+        return None
+    q = _Plan((p.N, p.O, p.OH, p.OW), (p.C, p.O // p.G, p.kh, p.kw), (1, 1), pads, (p.dh, p.dw), p.G)
+    return q if _implicit(q) else None
+
+
+def _flipped_weight(w, p):
+    """w (O, C/G, kh, kw) as the weights of the input gradient's convolution: (C, O/G, kh, kw),
+    each group's in and out channels swapped and the window turned by 180 degrees."""
+    G = p.G
+    wg = w.reshape(G, p.O // G, p.C // G, p.kh, p.kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+    return wg.reshape(p.C, p.O // G, p.kh, p.kw)
 
 
 class Conv2d(Function):

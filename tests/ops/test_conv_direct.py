@@ -257,7 +257,7 @@ def test_threads_share_the_work_without_changing_a_bit(geometry, threads, monkey
 def test_kernel_threads_take_the_cores_openblas_leaves_idle(monkeypatch):
     from divenet import _cpu
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(_native, "cores", lambda: 8)
     for blas, expect in ((8, 1), (1, 8), (3, 6), (None, 1)):
         monkeypatch.setattr(_cpu, "blas_threads", lambda blas=blas: blas)
         assert _native.threads() == expect

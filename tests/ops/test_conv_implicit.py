@@ -1,0 +1,175 @@
+"""The implicit-GEMM convolution kernel (``_native.gemm_conv``, AVX-512 CPUs only): taken where
+``conv._implicit`` says, equal to PyTorch (forward, input and weight gradients) on every
+geometry, batch tail and channel tail, its stride-1 input gradient as the flipped-weight
+correlation, and any thread count giving the same bits. Its limits are lowered to zero here
+so that small shapes take it."""
+import numpy as np
+import pytest
+import torch.nn.functional as TF
+
+import divenet as dn
+import divenet.functional as F
+from divenet import _native
+from divenet.ops import conv as C
+from tests.helpers import check_against_torch
+
+pytestmark = pytest.mark.skipif(not _native.avx512_here(),
+                                reason="the implicit-GEMM kernel runs only on AVX-512 CPUs (and a native build)")
+
+# (C, H, W, O, kh, kw, stride, padding, dilation, groups)
+GEOMETRIES = [
+    (16, 10, 10, 24, 3, 3, 1, 1, 1, 1),       # 3x3 'same': two channel blocks of 12
+    (3, 17, 15, 13, 7, 7, 2, 3, 1, 1),        # a ResNet stem: stride 2 (phases), 12 + 4 channels
+    (8, 9, 11, 20, 3, 3, 2, 1, 1, 2),         # groups, odd map
+    (16, 10, 10, 16, 3, 3, 1, 2, 2, 4),       # dilated, 4 outputs a group
+    (5, 6, 7, 7, 2, 3, (2, 1), ((0, 1), (2, 0)), (1, 2), 1),  # asymmetric everything
+    (32, 7, 7, 24, 1, 1, 2, 0, 1, 1),         # strided pointwise
+    (12, 5, 5, 13, 3, 3, 3, 1, 1, 1),         # stride 3 skips the last rows
+    (300, 4, 4, 8, 3, 3, 1, 1, 1, 1),         # more than one block of 256 taps
+    (6, 8, 8, 30, 5, 5, 1, "same", 1, 1),     # 12 + 12 + 8 channels
+    (4, 6, 6, 8, 4, 4, 1, "same", 1, 1),      # even kernel: asymmetric 'same' padding
+]
+BATCHES = [1, 3, 16, 37]  # a row of 32 columns and its tails
+
+
+def _ids(cases):
+    return ["-".join(str(v).replace(" ", "") for v in c) for c in cases]
+
+
+def _pair(v):
+    return v if isinstance(v, tuple) else (v, v)
+
+
+@pytest.fixture(autouse=True)
+def _everywhere(monkeypatch):
+    monkeypatch.setattr(C, "_IMPLICIT_MAX_OUT", 10 ** 6)
+    monkeypatch.setattr(C, "_IMPLICIT_MIN_TAPS", 0)
+    monkeypatch.setattr(C, "_direct", lambda *a: False)
+
+
+def _kinds(monkeypatch):
+    seen = []
+    real = C._choose
+    monkeypatch.setattr(C, "_choose", lambda *a: seen.append(real(*a)) or seen[-1])
+    return seen
+
+
+def _calls(monkeypatch):
+    calls = []
+    real = _native.gemm_conv
+    monkeypatch.setattr(_native, "gemm_conv", lambda xh, w, b, p: calls.append(p) or real(xh, w, b, p))
+    return calls
+
+
+def _functions(geometry):
+    """(ours, PyTorch's) for a geometry; an asymmetric padding ((top, bottom), (left, right)),
+    which PyTorch's conv2d does not take, goes to our op as is and to PyTorch as F.pad."""
+    stride, padding, dilation, groups = geometry[6:]
+    if isinstance(padding, tuple) and isinstance(padding[0], tuple):
+        (t, b), (l, r) = padding
+        ours = lambda x, w, bias: C.Conv2d.apply(x, w, bias, stride=_pair(stride), padding=padding,
+                                                 dilation=_pair(dilation), groups=groups)
+        theirs = lambda x, w, bias: TF.conv2d(TF.pad(x, (l, r, t, b)), w, bias, stride=stride, dilation=dilation,
+                                             groups=groups)
+        return ours, theirs
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return (lambda *a: F.conv2d(*a, **kw)), (lambda *a: TF.conv2d(*a, **kw))
+
+
+def _inputs(geometry, n, seed=0):
+    """x scaled by 0.1 and the weights by 1/sqrt(fan-in), as initializations scale them: a weight
+    gradient sums up to 3700 products here and an input gradient 750, and at unit scale their
+    entries (up to 150) carry float32 rounding beyond the fixed absolute tolerance of 1e-5 in
+    either path (im2col's passed by luck); scaled, the same relative check stays in range."""
+    c, h, w, o, kh, kw = geometry[:6]
+    rng = np.random.default_rng(seed)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((n, c, h, w), (o, c // geometry[9], kh, kw), (o,)))
+    return [x * np.float32(0.1), w / np.float32(np.sqrt(w[0].size)), b]
+
+
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=_ids(GEOMETRIES))
+def test_implicit_matches_torch(geometry, n, monkeypatch):
+    kinds, calls = _kinds(monkeypatch), _calls(monkeypatch)
+    ours, theirs = _functions(geometry)
+    check_against_torch(ours, theirs, _inputs(geometry, n), torch_in_float64=True)
+    pointwise = geometry[4:7] == (1, 1, 1) and geometry[7] == 0
+    assert kinds == ["pointwise" if pointwise else "implicit"]
+    stride1 = geometry[6] == 1 or geometry[6] == (1, 1)
+    # the forward, and the input gradient of a stride-1 convolution
+    assert len(calls) == (0 if pointwise else 2 if stride1 else 1)
+
+
+@pytest.mark.parametrize("need", [(0,), (1,), (1, 2), (0, 2)])
+def test_implicit_computes_only_the_gradients_asked_for(need, monkeypatch):
+    ours, theirs = _functions(GEOMETRIES[0])
+    check_against_torch(ours, theirs, _inputs(GEOMETRIES[0], 5), grad_inputs=list(need))
+
+
+def test_implicit_without_bias(monkeypatch):
+    calls = _calls(monkeypatch)
+    x, w, _ = _inputs(GEOMETRIES[2], 4)
+    check_against_torch(lambda x, w: F.conv2d(x, w, stride=2, padding=1, groups=2),
+                        lambda x, w: TF.conv2d(x, w, stride=2, padding=1, groups=2), [x, w])
+    assert calls
+
+
+@pytest.mark.parametrize("threads", [2, 3, 16])
+def test_threads_share_the_work_without_changing_a_bit(threads, monkeypatch):
+    """Each tile's sums run whole in one thread, whichever takes it."""
+    geometry = GEOMETRIES[1]
+    x, w, b = (dn.tensor(a, requires_grad=True) for a in _inputs(geometry, 37, seed=3))
+    ours, _ = _functions(geometry)
+    results = []
+    for t in (1, threads):
+        monkeypatch.setattr(_native, "threads", lambda t=t: t)
+        for a in (x, w, b):
+            a.grad = None
+        y = ours(x, w, b)
+        (y * y).sum().backward()
+        results.append([y.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()])
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)
+
+
+def test_padding_beyond_the_kernel_keeps_col2im_for_the_input_gradient(monkeypatch):
+    """Stride 1 with more padding than the kernel reaches: the flipped correlation would crop, so
+    the input gradient runs GEMM + col2im; the forward is still the kernel's."""
+    calls = _calls(monkeypatch)
+    geometry = (4, 6, 6, 8, 3, 3, 1, 3, 1, 1)
+    ours, theirs = _functions(geometry)
+    check_against_torch(ours, theirs, _inputs(geometry, 3))
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("c, o, groups, taken", [
+    (32, 32, 1, True),     # 288 taps, 32 outputs
+    (28, 32, 1, False),    # 252 taps
+    (32, 33, 1, False),    # 33 outputs
+    (128, 128, 32, True),  # grouped (ResNeXt): any taps
+    (64, 8, 4, False),     # 2 outputs a group: most of a 4-channel tile empty
+])
+def test_the_dispatch_takes_it_only_where_it_won(c, o, groups, taken, monkeypatch):
+    monkeypatch.setattr(C, "_IMPLICIT_MAX_OUT", 32)
+    monkeypatch.setattr(C, "_IMPLICIT_MIN_TAPS", 256)
+    p = C._Plan((8, c, 14, 14), (o, c // groups, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), groups)
+    assert C._implicit(p) == taken
+
+
+def test_threads_default_to_every_core(monkeypatch):
+    monkeypatch.setattr(_native, "cores", lambda: 5)
+    seen = []
+    real = _native.library
+
+    class Spy:
+        def __getattr__(self, name):
+            fn = getattr(real(), name)
+            if name != "dn_gemm_conv":
+                return fn
+            return lambda *a: seen.append(np.ctypeslib.as_array((__import__("ctypes").c_int64 * 9)
+                                                                .from_address(a[5]))[-1]) or fn(*a)
+
+    monkeypatch.setattr(_native, "library", lambda: Spy())
+    x, w, b = _inputs(GEOMETRIES[0], 2)
+    F.conv2d(dn.tensor(x), dn.tensor(w), dn.tensor(b), padding=1)
+    assert seen == [5]
