@@ -46,12 +46,15 @@ def test_nan_stays_nan(name):
 
 
 @needs_native
-@pytest.mark.parametrize("n", list(range(0, 18)) + [1023])
-def test_every_tail_length_and_nothing_written_beyond(n):
-    buf = np.full(n + 8, 7.0, dtype=np.float32)
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+@pytest.mark.parametrize("n", list(range(0, 34)) + [1023])  # the tails of 8- and 16-float vectors
+def test_every_tail_length_and_nothing_written_beyond(n, name):
+    buf = np.full(n + 16, 7.0, dtype=np.float32)
     x = _wide(n, seed=n)
-    out = _native.elementwise("tanh", x, out=buf[:n])
-    np.testing.assert_allclose(out, np.tanh(x.astype(np.float64)), rtol=4e-7, atol=1e-37)
+    out = _native.elementwise(name, x, out=buf[:n])
+    x64 = x.astype(np.float64)
+    expect = np.tanh(x64) if name == "tanh" else 1 / (1 + np.exp(-x64))
+    np.testing.assert_allclose(out, expect, rtol=4e-7, atol=1e-37)
     assert np.all(buf[n:] == 7.0)
 
 
