@@ -8,9 +8,14 @@ project's 2-core AVX-512 machine (see benchmarks/ and docs/performance.md):
   is raised to SkylakeX.
 - glibc returns every large freed array to the OS and page-faults it back on the next step;
   raising the mmap and trim thresholds keeps a training step's buffers mapped.
+- OpenBLAS's worker threads spin for 2^28 cycles (about 0.1 s) after every GEMM before they
+  sleep, so a native kernel's second thread, run between two GEMMs, shared its core with a
+  spinning worker and gained nothing (the implicit-GEMM convolution: 1-thread and 2-thread
+  times equal). ``OPENBLAS_THREAD_TIMEOUT=20`` (2^20 cycles, about 0.3 ms) lets them sleep
+  between a network's ops while keeping them awake through back-to-back GEMMs.
 
-``DIVENET_NO_CPU_TUNING=1`` turns both off. Importing NumPy before divenet leaves OpenBLAS's
-kernel choice alone (it is made when NumPy loads).
+``DIVENET_NO_CPU_TUNING=1`` turns all of it off; a value the user set is kept. Importing NumPy
+before divenet leaves OpenBLAS alone (it reads its settings when NumPy loads).
 """
 from __future__ import annotations
 
@@ -51,7 +56,21 @@ def configure():
     if ("numpy" not in sys.modules and os.environ.get("OPENBLAS_CORETYPE", "").lower() in avx2_types
             and _has_avx512()):
         os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", str(SPIN_LOG2_CYCLES))
     _tune_malloc()
+
+
+SPIN_LOG2_CYCLES = 20
+
+
+def blas_sleeps_soon() -> bool:
+    """Whether OpenBLAS's idle workers spin at most 2^SPIN_LOG2_CYCLES cycles (this process's
+    environment, as OpenBLAS read it at load), so that native kernels may use every core."""
+    try:
+        return int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "")) <= SPIN_LOG2_CYCLES
+    except ValueError:
+        return False
 
 
 @functools.cache

@@ -7,7 +7,7 @@ SHOW = "import divenet, os; print(os.environ.get('OPENBLAS_CORETYPE', '<unset>')
 
 
 def _run(code, **env):
-    full = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    full = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_THREAD_TIMEOUT")}
     full.update(env)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full,
                           check=True).stdout.strip()
@@ -27,6 +27,17 @@ def test_avx512_cpus_get_the_skylakex_kernels_unless_numpy_was_loaded_first():
     assert _run("import numpy; " + SHOW, OPENBLAS_CORETYPE="Haswell") == "Haswell"
     # a core type the user chose that is not an AVX2 one is kept
     assert _run(SHOW, OPENBLAS_CORETYPE="Zen5Custom") == "Zen5Custom"
+
+
+def test_openblas_workers_sleep_soon_unless_told_otherwise():
+    show = ("import divenet, os; from divenet import _cpu; "
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT', '<unset>'), _cpu.blas_sleeps_soon())")
+    assert _run(show) == "20 True"
+    assert _run(show, OPENBLAS_THREAD_TIMEOUT="25") == "25 False"  # the user's value is kept
+    assert _run(show, OPENBLAS_THREAD_TIMEOUT="8") == "8 True"
+    assert _run(show, OPENBLAS_THREAD_TIMEOUT="soon") == "soon False"
+    assert _run("import numpy; " + show) == "<unset> False"  # OpenBLAS read its settings already
+    assert _run(show, DIVENET_NO_CPU_TUNING="1") == "<unset> False"
 
 
 def test_blas_threads_can_be_set_and_read_back():

@@ -40,7 +40,7 @@ import threading
 
 import numpy as np
 
-from .. import _native
+from .. import _cpu, _native
 from ..autograd import Function
 from ..backend import array_module, constant, device_of
 from .layout import BATCH_LAST, permuted, restore, stored
@@ -394,8 +394,8 @@ def _choose(p, pairs, xh, w, b):
       From ``_native.MIN_BATCH`` images (one vector): below, the kernels' scalar tails made
       mobilenet's batch-1 inference 1.15x PyTorch's time, against 0.70x through im2col.
     - ``"pointwise"``: 1x1, stride 1, no padding: the input is already the patch matrix.
-    - ``"implicit"``: on AVX-512 CPUs, where ``_implicit`` says (grouped, or few outputs over
-      many taps): the GEMM of im2col computed from the input itself (``_native.gemm_conv``);
+    - ``"implicit"``: on AVX-512 CPUs, where ``_implicit`` says (grouped, few outputs over many
+      taps, or output rows of 112 columns and more): the GEMM of im2col computed from the input itself (``_native.gemm_conv``);
       stride-1 input gradients the same way, as the correlation of the output gradient with the
       flipped weights (no col2im); the weight gradient through the patch matrix, built in
       backward.
@@ -422,11 +422,17 @@ def _choose(p, pairs, xh, w, b):
 #   per group ran as one batched matmul of small products);
 # - at most 32 outputs over 256 taps and more, 0.40-0.90x: DenseNet's 128 -> 32 at b1 (L 7-56)
 #   and b8, 192 -> 16, 16 -> 32 5x5, 32 -> 8; 3 taps a column too few there: 3 -> 32 stride 2
-#   1.24-1.33x, 24 -> 32 (216 taps) 1.19x.
-# Wider layers lost, 1.0-1.8x (64 to 512 channels at every row length, the stems): OpenBLAS
-# keeps its weight blocks in cache better than these tiles, which reload theirs per panel.
+#   1.24-1.33x, 24 -> 32 (216 taps) 1.19x;
+# - any layer with rows of 112 columns and more, 0.47-0.93x (ResNet's and VGG's 64 to 256
+#   channels at b8 and b32, the 7x7 stems at b1 and b8, 1.02-1.04x at 512 channels 7x7 b32 and
+#   128 -> 256 stride 2), but only where OpenBLAS's workers sleep soon after a GEMM
+#   (_cpu.blas_sleeps_soon): spinning on the second core, they left the kernel's second thread
+#   nothing, and these layers lost 1.0-1.8x. Shorter rows of wide layers lost 1.1-3.1x (512
+#   channels at 7x7 b8 and b1, 256 -> 512 stride 2 at 14x14 b8): a tile's 32 columns mostly
+#   empty, and the weights reloaded per panel.
 _IMPLICIT_MAX_OUT = 32
 _IMPLICIT_MIN_TAPS = 256
+_IMPLICIT_MIN_ROW = 112
 
 
 def _implicit(p):
@@ -434,7 +440,8 @@ def _implicit(p):
     og, taps = p.O // p.G, p.C // p.G * p.kh * p.kw
     if not _native.avx512_here() or og < 4:
         return False
-    return p.G > 1 or (og <= _IMPLICIT_MAX_OUT and taps >= _IMPLICIT_MIN_TAPS)
+    return (p.G > 1 or (og <= _IMPLICIT_MAX_OUT and taps >= _IMPLICIT_MIN_TAPS)
+            or (p.OW * p.N >= _IMPLICIT_MIN_ROW and _cpu.blas_sleeps_soon()))
 
 
 # Where the one-thread direct kernels beat im2col + a two-thread GEMM, forward + backward

@@ -42,6 +42,7 @@ def _pair(v):
 
 @pytest.fixture(autouse=True)
 def _everywhere(monkeypatch):
+    monkeypatch.setattr(C, "_IMPLICIT_MIN_ROW", 10 ** 9)  # the narrow rule below takes every layer
     monkeypatch.setattr(C, "_IMPLICIT_MAX_OUT", 10 ** 6)
     monkeypatch.setattr(C, "_IMPLICIT_MIN_TAPS", 0)
     monkeypatch.setattr(C, "_direct", lambda *a: False)
@@ -142,17 +143,25 @@ def test_padding_beyond_the_kernel_keeps_col2im_for_the_input_gradient(monkeypat
     assert len(calls) == 1
 
 
-@pytest.mark.parametrize("c, o, groups, taken", [
-    (32, 32, 1, True),     # 288 taps, 32 outputs
-    (28, 32, 1, False),    # 252 taps
-    (32, 33, 1, False),    # 33 outputs
-    (128, 128, 32, True),  # grouped (ResNeXt): any taps
-    (64, 8, 4, False),     # 2 outputs a group: most of a 4-channel tile empty
+@pytest.mark.parametrize("c, o, groups, side, n, sleeps, taken", [
+    (32, 32, 1, 14, 8, False, True),     # 288 taps, 32 outputs
+    (28, 32, 1, 14, 8, False, False),    # 252 taps
+    (32, 33, 1, 14, 8, False, False),    # 33 outputs
+    (128, 128, 32, 14, 8, False, True),  # grouped (ResNeXt): any taps
+    (64, 8, 4, 14, 8, False, False),     # 2 outputs a group: most of a 4-channel tile empty
+    (64, 64, 1, 14, 8, True, True),      # rows of 112 columns, OpenBLAS's workers asleep
+    (64, 64, 1, 14, 8, False, False),    # the same, the workers spinning on the other core
+    (64, 64, 1, 13, 8, True, False),     # rows of 104 columns
+    (512, 512, 1, 7, 8, True, False),    # rows of 56
 ])
-def test_the_dispatch_takes_it_only_where_it_won(c, o, groups, taken, monkeypatch):
+def test_the_dispatch_takes_it_only_where_it_won(c, o, groups, side, n, sleeps, taken, monkeypatch):
+    from divenet import _cpu
+
     monkeypatch.setattr(C, "_IMPLICIT_MAX_OUT", 32)
     monkeypatch.setattr(C, "_IMPLICIT_MIN_TAPS", 256)
-    p = C._Plan((8, c, 14, 14), (o, c // groups, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), groups)
+    monkeypatch.setattr(C, "_IMPLICIT_MIN_ROW", 112)
+    monkeypatch.setattr(_cpu, "blas_sleeps_soon", lambda: sleeps)
+    p = C._Plan((n, c, side, side), (o, c // groups, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), groups)
     assert C._implicit(p) == taken
 
 
