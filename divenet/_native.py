@@ -114,14 +114,17 @@ def _geometry(p, h=None, w=None):
 
 
 def threads() -> int:
-    """How many threads a kernel call splits its work among: the cores OpenBLAS leaves idle,
-    plus this one. OpenBLAS's workers spin for a while after every GEMM, and a kernel thread
-    sharing a core with one ran slower than none: on 2 cores with 2 OpenBLAS threads a LeNet
-    epoch took 0.96-0.99x PyTorch's time with 2 kernel threads against 0.85x with one; with 1
-    OpenBLAS thread, 2 kernel threads took 0.75x the steps' one-thread time (Zen 3)."""
+    """How many threads a kernel call splits its work among: every core where OpenBLAS's idle
+    workers sleep soon (``_cpu.blas_sleeps_soon``: LeNet's step on 2 cores, Zen 4, 2 kernel
+    threads 0.80x the time of one), else the cores OpenBLAS leaves idle plus this one: a worker
+    spinning for 0.1 s after each GEMM made a kernel thread on its core slower than none (2
+    kernel threads 1.5x the time of one on Zen 4; a LeNet epoch 0.96-0.99x PyTorch's time
+    against 0.85x on Zen 3)."""
     from . import _cpu
 
     n = cores()
+    if _cpu.blas_sleeps_soon():
+        return n
     return max(1, n - (_cpu.blas_threads() or n) + 1)
 
 

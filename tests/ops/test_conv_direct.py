@@ -254,13 +254,18 @@ def test_threads_share_the_work_without_changing_a_bit(geometry, threads, monkey
         assert np.array_equal(a, b)
 
 
-def test_kernel_threads_take_the_cores_openblas_leaves_idle(monkeypatch):
+def test_kernel_threads_take_every_core_or_those_openblas_leaves_idle(monkeypatch):
     from divenet import _cpu
 
     monkeypatch.setattr(_native, "cores", lambda: 8)
+    monkeypatch.setattr(_cpu, "blas_sleeps_soon", lambda: False)
     for blas, expect in ((8, 1), (1, 8), (3, 6), (None, 1)):
         monkeypatch.setattr(_cpu, "blas_threads", lambda blas=blas: blas)
         assert _native.threads() == expect
+    monkeypatch.setattr(_cpu, "blas_sleeps_soon", lambda: True)  # no worker left spinning
+    for blas in (8, 1, None):
+        monkeypatch.setattr(_cpu, "blas_threads", lambda blas=blas: blas)
+        assert _native.threads() == 8
 
 
 # ---- depthwise convolutions (groups == C == O) -------------------------------------------------
