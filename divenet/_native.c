@@ -1084,9 +1084,10 @@ UNARY_LOOP(sigmoid, v16, 16, static __attribute__((target("arch=x86-64-v4"))))
 UNARY_LOOP(tanh, v16, 16, static __attribute__((target("arch=x86-64-v4"))))
 #define WIDE(name, x, y, n)                                                                      \
     do {                                                                                         \
-        static int isa = -1;                                                                     \
-        if (isa < 0) isa = dn_isa(); /* a benign race: every thread writes the same */           \
-        if (isa == 4) {                                                                          \
+        static int isa = -1; /* threads may race to fill it: atomics, all writing the same */   \
+        int seen = __atomic_load_n(&isa, __ATOMIC_RELAXED);                                      \
+        if (seen < 0) __atomic_store_n(&isa, seen = dn_isa(), __ATOMIC_RELAXED);                 \
+        if (seen == 4) {                                                                         \
             name##_loop_16(x, y, n);                                                             \
             return;                                                                              \
         }                                                                                        \

@@ -102,6 +102,28 @@ def test_native_kernels_from_many_threads():
                 np.testing.assert_array_equal(g, e)
 
 
+@pytest.mark.skipif(not _native.avx512_here(), reason="the implicit-GEMM kernel runs only on AVX-512 CPUs")
+def test_implicit_gemm_kernel_from_many_threads():
+    """The implicit-GEMM convolution (its own worker threads inside each call) from 20 threads
+    at once: strided and grouped, every result bitwise the single-threaded one."""
+    rng = np.random.default_rng(1)
+    cases = []
+    for (c, o, g, s) in ((8, 20, 1, 2), (16, 16, 4, 1)):
+        x = rng.standard_normal((5, c, 11, 11), dtype=np.float32)
+        w = rng.standard_normal((o, c // g, 3, 3), dtype=np.float32)
+        p = conv_ops._Plan(x.shape, w.shape, (s, s), ((1, 1), (1, 1)), (1, 1), g)
+        cases.append((np.ascontiguousarray(x.transpose(1, 2, 3, 0)), w, rng.standard_normal(o, dtype=np.float32), p))
+
+    def run(_):
+        return [[_native.gemm_conv(*case) for case in cases] for _ in range(CALLS)]
+
+    want = run(None)[0]
+    for per_thread in _run_threads(run):
+        for got in per_thread:
+            for g, e in zip(got, want):
+                np.testing.assert_array_equal(g, e)
+
+
 @pytest.mark.parametrize("make", [
     lambda: nn.Linear(None, 10),
     lambda: nn.Sequential(nn.Conv2d(None, 4, 3), nn.BatchNorm2d(None), nn.Flatten(), nn.LazyLinear(10))
