@@ -166,5 +166,5 @@ def main(run, doc, argv=None):
     args = ap.parse_args(argv)
     table = run(args.rounds)
     if args.json:
-        write_json(args.json, [table])
+        write_json(args.json, table if isinstance(table, list) else [table])
     return table
