@@ -64,9 +64,11 @@ def configure():
 SPIN_LOG2_CYCLES = 20
 
 
+@functools.cache
 def blas_sleeps_soon() -> bool:
     """Whether OpenBLAS's idle workers spin at most 2^SPIN_LOG2_CYCLES cycles (this process's
-    environment, as OpenBLAS read it at load), so that native kernels may use every core."""
+    environment, as OpenBLAS read it at load; asked once, as every native kernel call asks),
+    so that native kernels may use every core."""
     try:
         return int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "")) <= SPIN_LOG2_CYCLES
     except ValueError:

@@ -219,14 +219,18 @@ def gemm_conv(xh, w, b, p):
     tap = ((i[:, None] % p.sh) * p.sw + j[None, :] % p.sw) * C * plane + (i[:, None] // p.sh) * wq * N \
         + (j[None, :] // p.sw) * N
     off = (np.arange(cg)[:, None, None] * plane + tap[None]).reshape(-1).astype(np.int64)
-    # the weights per group in blocks of GEMM_MR channels (the last rounded up to 4), each
-    # block tap-major: (K, rows)
+    # the weights per group in blocks of GEMM_MR channels (the last rounded up to 4 with zero
+    # rows), each block tap-major, (K, rows): written once, straight into place
     full, rest = divmod(og, GEMM_MR)
-    opad = full * GEMM_MR + -(-rest // 4) * 4
-    wg = np.zeros((G, opad, K), dtype=np.float32)
-    wg[:, :og] = w.reshape(G, og, K)
-    blocks = [wg[:, r:r + GEMM_MR].transpose(0, 2, 1).reshape(G, -1) for r in range(0, opad, GEMM_MR)]
-    wpk = np.ascontiguousarray(np.concatenate(blocks, axis=1))
+    tail = -(-rest // 4) * 4
+    opad = full * GEMM_MR + tail
+    wr = w.reshape(G, og, K)
+    wpk = np.empty((G, opad * K), dtype=np.float32)
+    split = full * GEMM_MR
+    wpk[:, :split * K].reshape(G, full, K, GEMM_MR)[...] = wr[:, :split].reshape(G, full, GEMM_MR, K).transpose(0, 1, 3, 2)
+    last = wpk[:, split * K:].reshape(G, K, tail)
+    last[..., :rest] = wr[:, split:].transpose(0, 2, 1)
+    last[..., rest:] = 0
     bias = np.zeros((G, opad), dtype=np.float32)
     if b is not None:
         bias[:, :og] = b.reshape(G, og)
