@@ -43,7 +43,7 @@ INLINE f8 select8(m8 mask, f8 a, f8 b) /* mask ? a : b, lane by lane (mask lanes
 
 /* Bumped with every change of a signature or layout; divenet/_native.py ignores a library
  * built from other sources (an editable install not rebuilt after a change). */
-int dn_version(void) { return 9; }
+int dn_version(void) { return 10; }
 
 enum { C_, H_, W_, N_, O_, KH, KW, OH_, OW_, SH, SW, PH, PW, DH, DW, THREADS };
 
@@ -891,38 +891,42 @@ AVX2 int dn_avx2_conv_weight_grad(const float *xp, const float *dy, float *dwt, 
     return weight_grad(weight_grad_tiles8, WO8, WT8, xp, dy, dwt, g);
 }
 
-/* ---- implicit GEMM: convolutions of wide channel counts, AVX-512 only ----------------------
+/* ---- implicit GEMM: convolutions of wide channel counts -------------------------------------
  * out[o, p] = sum over taps k of w[o, k] x[k, p], the GEMM of im2col without the patch matrix.
  * The input comes as its stride phases, zero-padded, batch innermost (divenet/_native.py
  * ``gemm_conv`` lays it out): for tap k = (c, i, j) and the columns p = (ow, n) of one output
  * row oh, x[k, p] is then one contiguous run of that buffer at off[k] + oh * row, so a tile
- * reads its 32 columns of every tap straight from the input. A tile is 12 output channels by
- * 32 columns: 24 accumulators of the 32 AVX-512 registers, 2 loads and 12 broadcasts per 24
- * multiply-adds per tap (weights packed tap-major in blocks of 12, the last block 4 or 8).
- * One thread on Zen 4: 64 -> 64 channels 3x3 at 28x28, b64: 39 ms against 64 ms for im2col +
- * OpenBLAS; 256 channels at 14x14 b8: 16 against 21 ms (docs/performance.md). AVX2 CPUs keep
- * im2col: 16-float vectors spill there (the elementwise kernels ran 4x slower). */
+ * reads its columns of every tap straight from the input. The weights come packed tap-major
+ * in blocks of GEMM_MR = 12 output channels (the last block 4 or 8).
+ * Two copies, each sized to its register file:
+ * - AVX-512 (32 registers): a tile is 12 channels by 32 columns, 24 accumulators, 2 loads and
+ *   12 broadcasts per 24 multiply-adds a tap. One thread on Zen 4: 64 -> 64 channels 3x3 at
+ *   28x28 b64 39 ms against 64 ms for im2col + OpenBLAS; 256 channels at 14x14 b8 16 against
+ *   21 ms (docs/performance.md).
+ * - AVX2 (16 registers; 16-float vectors spill there): a tile is half a block, 6 channels (4
+ *   of a block of 8 or 4) by 16 columns, 12 accumulators, 2 loads and 6 broadcasts per 12
+ *   multiply-adds. */
 #define V4 __attribute__((target("arch=x86-64-v4")))
-#define GEMM_MR 12 /* output channels per tile */
+#define GEMM_MR 12 /* output channels per weight block */
 
 /* geometry of dn_gemm_conv */
 enum { GG, GOG, GK, GOH, GL, GROW, GSTRIDE, GP, GTHREADS };
 
-#define GEMM_TILE(MR, NV)                                                                         \
-    V4 static void gemm_tile_##MR##_##NV(const float *restrict a, const float *restrict xb,      \
-                                         const i64 *restrict off, i64 K, const float *bias,      \
-                                         float *restrict out, i64 P, i64 rows, i64 cols,         \
-                                         int more)                                               \
+/* A tile: `rows` output channels (weights of tap k at a[k * lda ...]) by `cols` columns. */
+#define GEMM_TILE(NAME, TARGET, VEC, WIDTH, LOAD, MR, NV)                                         \
+    TARGET static void NAME(const float *restrict a, i64 lda, const float *restrict xb,           \
+                            const i64 *restrict off, i64 K, const float *bias, float *restrict out, \
+                            i64 P, i64 rows, i64 cols, int more)                                  \
     {                                                                                             \
-        v16 acc[MR][NV];                                                                          \
+        VEC acc[MR][NV];                                                                          \
         for (int r = 0; r < MR; r++)                                                              \
-            for (int v = 0; v < NV; v++) acc[r][v] = (v16){0};                                    \
+            for (int v = 0; v < NV; v++) acc[r][v] = (VEC){0};                                    \
         if (more) /* the sums of the earlier tap blocks */                                        \
             for (i64 r = 0; r < rows; r++) memcpy(&acc[r][0], out + r * P, (size_t)cols * sizeof(float)); \
         for (i64 k = 0; k < K; k++) {                                                             \
-            v16 b[NV];                                                                            \
-            for (int v = 0; v < NV; v++) LOAD16(b[v], xb + off[k] + 16 * v);                      \
-            const float *ak = a + k * MR;                                                         \
+            VEC b[NV];                                                                            \
+            for (int v = 0; v < NV; v++) LOAD(b[v], xb + off[k] + WIDTH * v);                     \
+            const float *ak = a + k * lda;                                                        \
             _Pragma("GCC unroll 12") for (int r = 0; r < MR; r++)                                 \
                 for (int v = 0; v < NV; v++) acc[r][v] += ak[r] * b[v];                           \
         }                                                                                         \
@@ -932,70 +936,97 @@ enum { GG, GOG, GK, GOH, GL, GROW, GSTRIDE, GP, GTHREADS };
             memcpy(out + r * P, &acc[r][0], (size_t)cols * sizeof(float));                        \
         }                                                                                         \
     }
-GEMM_TILE(12, 2)
-GEMM_TILE(12, 1)
-GEMM_TILE(8, 2)
-GEMM_TILE(8, 1)
-GEMM_TILE(4, 2)
-GEMM_TILE(4, 1)
+GEMM_TILE(gemm_tile16_12_2, V4, v16, 16, LOAD16, 12, 2)
+GEMM_TILE(gemm_tile16_12_1, V4, v16, 16, LOAD16, 12, 1)
+GEMM_TILE(gemm_tile16_8_2, V4, v16, 16, LOAD16, 8, 2)
+GEMM_TILE(gemm_tile16_8_1, V4, v16, 16, LOAD16, 8, 1)
+GEMM_TILE(gemm_tile16_4_2, V4, v16, 16, LOAD16, 4, 2)
+GEMM_TILE(gemm_tile16_4_1, V4, v16, 16, LOAD16, 4, 1)
+GEMM_TILE(gemm_tile8_6_2, AVX2, v8, 8, LOAD8, 6, 2)
+GEMM_TILE(gemm_tile8_6_1, AVX2, v8, 8, LOAD8, 6, 1)
+GEMM_TILE(gemm_tile8_4_2, AVX2, v8, 8, LOAD8, 4, 2)
+GEMM_TILE(gemm_tile8_4_1, AVX2, v8, 8, LOAD8, 4, 1)
 
-typedef void (*gemm_tile_fn)(const float *, const float *, const i64 *, i64, const float *, float *, i64, i64,
-                             i64, int);
+typedef void (*gemm_tile_fn)(const float *, i64, const float *, const i64 *, i64, const float *, float *, i64,
+                             i64, i64, int);
 
-/* Blocking (as BLIS blocks a GEMM): a unit of work is a panel of GEMM_PANEL chunks of 32
- * columns (output rows in order) times a range of GEMM_RANGE blocks of 12 output channels, of
- * one group. Its taps go in blocks of GEMM_KB: the panel's columns of a tap block (up to 1 MB,
+/* One weight block (mr packed rows, `rows` of them real) by one chunk of columns: one tile. */
+V4 static void gemm_block16(const float *w, i64 mr, const float *xb, const i64 *off, i64 K, const float *bias,
+                            float *out, i64 P, i64 rows, i64 cols, int more)
+{
+    gemm_tile_fn tile = mr == 12 ? (cols > 16 ? gemm_tile16_12_2 : gemm_tile16_12_1)
+                      : mr == 8  ? (cols > 16 ? gemm_tile16_8_2 : gemm_tile16_8_1)
+                                 : (cols > 16 ? gemm_tile16_4_2 : gemm_tile16_4_1);
+    tile(w, mr, xb, off, K, bias, out, P, rows, cols, more);
+}
+
+/* ... in tiles of half the block: 6 + 6 rows of 12, 4 + 4 of 8, 4 of 4. */
+AVX2 static void gemm_block8(const float *w, i64 mr, const float *xb, const i64 *off, i64 K, const float *bias,
+                             float *out, i64 P, i64 rows, i64 cols, int more)
+{
+    i64 half = mr == 12 ? 6 : 4;
+    gemm_tile_fn tile = half == 6 ? (cols > 8 ? gemm_tile8_6_2 : gemm_tile8_6_1)
+                                  : (cols > 8 ? gemm_tile8_4_2 : gemm_tile8_4_1);
+    for (i64 r0 = 0; r0 < rows; r0 += half)
+        tile(w + r0, mr, xb, off, K, bias ? bias + r0 : NULL, out + r0 * P, P, rows - r0 < half ? rows - r0 : half,
+             cols, more);
+}
+
+/* Blocking (as BLIS blocks a GEMM): a unit of work is a panel of GEMM_PANEL columns (chunks of
+ * CHUNK, output rows in order) times a range of GEMM_RANGE blocks of 12 output channels, of
+ * one group. Its taps go in blocks of KB: the panel's columns of a tap block (up to 512 KB,
  * the L2 cache) serve every channel block of the range, and each channel block's weights of a
  * tap block (12 KB, L1) serve every chunk of the panel. A unit of one output row and all
- * channels ran 512 -> 512 channels at 7x7 b8 at 84 GFLOP/s against OpenBLAS's 136: the whole
- * weight matrix streamed from L3 for 56 columns. */
-#define GEMM_KB 256
-#define GEMM_PANEL 16
+ * channels ran 512 -> 512 channels at 7x7 b8 at 84 GFLOP/s against OpenBLAS's 136 (Zen 4):
+ * the whole weight matrix streamed from L3 for 56 columns. */
+#define GEMM_PANEL 512
 #define GEMM_RANGE 4
 
-V4 static void gemm_conv_units(const conv_args *a, i64 lo, i64 hi)
-{
-    const i64 *g = a->g;
-    i64 Og = g[GOG], K = g[GK], L = g[GL], P = g[GP];
-    i64 per_row = (L + 31) / 32, chunks = g[GOH] * per_row, panels = (chunks + GEMM_PANEL - 1) / GEMM_PANEL;
-    i64 blocks = (Og + GEMM_MR - 1) / GEMM_MR, ranges = (blocks + GEMM_RANGE - 1) / GEMM_RANGE;
-    i64 opad = Og / GEMM_MR * GEMM_MR + (Og % GEMM_MR + 3) / 4 * 4;
-    for (i64 u = lo; u < hi; u++) {
-        i64 grp = u / (panels * ranges), panel = u / ranges % panels, range = u % ranges;
-        i64 c0 = panel * GEMM_PANEL, c1 = c0 + GEMM_PANEL < chunks ? c0 + GEMM_PANEL : chunks;
-        i64 b0 = range * GEMM_RANGE, b1 = b0 + GEMM_RANGE < blocks ? b0 + GEMM_RANGE : blocks;
-        const float *xg = a->a + grp * g[GSTRIDE];
-        const float *wg = a->b + grp * opad * K, *bg = a->c + grp * opad;
-        float *og = a->out + grp * Og * P;
-        for (i64 k0 = 0; k0 < K; k0 += GEMM_KB) {
-            i64 kn = K - k0 < GEMM_KB ? K - k0 : GEMM_KB;
-            for (i64 o0 = b0 * GEMM_MR; o0 < b1 * GEMM_MR && o0 < Og; o0 += GEMM_MR) {
-                i64 rows = Og - o0 < GEMM_MR ? Og - o0 : GEMM_MR, mr = (rows + 3) / 4 * 4;
-                const float *w = wg + o0 * K + k0 * mr, *b = k0 + kn == K ? bg + o0 : NULL;
-                for (i64 c = c0; c < c1; c++) {
-                    i64 oh = c / per_row, q0 = c % per_row * 32, cols = L - q0 < 32 ? L - q0 : 32;
-                    gemm_tile_fn tile = mr == 12 ? (cols > 16 ? gemm_tile_12_2 : gemm_tile_12_1)
-                                      : mr == 8  ? (cols > 16 ? gemm_tile_8_2 : gemm_tile_8_1)
-                                                 : (cols > 16 ? gemm_tile_4_2 : gemm_tile_4_1);
-                    tile(w, xg + oh * g[GROW] + q0, a->toff + k0, kn, b, og + o0 * P + oh * L + q0, P, rows,
-                         cols, k0 > 0);
-                }
-            }
-        }
+#define GEMM_CONV(NAME, TARGET, CHUNK, KB, BLOCK)                                                  \
+    TARGET static void NAME##_units(const conv_args *a, i64 lo, i64 hi)                           \
+    {                                                                                             \
+        const i64 *g = a->g;                                                                      \
+        i64 Og = g[GOG], K = g[GK], L = g[GL], P = g[GP];                                         \
+        i64 per_row = (L + CHUNK - 1) / CHUNK, chunks = g[GOH] * per_row, per_panel = GEMM_PANEL / CHUNK; \
+        i64 panels = (chunks + per_panel - 1) / per_panel;                                        \
+        i64 blocks = (Og + GEMM_MR - 1) / GEMM_MR, ranges = (blocks + GEMM_RANGE - 1) / GEMM_RANGE; \
+        i64 opad = Og / GEMM_MR * GEMM_MR + (Og % GEMM_MR + 3) / 4 * 4;                           \
+        for (i64 u = lo; u < hi; u++) {                                                           \
+            i64 grp = u / (panels * ranges), panel = u / ranges % panels, range = u % ranges;     \
+            i64 c0 = panel * per_panel, c1 = c0 + per_panel < chunks ? c0 + per_panel : chunks;   \
+            i64 b0 = range * GEMM_RANGE, b1 = b0 + GEMM_RANGE < blocks ? b0 + GEMM_RANGE : blocks; \
+            const float *xg = a->a + grp * g[GSTRIDE];                                            \
+            const float *wg = a->b + grp * opad * K, *bg = a->c + grp * opad;                     \
+            float *og = a->out + grp * Og * P;                                                    \
+            for (i64 k0 = 0; k0 < K; k0 += KB) {                                                  \
+                i64 kn = K - k0 < KB ? K - k0 : KB;                                               \
+                for (i64 o0 = b0 * GEMM_MR; o0 < b1 * GEMM_MR && o0 < Og; o0 += GEMM_MR) {        \
+                    i64 rows = Og - o0 < GEMM_MR ? Og - o0 : GEMM_MR, mr = (rows + 3) / 4 * 4;    \
+                    const float *w = wg + o0 * K + k0 * mr, *b = k0 + kn == K ? bg + o0 : NULL;   \
+                    for (i64 c = c0; c < c1; c++) {                                               \
+                        i64 oh = c / per_row, q0 = c % per_row * CHUNK;                           \
+                        BLOCK(w, mr, xg + oh * g[GROW] + q0, a->toff + k0, kn, b, og + o0 * P + oh * L + q0, P, \
+                              rows, L - q0 < CHUNK ? L - q0 : CHUNK, k0 > 0);                     \
+                    }                                                                             \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* out (G * Og, P) from xq (the phase buffer; 32 floats of slack after it), wp (per group  \
+     * the weight blocks, each (K, rows) tap-major), bias (per group, padded like wp), off (K  \
+     * tap offsets into xq) and the geometry above. */                                           \
+    TARGET void NAME(const float *xq, const float *wp, const float *bias, float *out, const i64 *off, \
+                     const i64 *g)                                                                \
+    {                                                                                             \
+        conv_args a = {xq, wp, bias, out, g, off};                                                \
+        i64 chunks = g[GOH] * ((g[GL] + CHUNK - 1) / CHUNK), blocks = (g[GOG] + GEMM_MR - 1) / GEMM_MR; \
+        i64 per_panel = GEMM_PANEL / CHUNK;                                                       \
+        i64 units = (chunks + per_panel - 1) / per_panel * ((blocks + GEMM_RANGE - 1) / GEMM_RANGE); \
+        parallel(NAME##_units, &a, g[GG] * units, g[GTHREADS]);                                   \
     }
-}
-
-/* out (G * Og, P) from xq (the phase buffer; 32 floats of slack after it), wp (per group the
- * weight blocks, each (K, rows) tap-major), bias (per group, padded like wp), off (K tap
- * offsets into xq) and the geometry above. */
-V4 void dn_gemm_conv(const float *xq, const float *wp, const float *bias, float *out, const i64 *off,
-                     const i64 *g)
-{
-    conv_args a = {xq, wp, bias, out, g, off};
-    i64 chunks = g[GOH] * ((g[GL] + 31) / 32), blocks = (g[GOG] + GEMM_MR - 1) / GEMM_MR;
-    i64 units = (chunks + GEMM_PANEL - 1) / GEMM_PANEL * ((blocks + GEMM_RANGE - 1) / GEMM_RANGE);
-    parallel(gemm_conv_units, &a, g[GG] * units, g[GTHREADS]);
-}
+GEMM_CONV(dn_gemm_conv, V4, 32, 256, gemm_block16)
+GEMM_CONV(dn_avx2_gemm_conv, AVX2, 16, 256, gemm_block8)
 #else
 int dn_isa(void) { return 0; }
 #endif

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-_VERSION = 9  # dn_version() of the sources this file expects
+_VERSION = 10  # dn_version() of the sources this file expects
 _BLOCK = 8  # channels per register tile in the kernels (CB in _native.c)
 # the batch from which the batch-last pooling and depthwise kernels fill one 8-float vector of
 # images (below, their scalar tails ran slower than NumPy: mobilenet batch-1 inference 1.15x
@@ -61,8 +61,8 @@ def library():
                             ("max_pool_grad", 4)):
             getattr(lib, "dn_" + name).argtypes = [ptr] * nargs
         lib.dn_depthwise_weight_grad.restype = ctypes.c_int
-        if hasattr(lib, "dn_gemm_conv"):
-            lib.dn_gemm_conv.argtypes = [ptr] * 6
+        if hasattr(lib, "dn_avx2_gemm_conv"):
+            lib.dn_gemm_conv.argtypes = lib.dn_avx2_gemm_conv.argtypes = [ptr] * 6
         return lib
     return None
 
@@ -76,11 +76,13 @@ def isa() -> int:
 
 
 @functools.cache
-def avx512_here() -> bool:
-    """Whether this CPU runs AVX-512 (the library's own check, not :func:`isa`, which tests
-    override to run the clones' results everywhere): ``gemm_conv`` has no other copy."""
+def gemm_conv_copy() -> int:
+    """Which copy of the implicit-GEMM kernel ``gemm_conv`` runs on this CPU: 4 the AVX-512 one
+    (``dn_gemm_conv``), 3 the AVX2 one (``dn_avx2_gemm_conv``), 0 none (no library, or a CPU
+    without AVX2 and FMA). The library's own check, not :func:`isa`, which tests override to run
+    the direct kernels' clones everywhere: this kernel has no generic copy to fall back on."""
     lib = library()
-    return lib is not None and hasattr(lib, "dn_gemm_conv") and lib.dn_isa() == 4
+    return lib.dn_isa() if lib is not None and hasattr(lib, "dn_avx2_gemm_conv") else 0
 
 
 def _kernel(name):
@@ -188,11 +190,11 @@ def conv_weight_grad(xh, gh, p):
 
 
 
-GEMM_MR = 12  # output channels per tile of dn_gemm_conv (GEMM_MR in _native.c)
+GEMM_MR = 12  # output channels per weight block of the implicit GEMM (GEMM_MR in _native.c)
 
 
 def gemm_conv(xh, w, b, p):
-    """The convolution of plan ``p`` by ``dn_gemm_conv`` (implicit GEMM, AVX-512 CPUs only):
+    """The convolution of plan ``p`` by the implicit GEMM (the copy :func:`gemm_conv_copy` names):
     xh (C, H, W, N) contiguous, w (O, C/G, kh, kw), b (O,) or None -> out (O, OH, OW, N).
 
     The kernel reads the input as its stride phases, zero-padded: phase (a, b) holds the padded
@@ -238,8 +240,10 @@ def gemm_conv(xh, w, b, p):
     # every core: it stands in for OpenBLAS's GEMM, which has them all (docs/performance.md)
     geometry = np.array([G, og, K, p.OH, p.OW * N, wq * N, cg * plane, p.OH * p.OW * N, cores()],
                         dtype=np.int64)
-    library().dn_gemm_conv(xq.ctypes.data, wpk.ctypes.data, bias.ctypes.data, out.ctypes.data,
-                           off.ctypes.data, geometry.ctypes.data)
+    lib = library()
+    kernel = lib.dn_gemm_conv if gemm_conv_copy() == 4 else lib.dn_avx2_gemm_conv
+    kernel(xq.ctypes.data, wpk.ctypes.data, bias.ctypes.data, out.ctypes.data, off.ctypes.data,
+           geometry.ctypes.data)
     return out
 
 

@@ -102,7 +102,7 @@ def test_native_kernels_from_many_threads():
                 np.testing.assert_array_equal(g, e)
 
 
-@pytest.mark.skipif(not _native.avx512_here(), reason="the implicit-GEMM kernel runs only on AVX-512 CPUs")
+@pytest.mark.skipif(_native.gemm_conv_copy() == 0, reason="the implicit-GEMM kernel needs AVX2 and FMA (and a native build)")
 def test_implicit_gemm_kernel_from_many_threads():
     """The implicit-GEMM convolution (its own worker threads inside each call) from 20 threads
     at once: strided and grouped, every result bitwise the single-threaded one."""

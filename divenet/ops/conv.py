@@ -395,8 +395,9 @@ def _choose(p, pairs, xh, w, b):
       From ``_native.MIN_BATCH`` images (one vector): below, the kernels' scalar tails made
       mobilenet's batch-1 inference 1.15x PyTorch's time, against 0.70x through im2col.
     - ``"pointwise"``: 1x1, stride 1, no padding: the input is already the patch matrix.
-    - ``"implicit"``: on AVX-512 CPUs, where ``_implicit`` says (grouped, few outputs over many
-      taps, or output rows of 112 columns and more): the GEMM of im2col computed from the input itself (``_native.gemm_conv``);
+    - ``"implicit"``: where ``_implicit`` says, per copy of the kernel (AVX-512: grouped, few
+      outputs over many taps, or output rows of 112 columns and more; AVX2: grouped, or up to
+      64 outputs on rows of 56 columns and more): the GEMM of im2col computed from the input itself (``_native.gemm_conv``);
       stride-1 input gradients the same way, as the correlation of the output gradient with the
       flipped weights (no col2im); the weight gradient through the patch matrix, built in
       backward.
@@ -416,7 +417,7 @@ def _choose(p, pairs, xh, w, b):
     return "im2col"
 
 
-# Where the implicit GEMM (_native.gemm_conv, AVX-512 only, both cores) beat im2col + OpenBLAS's
+# Where the implicit GEMM (_native.gemm_conv, both cores) beat im2col + OpenBLAS's
 # GEMM (two threads) in the forward: Zen 4, alternating medians of 5, 3x3 unless named, rows of
 # L = output width x batch columns (docs/performance.md, seventh session):
 # - grouped convolutions, 0.24-0.92x: ResNeXt's 32 groups at 56x56 to 7x7, b1 to b32 (the GEMM
@@ -434,13 +435,25 @@ def _choose(p, pairs, xh, w, b):
 _IMPLICIT_MAX_OUT = 32
 _IMPLICIT_MIN_TAPS = 256
 _IMPLICIT_MIN_ROW = 112
+# The AVX2 copy (6 x 16 tiles) against im2col + OpenBLAS on AMD EPYC Zen 1 (2 cores, AVX2, 8 MB
+# L3), forward + backward (forward alone in brackets), alternating medians of 3-5
+# (docs/performance.md, eighth session): grouped 0.50-0.69x (0.36-0.61); up to 64 outputs on
+# rows of 56 columns and more 0.77-0.94x (0.55-0.87: 64 channels at 56x56 b1 and b8 and 24x24
+# b32, DenseNet's 128 -> 32 at 28x28 and 14x14 b8, the stem at b8; its b1 1.02); wider layers
+# lost in training 1.02-1.20x (128 to 512 channels, the stride-2 downsamplings 1.11-1.13x,
+# though 128 and 256 channels won the forward alone, 0.79-0.98x), rows of 7 columns 1.36x.
+_IMPLICIT_AVX2_MAX_OUT = 64
+_IMPLICIT_AVX2_MIN_ROW = 56
 
 
 def _implicit(p):
-    """Whether the implicit-GEMM kernel takes the convolution of plan ``p`` (limits above)."""
-    og, taps = p.O // p.G, p.C // p.G * p.kh * p.kw
-    if not _native.avx512_here() or og < 4:
+    """Whether the implicit-GEMM kernel takes the convolution of plan ``p`` (limits above, per
+    copy of the kernel)."""
+    og, taps, copy = p.O // p.G, p.C // p.G * p.kh * p.kw, _native.gemm_conv_copy()
+    if copy == 0 or og < 4:
         return False
+    if copy == 3:
+        return p.G > 1 or (og <= _IMPLICIT_AVX2_MAX_OUT and p.OW * p.N >= _IMPLICIT_AVX2_MIN_ROW)
     return (p.G > 1 or (og <= _IMPLICIT_MAX_OUT and taps >= _IMPLICIT_MIN_TAPS)
             or (p.OW * p.N >= _IMPLICIT_MIN_ROW and _cpu.blas_sleeps_soon()))
 

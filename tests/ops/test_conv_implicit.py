@@ -1,4 +1,4 @@
-"""The implicit-GEMM convolution kernel (``_native.gemm_conv``, AVX-512 CPUs only): taken where
+"""The implicit-GEMM convolution kernel (``_native.gemm_conv``, in both copies: AVX-512 and AVX2): taken where
 ``conv._implicit`` says, equal to PyTorch (forward, input and weight gradients) on every
 geometry, batch tail and channel tail, its stride-1 input gradient as the flipped-weight
 correlation, and any thread count giving the same bits. Its limits are lowered to zero here
@@ -13,8 +13,8 @@ from divenet import _native
 from divenet.ops import conv as C
 from tests.helpers import check_against_torch
 
-pytestmark = pytest.mark.skipif(not _native.avx512_here(),
-                                reason="the implicit-GEMM kernel runs only on AVX-512 CPUs (and a native build)")
+pytestmark = pytest.mark.skipif(_native.gemm_conv_copy() == 0,
+                                reason="the implicit-GEMM kernel needs AVX2 and FMA (and a native build)")
 
 # (C, H, W, O, kh, kw, stride, padding, dilation, groups)
 GEOMETRIES = [
@@ -40,11 +40,18 @@ def _pair(v):
     return v if isinstance(v, tuple) else (v, v)
 
 
-@pytest.fixture(autouse=True)
-def _everywhere(monkeypatch):
+@pytest.fixture(autouse=True, params=["avx512", "avx2"])
+def _everywhere(request, monkeypatch):
+    """Both copies where the CPU runs them (an AVX-512 CPU runs the AVX2 one too)."""
+    if request.param == "avx512" and _native.gemm_conv_copy() != 4:
+        pytest.skip("the AVX-512 copy needs an AVX-512 CPU")
+    if request.param == "avx2":
+        monkeypatch.setattr(_native, "gemm_conv_copy", lambda: 3)
     monkeypatch.setattr(C, "_IMPLICIT_MIN_ROW", 10 ** 9)  # the narrow rule below takes every layer
     monkeypatch.setattr(C, "_IMPLICIT_MAX_OUT", 10 ** 6)
     monkeypatch.setattr(C, "_IMPLICIT_MIN_TAPS", 0)
+    monkeypatch.setattr(C, "_IMPLICIT_AVX2_MAX_OUT", 10 ** 6)
+    monkeypatch.setattr(C, "_IMPLICIT_AVX2_MIN_ROW", 0)
     monkeypatch.setattr(C, "_direct", lambda *a: False)
 
 
@@ -157,10 +164,27 @@ def test_padding_beyond_the_kernel_keeps_col2im_for_the_input_gradient(monkeypat
 def test_the_dispatch_takes_it_only_where_it_won(c, o, groups, side, n, sleeps, taken, monkeypatch):
     from divenet import _cpu
 
+    monkeypatch.setattr(_native, "gemm_conv_copy", lambda: 4)
     monkeypatch.setattr(C, "_IMPLICIT_MAX_OUT", 32)
     monkeypatch.setattr(C, "_IMPLICIT_MIN_TAPS", 256)
     monkeypatch.setattr(C, "_IMPLICIT_MIN_ROW", 112)
     monkeypatch.setattr(_cpu, "blas_sleeps_soon", lambda: sleeps)
+    p = C._Plan((n, c, side, side), (o, c // groups, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), groups)
+    assert C._implicit(p) == taken
+
+
+@pytest.mark.parametrize("c, o, groups, side, n, taken", [
+    (128, 128, 32, 7, 1, True),    # grouped (ResNeXt): any size
+    (64, 64, 1, 56, 1, True),      # 64 outputs, rows of 56 columns
+    (128, 32, 1, 7, 8, True),      # DenseNet's 128 -> 32 at b8
+    (128, 32, 1, 7, 1, False),     # ... at b1: rows of 7
+    (64, 65, 1, 56, 8, False),     # wider than 64 outputs
+    (256, 256, 1, 14, 8, False),
+])
+def test_the_avx2_dispatch_takes_it_only_where_it_won(c, o, groups, side, n, taken, monkeypatch):
+    monkeypatch.setattr(_native, "gemm_conv_copy", lambda: 3)
+    monkeypatch.setattr(C, "_IMPLICIT_AVX2_MAX_OUT", 64)
+    monkeypatch.setattr(C, "_IMPLICIT_AVX2_MIN_ROW", 56)
     p = C._Plan((n, c, side, side), (o, c // groups, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), groups)
     assert C._implicit(p) == taken
 
@@ -173,7 +197,7 @@ def test_threads_default_to_every_core(monkeypatch):
     class Spy:
         def __getattr__(self, name):
             fn = getattr(real(), name)
-            if name != "dn_gemm_conv":
+            if name not in ("dn_gemm_conv", "dn_avx2_gemm_conv"):
                 return fn
             return lambda *a: seen.append(np.ctypeslib.as_array((__import__("ctypes").c_int64 * 9)
                                                                 .from_address(a[5]))[-1]) or fn(*a)
