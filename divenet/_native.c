@@ -974,15 +974,16 @@ AVX2 static void gemm_block8(const float *w, i64 mr, const float *xb, const i64 
 
 /* Blocking (as BLIS blocks a GEMM): a unit of work is a panel of GEMM_PANEL columns (chunks of
  * CHUNK, output rows in order) times a range of GEMM_RANGE blocks of 12 output channels, of
- * one group. Its taps go in blocks of KB: the panel's columns of a tap block (up to 512 KB,
+ * one group. Its taps go in blocks of GEMM_KB: the panel's columns of a tap block (up to 512 KB,
  * the L2 cache) serve every channel block of the range, and each channel block's weights of a
  * tap block (12 KB, L1) serve every chunk of the panel. A unit of one output row and all
  * channels ran 512 -> 512 channels at 7x7 b8 at 84 GFLOP/s against OpenBLAS's 136 (Zen 4):
  * the whole weight matrix streamed from L3 for 56 columns. */
+#define GEMM_KB 256
 #define GEMM_PANEL 512
 #define GEMM_RANGE 4
 
-#define GEMM_CONV(NAME, TARGET, CHUNK, KB, BLOCK)                                                  \
+#define GEMM_CONV(NAME, TARGET, CHUNK, BLOCK)                                                  \
     TARGET static void NAME##_units(const conv_args *a, i64 lo, i64 hi)                           \
     {                                                                                             \
         const i64 *g = a->g;                                                                      \
@@ -998,8 +999,8 @@ AVX2 static void gemm_block8(const float *w, i64 mr, const float *xb, const i64 
             const float *xg = a->a + grp * g[GSTRIDE];                                            \
             const float *wg = a->b + grp * opad * K, *bg = a->c + grp * opad;                     \
             float *og = a->out + grp * Og * P;                                                    \
-            for (i64 k0 = 0; k0 < K; k0 += KB) {                                                  \
-                i64 kn = K - k0 < KB ? K - k0 : KB;                                               \
+            for (i64 k0 = 0; k0 < K; k0 += GEMM_KB) {                                                  \
+                i64 kn = K - k0 < GEMM_KB ? K - k0 : GEMM_KB;                                               \
                 for (i64 o0 = b0 * GEMM_MR; o0 < b1 * GEMM_MR && o0 < Og; o0 += GEMM_MR) {        \
                     i64 rows = Og - o0 < GEMM_MR ? Og - o0 : GEMM_MR, mr = (rows + 3) / 4 * 4;    \
                     const float *w = wg + o0 * K + k0 * mr, *b = k0 + kn == K ? bg + o0 : NULL;   \
@@ -1025,8 +1026,8 @@ AVX2 static void gemm_block8(const float *w, i64 mr, const float *xb, const i64 
         i64 units = (chunks + per_panel - 1) / per_panel * ((blocks + GEMM_RANGE - 1) / GEMM_RANGE); \
         parallel(NAME##_units, &a, g[GG] * units, g[GTHREADS]);                                   \
     }
-GEMM_CONV(dn_gemm_conv, V4, 32, 256, gemm_block16)
-GEMM_CONV(dn_avx2_gemm_conv, AVX2, 16, 256, gemm_block8)
+GEMM_CONV(dn_gemm_conv, V4, 32, gemm_block16)
+GEMM_CONV(dn_avx2_gemm_conv, AVX2, 16, gemm_block8)
 #else
 int dn_isa(void) { return 0; }
 #endif
