@@ -43,7 +43,7 @@ INLINE f8 select8(m8 mask, f8 a, f8 b) /* mask ? a : b, lane by lane (mask lanes
 
 /* Bumped with every change of a signature or layout; divenet/_native.py ignores a library
  * built from other sources (an editable install not rebuilt after a change). */
-int dn_version(void) { return 10; }
+int dn_version(void) { return 11; }
 
 enum { C_, H_, W_, N_, O_, KH, KW, OH_, OW_, SH, SW, PH, PW, DH, DW, THREADS };
 
@@ -1028,6 +1028,111 @@ AVX2 static void gemm_block8(const float *w, i64 mr, const float *xb, const i64 
     }
 GEMM_CONV(dn_gemm_conv, V4, 32, gemm_block16)
 GEMM_CONV(dn_avx2_gemm_conv, AVX2, 16, gemm_block8)
+
+/* ---- implicit GEMM: the weight gradient ---------------------------------------------------
+ * dw[o, k] = sum over p of dy[o, p] x[k, p], x read from the forward's phase buffer (above):
+ * for output row oh, the columns of tap k are the run at off[k] + oh * row. No patch matrix:
+ * built for OpenBLAS, it cost a fifth of this product's time, and sliced to bound its memory
+ * (32 MB) the stem's product ran in slices of one input channel.
+ * A tile is MR output channels by NR taps, dot products accumulated in vectors along the
+ * columns of a block of output rows (its dy rows stay in L2 for every tap of the unit), summed
+ * across lanes once a block: MR + NR loads per MR * NR multiply-adds. The row's tail is read
+ * with masked loads, never past the row. */
+#include <immintrin.h>
+
+#define WGRAD_STEP(VEC, LD, M, MR, NR, QG, QX) /* LD(dst, p, mask): a load, masked or not */ \
+    do {                                                                                          \
+        VEC a_[MR];                                                                               \
+        for (int i = 0; i < MR; i++) LD(a_[i], gy0[i] + (QG), M);                                     \
+        for (int j = 0; j < NR; j++) {                                                            \
+            VEC b_;                                                                               \
+            LD(b_, xr0[j] + (QX), M);                                                           \
+            for (int i = 0; i < MR; i++) acc[i][j] += a_[i] * b_;                                 \
+        }                                                                                         \
+    } while (0)
+#define WGRAD_TILE(NAME, TARGET, VEC, WIDTH, PLAIN, MASK_T, MASK, MLOAD, HSUM, MR, NR)                 \
+    TARGET static void NAME(const float *const gy0[MR], const float *const xr0[NR], i64 rows, i64 L, \
+                            i64 row, float *dw, i64 K, i64 mr, i64 nr)                            \
+    {                                                                                             \
+        VEC acc[MR][NR];                                                                          \
+        for (int i = 0; i < MR; i++)                                                              \
+            for (int j = 0; j < NR; j++) acc[i][j] = (VEC){0};                                    \
+        i64 full = L / WIDTH * WIDTH;                                                             \
+        MASK_T tail = MASK(L - full);                                                             \
+        /* the rows' full vectors, then their tails: two plain loops keep the accumulators in \
+         * registers (one loop with the tail inside spilled them every row) */                 \
+        for (i64 r = 0; r < rows; r++)                                                            \
+            for (i64 q = r * L; q < r * L + full; q += WIDTH) WGRAD_STEP(VEC, PLAIN, tail, MR, NR, q, q + r * (row - L)); \
+        if (full < L)                                                                             \
+            for (i64 r = 0; r < rows; r++)                                                        \
+                WGRAD_STEP(VEC, MLOAD, tail, MR, NR, r * L + full, r * row + full);               \
+        for (int i = 0; i < MR; i++) /* constant bounds: the accumulators stay registers */     \
+            for (int j = 0; j < NR; j++)                                                          \
+                if (i < mr && j < nr) dw[i * K + j] += HSUM(acc[i][j]);                           \
+    }
+#define FLOAD16(dst, p, m) LOAD16(dst, p) /* the plain loads, in the masked ones' form */
+#define FLOAD8(dst, p, m) LOAD8(dst, p)
+#define MASK16(n) ((__mmask16)((1u << (n)) - 1))
+#define MLOAD16(dst, p, m) ((dst) = (v16)_mm512_maskz_loadu_ps((m), (p)))
+#define MASK8(n) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define MLOAD8(dst, p, m) ((dst) = (v8)_mm256_maskload_ps((p), (m)))
+V4 static inline float hsum16(v16 v) { return _mm512_reduce_add_ps((__m512)v); }
+AVX2 static inline float hsum8(v8 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128((__m256)v), _mm256_extractf128_ps((__m256)v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+WGRAD_TILE(wgrad_tile16, V4, v16, 16, FLOAD16, __mmask16, MASK16, MLOAD16, hsum16, 4, 6)
+WGRAD_TILE(wgrad_tile8, AVX2, v8, 8, FLOAD8, __m256i, MASK8, MLOAD8, hsum8, 2, 4)
+
+/* A unit of work: WGRAD_ORANGE output channels by WGRAD_KRANGE taps of one group, over every
+ * column in blocks of about WGRAD_COLS (whole output rows). Each dw value is summed by one
+ * unit in one order, whatever the thread count. */
+#define WGRAD_COLS 2048
+#define WGRAD_ORANGE 32
+#define WGRAD_KRANGE 24
+
+#define WGRAD_CONV(NAME, TARGET, TILE, MR, NR)                                                   \
+    TARGET static void NAME##_units(const conv_args *a, i64 lo, i64 hi)                           \
+    {                                                                                             \
+        const i64 *g = a->g;                                                                      \
+        i64 Og = g[GOG], K = g[GK], OH = g[GOH], L = g[GL], P = g[GP];                            \
+        i64 oranges = (Og + WGRAD_ORANGE - 1) / WGRAD_ORANGE, kranges = (K + WGRAD_KRANGE - 1) / WGRAD_KRANGE; \
+        i64 per_block = L < WGRAD_COLS ? WGRAD_COLS / L : 1;                                      \
+        for (i64 u = lo; u < hi; u++) {                                                           \
+            i64 grp = u / (oranges * kranges), o0 = u / kranges % oranges * WGRAD_ORANGE;         \
+            i64 k0 = u % kranges * WGRAD_KRANGE;                                                  \
+            i64 o1 = o0 + WGRAD_ORANGE < Og ? o0 + WGRAD_ORANGE : Og, k1 = k0 + WGRAD_KRANGE < K ? k0 + WGRAD_KRANGE : K; \
+            const float *x = a->a + grp * g[GSTRIDE], *dy = a->b + grp * Og * P;                  \
+            float *dw = a->out + grp * Og * K;                                                    \
+            for (i64 r0 = 0; r0 < OH; r0 += per_block) {                                          \
+                i64 rows = OH - r0 < per_block ? OH - r0 : per_block;                             \
+                for (i64 k = k0; k < k1; k += NR) {                                               \
+                    i64 nr = k1 - k < NR ? k1 - k : NR;                                           \
+                    const float *xr[NR]; /* a partial tile repeats its last row */                \
+                    for (i64 j = 0; j < NR; j++) xr[j] = x + a->toff[k + (j < nr ? j : nr - 1)] + r0 * g[GROW]; \
+                    for (i64 o = o0; o < o1; o += MR) {                                           \
+                        i64 mr = o1 - o < MR ? o1 - o : MR;                                       \
+                        const float *gy[MR];                                                      \
+                        for (i64 i = 0; i < MR; i++) gy[i] = dy + (o + (i < mr ? i : mr - 1)) * P + r0 * L; \
+                        TILE(gy, xr, rows, L, g[GROW], dw + o * K + k, K, mr, nr);                \
+                    }                                                                             \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* dw (G * Og, K), zeroed, from xq (the forward's phase buffer), dy (G * Og, P), off and   \
+     * the geometry of dn_gemm_conv */                                                          \
+    TARGET void NAME(const float *xq, const float *dy, float *dw, const i64 *off, const i64 *g)   \
+    {                                                                                             \
+        conv_args a = {xq, dy, NULL, dw, g, off};                                                 \
+        i64 units = (g[GOG] + WGRAD_ORANGE - 1) / WGRAD_ORANGE * ((g[GK] + WGRAD_KRANGE - 1) / WGRAD_KRANGE); \
+        parallel(NAME##_units, &a, g[GG] * units, g[GTHREADS]);                                   \
+    }
+WGRAD_CONV(dn_gemm_conv_weight_grad, V4, wgrad_tile16, 4, 6)
+WGRAD_CONV(dn_avx2_gemm_conv_weight_grad, AVX2, wgrad_tile8, 2, 4)
 #else
 int dn_isa(void) { return 0; }
 #endif

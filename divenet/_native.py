@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-_VERSION = 10  # dn_version() of the sources this file expects
+_VERSION = 11  # dn_version() of the sources this file expects
 _BLOCK = 8  # channels per register tile in the kernels (CB in _native.c)
 # the batch from which the batch-last pooling and depthwise kernels fill one 8-float vector of
 # images (below, their scalar tails ran slower than NumPy: mobilenet batch-1 inference 1.15x
@@ -63,6 +63,7 @@ def library():
         lib.dn_depthwise_weight_grad.restype = ctypes.c_int
         if hasattr(lib, "dn_avx2_gemm_conv"):
             lib.dn_gemm_conv.argtypes = lib.dn_avx2_gemm_conv.argtypes = [ptr] * 6
+            lib.dn_gemm_conv_weight_grad.argtypes = lib.dn_avx2_gemm_conv_weight_grad.argtypes = [ptr] * 5
         return lib
     return None
 
@@ -193,16 +194,16 @@ def conv_weight_grad(xh, gh, p):
 GEMM_MR = 12  # output channels per weight block of the implicit GEMM (GEMM_MR in _native.c)
 
 
-def gemm_conv(xh, w, b, p):
-    """The convolution of plan ``p`` by the implicit GEMM (the copy :func:`gemm_conv_copy` names):
-    xh (C, H, W, N) contiguous, w (O, C/G, kh, kw), b (O,) or None -> out (O, OH, OW, N).
+def _phase_buffer(xh, p):
+    """The implicit GEMM's view of the input xh (C, H, W, N) of plan ``p``: (xq, off, geometry).
 
-    The kernel reads the input as its stride phases, zero-padded: phase (a, b) holds the padded
-    rows a, a + sh, ... and columns b, b + sw, ..., so every tap of an output row reads one
-    contiguous run of (output width x batch) floats at a fixed offset from the row's start."""
-    C, N, G, O = p.C, p.N, p.G, p.O
-    cg, og = C // G, O // G
-    K = cg * p.kh * p.kw
+    xq holds the input's stride phases, zero-padded: phase (a, b) holds the padded rows a,
+    a + sh, ... and columns b, b + sw, ..., so every tap of an output row reads one contiguous
+    run of (output width x batch) floats at a fixed offset from the row's start: off[k] for
+    tap k = (c, i, j) of a group, plus oh * row. geometry is the kernels' int64 array
+    {G, O/G, K, OH, L = OW * N, row, group stride, P = OH * L, threads}."""
+    C, N, G = p.C, p.N, p.G
+    cg = C // G
     hp = max(p.ph0 + p.H, (p.OH - 1) * p.sh + (p.kh - 1) * p.dh + 1)
     wp = max(p.pw0 + p.W, (p.OW - 1) * p.sw + (p.kw - 1) * p.dw + 1)
     hq, wq = -(-hp // p.sh), -(-wp // p.sw)
@@ -221,6 +222,19 @@ def gemm_conv(xh, w, b, p):
     tap = ((i[:, None] % p.sh) * p.sw + j[None, :] % p.sw) * C * plane + (i[:, None] // p.sh) * wq * N \
         + (j[None, :] // p.sw) * N
     off = (np.arange(cg)[:, None, None] * plane + tap[None]).reshape(-1).astype(np.int64)
+    # every core: it stands in for OpenBLAS's GEMM, which has them all (docs/performance.md)
+    geometry = np.array([G, p.O // G, cg * p.kh * p.kw, p.OH, p.OW * N, wq * N, cg * plane,
+                         p.OH * p.OW * N, cores()], dtype=np.int64)
+    return flat, off, geometry
+
+
+def gemm_conv(xh, w, b, p):
+    """The convolution of plan ``p`` by the implicit GEMM (the copy :func:`gemm_conv_copy` names):
+    xh (C, H, W, N) contiguous, w (O, C/G, kh, kw), b (O,) or None -> out (O, OH, OW, N)."""
+    G, O = p.G, p.O
+    og = O // G
+    xq, off, geometry = _phase_buffer(xh, p)
+    K = int(geometry[2])
     # the weights per group in blocks of GEMM_MR channels (the last rounded up to 4 with zero
     # rows), each block tap-major, (K, rows): written once, straight into place
     full, rest = divmod(og, GEMM_MR)
@@ -236,15 +250,23 @@ def gemm_conv(xh, w, b, p):
     bias = np.zeros((G, opad), dtype=np.float32)
     if b is not None:
         bias[:, :og] = b.reshape(G, og)
-    out = np.empty((O, p.OH, p.OW, N), dtype=np.float32)
-    # every core: it stands in for OpenBLAS's GEMM, which has them all (docs/performance.md)
-    geometry = np.array([G, og, K, p.OH, p.OW * N, wq * N, cg * plane, p.OH * p.OW * N, cores()],
-                        dtype=np.int64)
+    out = np.empty((O, p.OH, p.OW, p.N), dtype=np.float32)
     lib = library()
     kernel = lib.dn_gemm_conv if gemm_conv_copy() == 4 else lib.dn_avx2_gemm_conv
     kernel(xq.ctypes.data, wpk.ctypes.data, bias.ctypes.data, out.ctypes.data, off.ctypes.data,
            geometry.ctypes.data)
     return out
+
+
+def gemm_conv_weight_grad(xh, gh, p):
+    """The weight gradient of plan ``p`` by the implicit GEMM, without a patch matrix:
+    xh (C, H, W, N) and gh (O, OH, OW, N) contiguous -> dw (O, C/G, kh, kw)."""
+    xq, off, geometry = _phase_buffer(xh, p)
+    dw = np.zeros((p.O, p.C // p.G, p.kh, p.kw), dtype=np.float32)
+    lib = library()
+    kernel = lib.dn_gemm_conv_weight_grad if gemm_conv_copy() == 4 else lib.dn_avx2_gemm_conv_weight_grad
+    kernel(xq.ctypes.data, gh.ctypes.data, dw.ctypes.data, off.ctypes.data, geometry.ctypes.data)
+    return dw
 
 
 def max_pool(xh, kernel, stride, padding, dilation, out_hw, need_idx):

@@ -329,8 +329,9 @@ def _forward(ctx, x, w, b, stride, padding, dilation, groups):
     P = OH * OW * N
     K = w.shape[1] * plan.kh * plan.kw
     shape = (C * plan.kh * plan.kw, P)
-    # the patch matrix is saved for the weight gradient, or rebuilt in backward (``_recompute``)
-    ctx.recompute = need[1] and ctx.kind == "im2col" and _recompute(shape, xh)
+    # the patch matrix is saved for the weight gradient, or the input is, for the implicit
+    # weight gradient or to rebuild the patch matrix in backward (``_recompute``)
+    ctx.recompute = need[1] and ctx.kind == "im2col" and (_implicit_weight_grad(plan, xh) or _recompute(shape, xh))
     if ctx.kind == "pointwise":
         cols = xh.reshape(shape)
     else:
@@ -574,18 +575,22 @@ def _backward(ctx, g):
     need = ctx.needs_input_grad
     xp = array_module(g)
     g2 = permuted(g, BATCH_LAST).reshape(O, P)  # a view when g is laid out batch-last
-    if ctx.recompute and G > 1:  # ``cols`` is the input: rebuild its patch matrix
+    # ``cols`` is the input where the forward kept no patch matrix
+    implicit_weight_grad = need[1] and ctx.recompute and _implicit_weight_grad(p, cols) and _native.usable(g)
+    if ctx.recompute and G > 1 and not implicit_weight_grad:  # rebuild the patch matrix
         cols = im2col(cols, p, workspace("cols", (C * kh * kw, P), cols)).reshape(C * kh * kw, P)
     gx = gw = gb = None
     if need[1]:
-        if ctx.recompute and G == 1:
+        if implicit_weight_grad:
+            gw = _native.gemm_conv_weight_grad(cols, stored(g, BATCH_LAST), p)
+        elif ctx.recompute and G == 1:
             gw = _weight_grad_rebuilt(cols, g2, p)
         elif G == 1:
             gw = _weight_grad(cols, g2)
         else:
             gw = (cols.reshape(G, K, P) @ g2.reshape(G, O // G, P).transpose(0, 2, 1)).transpose(0, 2, 1)
             gw = array_module(gw).ascontiguousarray(gw)  # C order: see _weight_grad
-        gw = gw.reshape(O, C // G, kh, kw)
+        gw = gw.reshape(O, C // G, kh, kw)  # a view where it is already that
     if ctx.has_bias and need[2]:
         gb = array_module(g2).einsum("op->o", g2)  # 4x faster than sum(axis=1) on LeNet's conv1
     if need[0] and ctx.kind == "implicit" and (flipped := _flipped(p)) is not None:
@@ -605,6 +610,35 @@ def _backward(ctx, g):
             dxh = col2im(dcols.reshape(C, kh, kw, OH, OW, N), p)
         gx = restore(dxh, BATCH_LAST)
     return gx, gw, gb
+
+
+# Where the implicit weight gradient (_native.gemm_conv_weight_grad) beat rebuilding the patch
+# matrix for OpenBLAS (_weight_grad_rebuilt; im2col + a batched matmul for groups), Zen 4,
+# medians of 5, 3x3 unless named (docs/performance.md, ninth session):
+# - columns P = OH * OW * N of 1024 and more, 0.48-0.93x: ResNet's 64 to 256 channels at 224
+#   b8 (64 -> 64 56x56 13.9 against 27.0 ms), at 96 b32 and 28 b64, the stems 0.40-0.62x, the
+#   stride-2 downsamplings 0.87-0.93x; fewer lost 1.1-3.2x (512 channels at 7x7 b1 and b8, 128
+#   at 28x28 b1): a dot product of P columns ends in a sum across the vector's lanes;
+# - at most 32 outputs a group (DenseNet's 128 -> 32 at 7x7 to 28x28, b1 and b8; ResNeXt's
+#   groups), 0.43-0.56x: there the patch matrix costs more than the product.
+# Against OpenBLAS on a patch matrix the forward kept, 0.74-1.07x on those with P >= 1024, so the
+# forward keeps the input instead wherever this takes the weight gradient.
+# The AVX2 copy (2 x 4 tiles: 3 x 4 and 4 x 3 spilled) was measured on that Zen 4 only, where it
+# won those few-output layers (0.59x) and tied on the rest (0.93-1.38x): it takes those only.
+_IMPLICIT_WGRAD_MIN_COLUMNS = 1024
+_IMPLICIT_WGRAD_MAX_OUT = 32
+
+
+def _implicit_weight_grad(p, xh):
+    """Whether the weight gradient of plan ``p`` runs the implicit GEMM on the saved input xh
+    (limits above, per copy of the kernel). Then the forward of an im2col convolution keeps
+    the input, not its patch matrix (9 times its size at 3x3), as graph mode's recomputation
+    does: both modes run the same kernels."""
+    copy = _native.gemm_conv_copy()
+    if copy == 0 or not _native.usable(xh):
+        return False
+    few = p.O // p.G <= _IMPLICIT_WGRAD_MAX_OUT
+    return few if copy == 3 else few or p.OH * p.OW * p.N >= _IMPLICIT_WGRAD_MIN_COLUMNS
 
 
 def _flipped(p):

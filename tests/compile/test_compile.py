@@ -698,12 +698,14 @@ def test_recompute_peak_is_below_compiled_and_bitwise_eager(monkeypatch):
     """resnet18-d2l at 96x96, batch 8: its stem's maps dominate. Re-running segments used to
     peak above the plain compiled graph (1.09x its bytes, 0.59x eager's): the stem's output kept
     for the whole backward, a re-run segment's values alive to its end, whole-map temporaries in
-    the fused backward. Now 0.85x and 0.40x. Through im2col on every CPU: the implicit GEMM,
-    which only some CPUs' dispatch takes for the stem, saves eager its patch matrix and moves
-    the baseline (AVX2 Zen 1: recomputed 0.59x eager's bytes with it)."""
+    the fused backward. Now 0.85x and 0.40x. Through im2col and its patch-matrix weight
+    gradient on every CPU: the implicit GEMMs, which each CPU's dispatch takes for other layers,
+    save eager its patch matrices and move the baseline (AVX2 Zen 1, implicit forward:
+    recomputed 0.59x eager's bytes; Zen 4, implicit weight gradients: 0.73x)."""
     from divenet.ops import conv
 
     monkeypatch.setattr(conv, "_implicit", lambda p: False)
+    monkeypatch.setattr(conv, "_implicit_weight_grad", lambda p, xh: False)
     model, x, y = _d2l(96, 8)
     eager = _peak(model, x, y)
     loss, grads = _step(model, x, y)

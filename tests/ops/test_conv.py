@@ -452,6 +452,7 @@ def test_patch_matrix_rebuilt_a_channel_slice_at_a_time_matches_torch(case, monk
 
 def test_large_patch_matrices_are_rebuilt_and_the_input_saved(monkeypatch):
     monkeypatch.setattr(C, "_direct", lambda *a: False)  # the im2col path, on every CPU
+    monkeypatch.setattr(C, "_implicit_weight_grad", lambda p, xh: False)  # its weight gradient too
     rng = np.random.default_rng(13)
     x, w = _rand(rng, 2, 3, 8, 8), _rand(rng, 4, 3, 3, 3)
     for limit, rebuilt in ((0, True), (1 << 62, False)):
@@ -467,6 +468,10 @@ def test_large_patch_matrices_are_rebuilt_and_the_input_saved(monkeypatch):
     assert not ctx.recompute  # the policy ended with the block
     ctx, _ = _conv_ctx(x, w, need=(True, False, False), padding=((1, 1), (1, 1)))
     assert not ctx.recompute and ctx.saved[0] is None  # no weight gradient: nothing kept
+    # where the implicit GEMM takes the weight gradient, it reads the input: no patch matrix kept
+    monkeypatch.setattr(C, "_implicit_weight_grad", lambda p, xh: True)
+    ctx, _ = _conv_ctx(x, w, padding=((1, 1), (1, 1)))
+    assert ctx.recompute and ctx.saved[0].shape == (3, 8, 8, 2)
 
 
 @pytest.mark.parametrize("limit", [0, 1 << 62], ids=["rebuilt", "kept"])

@@ -1,8 +1,9 @@
-"""The implicit-GEMM convolution kernel (``_native.gemm_conv``, in both copies: AVX-512 and AVX2): taken where
-``conv._implicit`` says, equal to PyTorch (forward, input and weight gradients) on every
-geometry, batch tail and channel tail, its stride-1 input gradient as the flipped-weight
-correlation, and any thread count giving the same bits. Its limits are lowered to zero here
-so that small shapes take it."""
+"""The implicit-GEMM convolution kernels (``_native.gemm_conv`` and ``gemm_conv_weight_grad``, in
+both copies: AVX-512 and AVX2): taken where ``conv._implicit`` and ``conv._implicit_weight_grad``
+say, equal to PyTorch (forward, input and weight gradients) on every geometry, batch tail and
+channel tail, the stride-1 input gradient as the flipped-weight correlation, and any thread
+count giving the same bits. Their limits are lowered to zero here so that small shapes take
+them."""
 import numpy as np
 import pytest
 import torch.nn.functional as TF
@@ -30,6 +31,7 @@ GEOMETRIES = [
     (4, 6, 6, 8, 4, 4, 1, "same", 1, 1),      # even kernel: asymmetric 'same' padding
 ]
 BATCHES = [1, 3, 16, 37]  # a row of 32 columns and its tails
+_implicit_weight_grad = C._implicit_weight_grad  # the fixture below replaces it
 
 
 def _ids(cases):
@@ -53,6 +55,7 @@ def _everywhere(request, monkeypatch):
     monkeypatch.setattr(C, "_IMPLICIT_AVX2_MAX_OUT", 10 ** 6)
     monkeypatch.setattr(C, "_IMPLICIT_AVX2_MIN_ROW", 0)
     monkeypatch.setattr(C, "_direct", lambda *a: False)
+    monkeypatch.setattr(C, "_implicit_weight_grad", lambda p, xh: _native.gemm_conv_copy() != 0)
 
 
 def _kinds(monkeypatch):
@@ -66,6 +69,13 @@ def _calls(monkeypatch):
     calls = []
     real = _native.gemm_conv
     monkeypatch.setattr(_native, "gemm_conv", lambda xh, w, b, p: calls.append(p) or real(xh, w, b, p))
+    return calls
+
+
+def _weight_grad_calls(monkeypatch):
+    calls = []
+    real = _native.gemm_conv_weight_grad
+    monkeypatch.setattr(_native, "gemm_conv_weight_grad", lambda xh, gh, p: calls.append(p) or real(xh, gh, p))
     return calls
 
 
@@ -98,7 +108,7 @@ def _inputs(geometry, n, seed=0):
 @pytest.mark.parametrize("n", BATCHES)
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=_ids(GEOMETRIES))
 def test_implicit_matches_torch(geometry, n, monkeypatch):
-    kinds, calls = _kinds(monkeypatch), _calls(monkeypatch)
+    kinds, calls, weight_grads = _kinds(monkeypatch), _calls(monkeypatch), _weight_grad_calls(monkeypatch)
     ours, theirs = _functions(geometry)
     check_against_torch(ours, theirs, _inputs(geometry, n), torch_in_float64=True)
     pointwise = geometry[4:7] == (1, 1, 1) and geometry[7] == 0
@@ -106,6 +116,42 @@ def test_implicit_matches_torch(geometry, n, monkeypatch):
     stride1 = geometry[6] == 1 or geometry[6] == (1, 1)
     # the forward, and the input gradient of a stride-1 convolution
     assert len(calls) == (0 if pointwise else 2 if stride1 else 1)
+    assert len(weight_grads) == (0 if pointwise else 1)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES[:5], ids=_ids(GEOMETRIES[:5]))
+def test_the_patch_matrix_weight_gradient_still_matches_torch(geometry, monkeypatch):
+    """Where the dispatch keeps the weight gradient on the rebuilt patch matrix."""
+    monkeypatch.setattr(C, "_implicit_weight_grad", lambda p, xh: False)
+    weight_grads = _weight_grad_calls(monkeypatch)
+    ours, theirs = _functions(geometry)
+    check_against_torch(ours, theirs, _inputs(geometry, 3), torch_in_float64=True)
+    assert weight_grads == []
+
+
+# (C, H, W, O, k, stride, dilation, groups, N): output rows in several blocks of WGRAD_COLS
+# columns, several ranges of 32 outputs and 24 taps, and partial tiles on both sides
+WEIGHT_GRAD_SHAPES = [
+    (3, 64, 20, 5, 3, 1, 1, 1, 2),     # rows of 40 columns (tails of 8), 64 rows: two row blocks
+    (7, 12, 13, 37, 3, 2, 1, 1, 5),    # 63 taps, 37 outputs: two output ranges, partial tiles
+    (10, 9, 9, 70, 3, 1, 2, 2, 3),     # dilated groups of 35 outputs
+    (5, 30, 30, 6, 5, 3, 1, 1, 1),     # one image, rows of 10
+]
+
+
+@pytest.mark.parametrize("shape", WEIGHT_GRAD_SHAPES, ids=_ids(WEIGHT_GRAD_SHAPES))
+def test_the_weight_gradient_kernel_equals_the_patch_matrix_product(shape):
+    c, h, w, o, k, s, d, g, n = shape
+    pad = d * (k - 1) // 2
+    p = C._Plan((n, c, h, w), (o, c // g, k, k), (s, s), ((pad, pad), (pad, pad)), (d, d), g)
+    rng = np.random.default_rng(1)
+    xh = rng.standard_normal((c, h, w, n)).astype(np.float32)
+    gh = rng.standard_normal((o, p.OH, p.OW, n)).astype(np.float32)
+    cols = C.im2col(xh.astype(np.float64), p).reshape(g, c // g * k * k, -1)
+    want = (gh.reshape(g, o // g, -1).astype(np.float64) @ cols.transpose(0, 2, 1)).reshape(o, c // g, k, k)
+    got = _native.gemm_conv_weight_grad(xh, gh, p)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("need", [(0,), (1,), (1, 2), (0, 2)])
@@ -187,6 +233,27 @@ def test_the_avx2_dispatch_takes_it_only_where_it_won(c, o, groups, side, n, tak
     monkeypatch.setattr(C, "_IMPLICIT_AVX2_MIN_ROW", 56)
     p = C._Plan((n, c, side, side), (o, c // groups, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), groups)
     assert C._implicit(p) == taken
+
+
+@pytest.mark.parametrize("copy, c, o, groups, side, n, taken", [
+    (4, 64, 64, 1, 56, 1, True),      # 3136 columns
+    (4, 64, 64, 1, 4, 64, True),      # 1024 columns
+    (4, 512, 512, 1, 7, 8, False),    # 392 columns, 512 outputs
+    (4, 128, 32, 1, 7, 1, True),      # 49 columns, but 32 outputs (DenseNet)
+    (4, 128, 128, 32, 7, 1, True),    # 4 outputs a group (ResNeXt)
+    (4, 128, 33, 1, 7, 1, False),
+    (3, 64, 64, 1, 56, 8, False),     # the AVX2 copy: only few outputs a group
+    (3, 128, 32, 1, 28, 8, True),
+    (3, 128, 128, 32, 56, 8, True),
+    (0, 128, 32, 1, 28, 8, False),    # no kernel
+])
+def test_the_weight_gradient_dispatch(copy, c, o, groups, side, n, taken, monkeypatch):
+    monkeypatch.setattr(_native, "gemm_conv_copy", lambda: copy)
+    monkeypatch.setattr(_native, "fast_here", lambda: True)
+    p = C._Plan((n, c, side, side), (o, c // groups, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), groups)
+    xh = np.zeros((1,), np.float32)
+    assert _implicit_weight_grad(p, xh) == taken
+    assert not _implicit_weight_grad(p, xh.astype(np.float64))  # float32 NumPy arrays only
 
 
 def test_threads_default_to_every_core(monkeypatch):
