@@ -445,13 +445,17 @@ _IMPLICIT_MIN_ROW = 112
 # though 128 and 256 channels won the forward alone, 0.79-0.98x), rows of 7 columns 1.36x.
 _IMPLICIT_AVX2_MAX_OUT = 64
 _IMPLICIT_AVX2_MIN_ROW = 56
+# Single-tap windows (ResNet's 1x1 stride-2 downsamplings) stay on im2col, a strided copy the
+# size of the output: Zen 4, b8, forward 1.04-1.49x and training 1.0-1.61x with the kernels
+# (64 -> 128 at 56x56: 11.8 against 7.3 ms); a tile's 12 x 32 sums there add 64 taps.
+_IMPLICIT_MIN_WINDOW = 2
 
 
 def _implicit(p):
     """Whether the implicit-GEMM kernel takes the convolution of plan ``p`` (limits above, per
     copy of the kernel)."""
     og, taps, copy = p.O // p.G, p.C // p.G * p.kh * p.kw, _native.gemm_conv_copy()
-    if copy == 0 or og < 4:
+    if copy == 0 or og < 4 or p.kh * p.kw < _IMPLICIT_MIN_WINDOW:
         return False
     if copy == 3:
         return p.G > 1 or (og <= _IMPLICIT_AVX2_MAX_OUT and p.OW * p.N >= _IMPLICIT_AVX2_MIN_ROW)
@@ -635,7 +639,7 @@ def _implicit_weight_grad(p, xh):
     the input, not its patch matrix (9 times its size at 3x3), as graph mode's recomputation
     does: both modes run the same kernels."""
     copy = _native.gemm_conv_copy()
-    if copy == 0 or not _native.usable(xh):
+    if copy == 0 or p.kh * p.kw < _IMPLICIT_MIN_WINDOW or not _native.usable(xh):
         return False
     few = p.O // p.G <= _IMPLICIT_WGRAD_MAX_OUT
     return few if copy == 3 else few or p.OH * p.OW * p.N >= _IMPLICIT_WGRAD_MIN_COLUMNS

@@ -54,6 +54,7 @@ def _everywhere(request, monkeypatch):
     monkeypatch.setattr(C, "_IMPLICIT_MIN_TAPS", 0)
     monkeypatch.setattr(C, "_IMPLICIT_AVX2_MAX_OUT", 10 ** 6)
     monkeypatch.setattr(C, "_IMPLICIT_AVX2_MIN_ROW", 0)
+    monkeypatch.setattr(C, "_IMPLICIT_MIN_WINDOW", 0)
     monkeypatch.setattr(C, "_direct", lambda *a: False)
     monkeypatch.setattr(C, "_implicit_weight_grad", lambda p, xh: _native.gemm_conv_copy() != 0)
 
@@ -254,6 +255,20 @@ def test_the_weight_gradient_dispatch(copy, c, o, groups, side, n, taken, monkey
     xh = np.zeros((1,), np.float32)
     assert _implicit_weight_grad(p, xh) == taken
     assert not _implicit_weight_grad(p, xh.astype(np.float64))  # float32 NumPy arrays only
+
+
+@pytest.mark.parametrize("copy", [4, 3])
+def test_single_tap_windows_stay_on_im2col(copy, monkeypatch):
+    """ResNet's 1x1 stride-2 downsamplings: their patch matrix is a strided copy the size of
+    the output, which both kernels lost to."""
+    monkeypatch.setattr(_native, "gemm_conv_copy", lambda: copy)
+    monkeypatch.setattr(_native, "fast_here", lambda: True)
+    monkeypatch.setattr(C, "_IMPLICIT_MIN_WINDOW", 2)
+    down = C._Plan((8, 64, 56, 56), (32, 64, 1, 1), (2, 2), ((0, 0), (0, 0)), (1, 1), 1)
+    assert not C._implicit(down) and not _implicit_weight_grad(down, np.zeros(1, np.float32))
+    # the same layer with a 3x3 window takes both
+    wide = C._Plan((8, 64, 56, 56), (32, 64, 3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1)
+    assert C._implicit(wide) and _implicit_weight_grad(wide, np.zeros(1, np.float32))
 
 
 def test_threads_default_to_every_core(monkeypatch):
