@@ -11,6 +11,7 @@
  * kernel splits its output among them (rows, or weight-gradient tiles), so every output is
  * summed in the same order whatever the count.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -43,7 +44,7 @@ INLINE f8 select8(m8 mask, f8 a, f8 b) /* mask ? a : b, lane by lane (mask lanes
 
 /* Bumped with every change of a signature or layout; divenet/_native.py ignores a library
  * built from other sources (an editable install not rebuilt after a change). */
-int dn_version(void) { return 11; }
+int dn_version(void) { return 12; }
 
 enum { C_, H_, W_, N_, O_, KH, KW, OH_, OW_, SH, SW, PH, PW, DH, DW, THREADS };
 
@@ -52,6 +53,8 @@ typedef struct {
     const float *a, *b, *c;
     float *out;
     const i64 *g, *toff;
+    const float *d, *e, *f; /* batch norm's further per-channel operands, and its eps */
+    float eps;
 } conv_args;
 
 typedef void (*range_fn)(const conv_args *, i64 lo, i64 hi);
@@ -1233,16 +1236,29 @@ UNARY_LOOP(tanh, v16, 16, static __attribute__((target("arch=x86-64-v4"))))
 #define WIDE(name, x, y, n) (void)0
 #endif
 
-void dn_sigmoid(const float *x, float *y, const i64 *size)
+static void sigmoid_range(const float *x, float *y, i64 n)
 {
-    WIDE(sigmoid, x, y, size[0]);
-    sigmoid_loop_8(x, y, size[0]);
+    WIDE(sigmoid, x, y, n);
+    sigmoid_loop_8(x, y, n);
 }
 
-void dn_tanh(const float *x, float *y, const i64 *size)
+static void tanh_range(const float *x, float *y, i64 n)
 {
-    WIDE(tanh, x, y, size[0]);
-    tanh_loop_8(x, y, size[0]);
+    WIDE(tanh, x, y, n);
+    tanh_loop_8(x, y, n);
+}
+
+/* ReLU as NumPy's maximum(x, 0): NaN kept, negative numbers and -0 to +0; y may be x */
+HOT static void relu_range(const float *x, float *y, i64 n)
+{
+    i64 i = 0;
+    for (; i + 8 <= n; i += 8) {
+        f8 v;
+        memcpy(&v, x + i, sizeof v);
+        v = (f8)((m8)v & ~(v <= SPLAT(0.0f)));
+        memcpy(y + i, &v, sizeof v);
+    }
+    for (; i < n; i++) y[i] = x[i] <= 0 ? 0 : x[i];
 }
 
 /* The gradients from the saved output y and the incoming gradient g, in one pass (NumPy takes
@@ -1264,21 +1280,199 @@ void dn_tanh(const float *x, float *y, const i64 *size)
         memcpy(dx + i, &v, (size_t)(n - i) * sizeof(float));             \
     }
 
-HOT void dn_sigmoid_grad(const float *y, const float *g, float *dx, const i64 *size)
+HOT static void sigmoid_grad_range(const float *y, const float *g, float *dx, i64 n)
 {
-    i64 n = size[0];
     BINARY_LOOP(((SPLAT(1.0f) - y8) * y8) * g8)
 }
 
-HOT void dn_tanh_grad(const float *y, const float *g, float *dx, const i64 *size)
+HOT static void tanh_grad_range(const float *y, const float *g, float *dx, i64 n)
 {
-    i64 n = size[0];
     BINARY_LOOP((SPLAT(1.0f) - y8 * y8) * g8)
 }
 
 /* ReLU's: g where y > 0, else 0 (also for a NaN g, as PyTorch's threshold_backward) */
-HOT void dn_relu_grad(const float *y, const float *g, float *dx, const i64 *size)
+HOT static void relu_grad_range(const float *y, const float *g, float *dx, i64 n)
 {
-    i64 n = size[0];
     BINARY_LOOP((f8)((m8)g8 & (y8 > SPLAT(0.0f))))
 }
+
+/* The entry points: size = {n, threads}; the threads take runs of EW_RUN values (results do
+ * not depend on who computes which). Arrays of under two runs stay on this thread: starting
+ * one costs tens of microseconds. */
+#define EW_RUN 32768
+#define EW_UNARY(name)                                                                          \
+    static void name##_runs(const conv_args *a, i64 lo, i64 hi)                                 \
+    {                                                                                           \
+        i64 n = a->g[0], s = lo * EW_RUN, e = hi * EW_RUN < n ? hi * EW_RUN : n;                \
+        name##_range(a->a + s, a->out + s, e - s);                                              \
+    }                                                                                           \
+    void dn_##name(const float *x, float *y, const i64 *size)                                   \
+    {                                                                                           \
+        conv_args a = {x, NULL, NULL, y, size, NULL};                                           \
+        parallel(name##_runs, &a, (size[0] + EW_RUN - 1) / EW_RUN, size[1]);                   \
+    }
+#define EW_BINARY(name)                                                                         \
+    static void name##_runs(const conv_args *a, i64 lo, i64 hi)                                 \
+    {                                                                                           \
+        i64 n = a->g[0], s = lo * EW_RUN, e = hi * EW_RUN < n ? hi * EW_RUN : n;                \
+        name##_range(a->a + s, a->b + s, a->out + s, e - s);                                    \
+    }                                                                                           \
+    void dn_##name(const float *y, const float *g, float *dx, const i64 *size)                  \
+    {                                                                                           \
+        conv_args a = {y, g, NULL, dx, size, NULL};                                             \
+        parallel(name##_runs, &a, (size[0] + EW_RUN - 1) / EW_RUN, size[1]);                   \
+    }
+EW_UNARY(sigmoid)
+EW_UNARY(tanh)
+EW_UNARY(relu)
+EW_BINARY(sigmoid_grad)
+EW_BINARY(tanh_grad)
+EW_BINARY(relu_grad)
+
+/* ---- batch norm over (C, L): each channel's L values contiguous ----------------------------
+ * (batch-last and channels-first maps, ops/norm.py.) NumPy ran it in five single-threaded
+ * passes over cache-sized channel blocks; these take two (the statistics or the backward's
+ * sums, then the output or the input gradient; a channel's second pass reads it from the
+ * cache) and split the channels among threads. Each channel's sums run whole in one thread,
+ * in one order: float vectors over runs of BN_RUN values, double across runs. The elementwise
+ * formulas are ops/norm.py's, one IEEE rounding an operation and no fused multiply-add:
+ * graph mode rebuilds the output with NumPy and must get the same bits. */
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off", "no-math-errno") /* sqrt: still correctly rounded */
+enum { BN_C, BN_L, BN_THREADS, BN_TRAINING, BN_SUMS, BN_DX }; /* geometry */
+#define BN_RUN 1024
+
+/* sum over i < n of x[i] (what 0), (x[i] - m)^2 (what 1), or y[i] (x[i] - m) (what 2) */
+HOT static double bn_sum(const float *x, const float *y, float m, i64 n, int what)
+{
+    double total = 0;
+    f8 mv = SPLAT(m);
+    i64 full = n / 32 * 32;
+    for (i64 r = 0; r < full; r += BN_RUN) {
+        i64 e = r + BN_RUN < full ? r + BN_RUN : full;
+        f8 acc[4] = {SPLAT(0.0f), SPLAT(0.0f), SPLAT(0.0f), SPLAT(0.0f)};
+        for (i64 i = r; i < e; i += 32)
+            for (int k = 0; k < 4; k++) {
+                f8 v, w;
+                memcpy(&v, x + i + 8 * k, sizeof v);
+                if (what == 0) {
+                    acc[k] += v;
+                } else if (what == 1) {
+                    v = v - mv;
+                    acc[k] += v * v;
+                } else {
+                    memcpy(&w, y + i + 8 * k, sizeof w);
+                    acc[k] += w * (v - mv);
+                }
+            }
+        f8 v = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        float part = 0;
+        for (int l = 0; l < 8; l++) part += v[l];
+        total += part;
+    }
+    for (i64 i = full; i < n; i++) {
+        float v = x[i] - m;
+        total += what == 0 ? x[i] : what == 1 ? v * v : y[i] * v;
+    }
+    return total;
+}
+
+/* One channel's output: y = (x - mean) * scale + shift (no mean: x * scale + shift) */
+HOT static void bn_write(const float *x, float *y, i64 L, const float *mean, float scale, const float *shift)
+{
+    float m = mean ? *mean : 0, t = shift ? *shift : 0;
+    f8 mv = SPLAT(m), kv = SPLAT(scale), tv = SPLAT(t);
+    i64 i = 0;
+    for (; i + 8 <= L; i += 8) {
+        f8 v;
+        memcpy(&v, x + i, sizeof v);
+        if (mean) v = v - mv;
+        v = v * kv;
+        if (shift) v = v + tv;
+        memcpy(y + i, &v, sizeof v);
+    }
+    for (; i < L; i++) {
+        float v = mean ? x[i] - m : x[i];
+        v = v * scale;
+        y[i] = shift ? v + t : v;
+    }
+}
+
+/* Per channel c of u (a) into y (out), weight (b) and bias (c) optional. Training (d ==
+ * NULL): the batch's mean, biased variance and 1 / sqrt(var + eps) into stats (f: 3 rows of
+ * C), then y = (x - mean) * (invstd w) + bias, the channel still in the cache. Eval: mean (d)
+ * and invstd (e) given, y = x * scale + (-mean scale + bias). */
+HOT static void bn_forward_channels(const conv_args *a, i64 lo, i64 hi)
+{
+    i64 C = a->g[BN_C], L = a->g[BN_L];
+    float *stats = (float *)a->f;
+    for (i64 c = lo; c < hi; c++) {
+        const float *x = a->a + c * L;
+        float *y = a->out + c * L;
+        if (!a->d) {
+            float mean = (float)(bn_sum(x, NULL, 0, L, 0) / (double)L);
+            float var = (float)(bn_sum(x, NULL, mean, L, 1) / (double)L);
+            float inv = 1.0f / sqrtf(var + a->eps);
+            stats[c] = mean, stats[C + c] = var, stats[2 * C + c] = inv;
+            bn_write(x, y, L, &stats[c], a->b ? inv * a->b[c] : inv, a->c ? a->c + c : NULL);
+        } else {
+            float scale = a->b ? a->e[c] * a->b[c] : a->e[c];
+            float shift = -a->d[c] * scale;
+            if (a->c) shift = shift + a->c[c];
+            bn_write(x, y, L, NULL, scale, &shift);
+        }
+    }
+}
+
+void dn_bn_forward(const float *u, const float *weight, const float *bias, const float *mean, const float *invstd,
+                   float *y, float *stats, const float *eps, const i64 *g)
+{
+    conv_args a = {u, weight, bias, y, g, NULL, mean, invstd, stats, *eps};
+    parallel(bn_forward_channels, &a, g[BN_C], g[BN_THREADS]);
+}
+
+/* Per channel c of u (a), the output gradient gy (b), the saved mean (c) and invstd (d), weight
+ * (e) optional: sums (f: 2 rows of C) = sum(g) and invstd sum(g (x - mean)) when asked
+ * (BN_SUMS), then dx (out, may be gy) = g A + (x - mean) B + K in training, g A in eval, with
+ * A = invstd w, B = -A invstd sum(g xhat) / L, K = -A sum(g) / L (BN_DX). */
+HOT static void bn_backward_channels(const conv_args *a, i64 lo, i64 hi)
+{
+    i64 C = a->g[BN_C], L = a->g[BN_L], training = a->g[BN_TRAINING];
+    float *sums = (float *)a->f, n = (float)L;
+    for (i64 c = lo; c < hi; c++) {
+        const float *x = a->a + c * L, *gy = a->b + c * L;
+        float *dx = a->out + c * L;
+        float m = a->c[c], inv = a->d[c], sg = 0, gxhat = 0;
+        if (a->g[BN_SUMS]) {
+            sg = (float)bn_sum(gy, NULL, 0, L, 0);
+            gxhat = inv * (float)bn_sum(x, gy, m, L, 2);
+            sums[c] = sg, sums[C + c] = gxhat;
+        }
+        if (!a->g[BN_DX]) continue;
+        float A = a->e ? inv * a->e[c] : inv, B = -A * inv * gxhat / n, K = -A * sg / n;
+        f8 mv = SPLAT(m), av = SPLAT(A), bv = SPLAT(B), kv = SPLAT(K);
+        i64 i = 0;
+        for (; i + 8 <= L; i += 8) {
+            f8 v, w;
+            memcpy(&w, gy + i, sizeof w);
+            w = w * av;
+            if (training) {
+                memcpy(&v, x + i, sizeof v);
+                w = (w + (v - mv) * bv) + kv;
+            }
+            memcpy(dx + i, &w, sizeof w);
+        }
+        for (; i < L; i++) {
+            float w = gy[i] * A;
+            dx[i] = training ? (w + (x[i] - m) * B) + K : w;
+        }
+    }
+}
+
+void dn_bn_backward(const float *u, const float *gy, const float *mean, const float *invstd, const float *weight,
+                    float *dx, float *sums, const i64 *g)
+{
+    conv_args a = {u, gy, mean, dx, g, NULL, invstd, weight, sums};
+    parallel(bn_backward_channels, &a, g[BN_C], g[BN_THREADS]);
+}
+#pragma GCC pop_options

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-_VERSION = 11  # dn_version() of the sources this file expects
+_VERSION = 12  # dn_version() of the sources this file expects
 _BLOCK = 8  # channels per register tile in the kernels (CB in _native.c)
 # the batch from which the batch-last pooling and depthwise kernels fill one 8-float vector of
 # images (below, their scalar tails ran slower than NumPy: mobilenet batch-1 inference 1.15x
@@ -55,12 +55,14 @@ def library():
                 fn = getattr(lib, prefix + name)
                 fn.argtypes = [ptr] * nargs
                 fn.restype = restype
-        for name, nargs in (("sigmoid", 3), ("tanh", 3), ("sigmoid_grad", 4), ("tanh_grad", 4), ("relu_grad", 4),
+        for name, nargs in (("sigmoid", 3), ("tanh", 3), ("relu", 3), ("sigmoid_grad", 4), ("tanh_grad", 4), ("relu_grad", 4),
                             ("avg_pool", 4), ("avg_pool_grad", 4), ("depthwise_forward", 5),
                             ("depthwise_input_grad", 4), ("depthwise_weight_grad", 4), ("max_pool", 4),
                             ("max_pool_grad", 4)):
             getattr(lib, "dn_" + name).argtypes = [ptr] * nargs
         lib.dn_depthwise_weight_grad.restype = ctypes.c_int
+        for name, nargs in (("bn_forward", 9), ("bn_backward", 8)):
+            getattr(lib, "dn_" + name).argtypes = [ptr] * nargs
         if hasattr(lib, "dn_avx2_gemm_conv"):
             lib.dn_gemm_conv.argtypes = lib.dn_avx2_gemm_conv.argtypes = [ptr] * 6
             lib.dn_gemm_conv_weight_grad.argtypes = lib.dn_avx2_gemm_conv_weight_grad.argtypes = [ptr] * 5
@@ -339,7 +341,7 @@ def _dense(a):
 
 
 def elementwise(name, *arrays, out=None):
-    """``out = name(*arrays)`` by the kernel ``dn_<name>``: "sigmoid" or "tanh" of x, or
+    """``out = name(*arrays)`` by the kernel ``dn_<name>``: "sigmoid", "tanh" or "relu" of x, or
     "sigmoid_grad" / "tanh_grad" / "relu_grad" of (y, g); ``out`` (may be an input) or a new
     array in the first input's memory order. None when the kernel cannot run on these arrays
     (no library, not float32 NumPy, or not dense in one common layout): the caller runs NumPy."""
@@ -353,9 +355,39 @@ def elementwise(name, *arrays, out=None):
         out = np.empty_like(first)  # the same strides as a dense input
     if first.size == 0:
         return out
-    size = np.array([first.size], dtype=np.int64)  # named: held until C returns
+    size = np.array([first.size, threads()], dtype=np.int64)  # named: held until C returns
     getattr(library(), "dn_" + name)(*(a.ctypes.data for a in arrays), out.ctypes.data, size.ctypes.data)
     return out
+
+
+# ---- batch norm over (C, L), each channel's values contiguous (ops/norm.py) --------------------
+def _ptr(a):
+    return None if a is None else a.ctypes.data
+
+
+def bn_forward(u, weight, bias, eps, y, mean=None, invstd=None):
+    """Batch norm of u (C, L) contiguous into y: training (no mean given) from the batch's
+    statistics, returned as (mean, biased var, invstd); eval from the given mean and invstd.
+    weight and bias may be None. One rounding an operation, as ops/norm.py's NumPy blocks."""
+    C, L = u.shape
+    stats = np.empty((3, C), dtype=np.float32)
+    geometry = np.array([C, L, threads(), mean is None, 0, 0], dtype=np.int64)
+    eps = np.array([eps], dtype=np.float32)
+    library().dn_bn_forward(u.ctypes.data, _ptr(weight), _ptr(bias), _ptr(mean), _ptr(invstd), y.ctypes.data,
+                            stats.ctypes.data, eps.ctypes.data, geometry.ctypes.data)
+    return stats[0], stats[1], stats[2]
+
+
+def bn_backward(u, g, mean, invstd, weight, training, dx=None, sums=True):
+    """Batch norm's backward over u, g (C, L) contiguous from the saved mean and invstd: writes
+    the input gradient into ``dx`` (may be g; None: not computed) and returns (sum(g),
+    sum(g xhat)) when ``sums`` (else None): the bias and weight gradients."""
+    C, L = u.shape
+    out = np.empty((2, C), dtype=np.float32)
+    geometry = np.array([C, L, threads(), training, sums, dx is not None], dtype=np.int64)
+    library().dn_bn_backward(u.ctypes.data, g.ctypes.data, mean.ctypes.data, invstd.ctypes.data, _ptr(weight),
+                             _ptr(dx), out.ctypes.data, geometry.ctypes.data)
+    return (out[0], out[1]) if sums else None
 
 
 def _pool_geometry(shape, kernel, stride, padding, dilation, out_hw):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _native
 from ..autograd import Function, _same_storage
 from ..backend import array_module
 from .layout import BATCH_LAST, CHANNELS_FIRST, NCHW, layout_of, restore, stored
@@ -101,27 +102,10 @@ class BatchNorm(Function):
         if not training:
             mean[...] = running_mean
             invstd[...] = 1 / xp.sqrt(running_var.astype(x.dtype) + dt(eps))
-        for c0, c1 in _blocks(xp, u):
-            ub, yb = u[:, c0:c1], y[:, c0:c1]
-            if training:
-                # the block is read from memory once; the centring pass runs in the cache and
-                # keeps the variance exact when |mean| >> std (E[x^2] - E[x]^2 would cancel)
-                mu = _sum_c(ub) / dt(m)
-                xp.subtract(ub, _col(mu), out=yb)
-                v = _dot_c(yb, yb) / dt(m)
-                mean[c0:c1], var[c0:c1] = mu, v
-                invstd[c0:c1] = 1 / xp.sqrt(v + dt(eps))
-                scale = invstd[c0:c1] if weight is None else invstd[c0:c1] * weight[c0:c1]
-                yb *= _col(scale)
-                if bias is not None:
-                    yb += _col(bias[c0:c1])
-                continue
-            scale = invstd[c0:c1] if weight is None else invstd[c0:c1] * weight[c0:c1]
-            shift = -mean[c0:c1] * scale
-            if bias is not None:
-                shift += bias[c0:c1]
-            xp.multiply(ub, _col(scale), out=yb)
-            yb += _col(shift)
+        if _native_here(u, weight, bias):
+            _native_forward(u[0], weight, bias, training, eps, y[0], mean, var, invstd)
+        else:
+            _blocked_forward(u, weight, bias, training, eps, y, mean, var, invstd)
         if training:
             mom = dt(momentum)
             update_running_stats(running_mean, running_var, mom * mean, mom * (var * dt(m / (m - 1))), momentum)
@@ -138,6 +122,51 @@ class BatchNorm(Function):
         return batch_norm_backward(ctx, gu, gu if mine else None)
 
 
+def _blocked_forward(u, weight, bias, training, eps, y, mean, var, invstd):
+    """BatchNorm's forward over u (P, C, L) in cache-sized channel blocks (NumPy or CuPy), into y,
+    and mean, var, invstd (training; else mean and invstd are given)."""
+    xp = array_module(u)
+    dt = u.dtype.type
+    m = u.shape[0] * u.shape[2]
+    for c0, c1 in _blocks(xp, u):
+        ub, yb = u[:, c0:c1], y[:, c0:c1]
+        if training:
+            # the block is read from memory once; the centring pass runs in the cache and
+            # keeps the variance exact when |mean| >> std (E[x^2] - E[x]^2 would cancel)
+            mu = _sum_c(ub) / dt(m)
+            xp.subtract(ub, _col(mu), out=yb)
+            v = _dot_c(yb, yb) / dt(m)
+            mean[c0:c1], var[c0:c1] = mu, v
+            invstd[c0:c1] = 1 / xp.sqrt(v + dt(eps))
+            scale = invstd[c0:c1] if weight is None else invstd[c0:c1] * weight[c0:c1]
+            yb *= _col(scale)
+            if bias is not None:
+                yb += _col(bias[c0:c1])
+            continue
+        scale = invstd[c0:c1] if weight is None else invstd[c0:c1] * weight[c0:c1]
+        shift = -mean[c0:c1] * scale
+        if bias is not None:
+            shift += bias[c0:c1]
+        xp.multiply(ub, _col(scale), out=yb)
+        yb += _col(shift)
+
+
+def _native_here(u, *operands):
+    """Whether the native kernels take batch norm over u (P, C, L): one row of channels (a
+    channel-major map), contiguous, float32 NumPy arrays (the weight and bias too, if any)."""
+    return (u.shape[0] == 1 and u.flags.c_contiguous
+            and _native.usable(u, *(a for a in operands if a is not None)))
+
+
+def _native_forward(u, weight, bias, training, eps, y, mean, var, invstd):
+    """BatchNorm's forward over u (C, L) by the native kernel, into y and, in training, mean,
+    var and invstd: the NumPy blocks' formulas (below), each channel read from memory once."""
+    if training:
+        mean[...], var[...], invstd[...] = _native.bn_forward(u, weight, bias, u.dtype.type(eps), y)
+    else:
+        _native.bn_forward(u, weight, bias, u.dtype.type(eps), y, mean, invstd)
+
+
 def batch_norm_backward(ctx, gu, into=None):
     """BatchNorm's gradients from ``gu``, the output gradient as (P, C, L) in the input's
     layout; the input gradient is written into ``into`` (``gu`` itself allowed: each channel
@@ -152,6 +181,10 @@ def batch_norm_backward(ctx, gu, into=None):
     dw = xp.empty(c, dtype=u.dtype) if need_w else None
     db = xp.empty(c, dtype=u.dtype) if need_b else None
     need_xhat = need_w or (need_x and ctx.training)
+    if _native_here(u, weight) and _native_here(gu):
+        _native_backward(ctx, u[0], gu[0], None if dx is None else dx[0], dw, db, need_xhat)
+        gx = channels_restore(dx, ctx.layout) if need_x else None
+        return gx, dw, db
     tmp = None
     for c0, c1 in _blocks(xp, u):
         gb, ub = gu[:, c0:c1], u[:, c0:c1]
@@ -183,6 +216,16 @@ def batch_norm_backward(ctx, gu, into=None):
             out += _col(k)
     gx = channels_restore(dx, ctx.layout) if need_x else None
     return gx, dw, db
+
+
+def _native_backward(ctx, u, g, dx, dw, db, need_xhat):
+    """batch_norm_backward over u, g (C, L) by the native kernel: the same formulas."""
+    _, mean, inv, weight = ctx.saved
+    sums = _native.bn_backward(u, g, mean, inv, weight, ctx.training, dx, sums=db is not None or need_xhat)
+    if db is not None:
+        db[...] = sums[0]
+    if dw is not None:
+        dw[...] = sums[1]
 
 
 # ---- layer norm --------------------------------------------------------------------------------

@@ -118,3 +118,27 @@ def test_relu_gradient_is_zero_where_the_output_is_not_positive_even_for_nan_lik
     tt = torch.tensor(x, requires_grad=True)
     torch.relu(tt).backward(torch.tensor(g))
     np.testing.assert_array_equal(t.grad.numpy(), tt.grad.numpy())
+
+
+@needs_native
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 31, 1023, 32768 * 2 + 5])  # tails; several threads' runs
+def test_relu_is_numpys_maximum_bit_for_bit(n):
+    x = np.concatenate([EDGES, -EDGES, np.array([np.nan, -np.nan], np.float32), _wide(n, seed=n)])
+    ours = _native.elementwise("relu", x)
+    theirs = np.maximum(x, np.float32(0))
+    assert ours.dtype == np.float32
+    np.testing.assert_array_equal(ours.view(np.int32), theirs.view(np.int32))  # NaN and -0 as NumPy
+    _native.elementwise("relu", x, out=x)  # in place
+    np.testing.assert_array_equal(x.view(np.int32), theirs.view(np.int32))
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "relu_grad", "tanh_grad"])
+def test_threads_split_the_runs_without_changing_a_bit(name, monkeypatch):
+    arrays = [_wide(32768 * 5 + 11, seed=s) for s in range(1 if name in ("relu", "sigmoid", "tanh") else 2)]
+    results = []
+    for t in (1, 2, 5):
+        monkeypatch.setattr(_native, "threads", lambda t=t: t)
+        results.append(_native.elementwise(name, *arrays))
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
