@@ -114,8 +114,9 @@ def usable(*arrays) -> bool:
 
 def _geometry(p, h=None, w=None):
     """The int64 geometry array of _native.c from a conv plan (divenet/ops/conv.py ``_Plan``)."""
+    macs = p.O * (p.C // p.G) * p.kh * p.kw * p.OH * p.OW * p.N
     return np.array([p.C, p.H if h is None else h, p.W if w is None else w, p.N, p.O, p.kh, p.kw,
-                     p.OH, p.OW, p.sh, p.sw, p.ph0, p.pw0, p.dh, p.dw, threads()], dtype=np.int64)
+                     p.OH, p.OW, p.sh, p.sw, p.ph0, p.pw0, p.dh, p.dw, conv_threads(macs)], dtype=np.int64)
 
 
 def threads() -> int:
@@ -131,6 +132,29 @@ def threads() -> int:
     if _cpu.blas_sleeps_soon():
         return n
     return max(1, n - (_cpu.blas_threads() or n) + 1)
+
+
+# Starting and joining a thread costs about 0.1 ms a call (Zen 4, KVM), so kernels of a few
+# operations a value split among threads only from this many values: ReLU and batch norm on 2
+# threads lost up to 2M values (ReLU 2M: 0.31 against 0.26 ms) and won at 8M (1.7 against 2.0
+# ms, batch norm 2.4 against 3.5); sigmoid and tanh (about 1 ns a value) from 256K.
+SPLIT_MIN_VALUES = 1 << 22
+SPLIT_MIN_VALUES_HEAVY = 1 << 18
+
+
+# ... and a convolution from this many multiply-adds (about 0.2 ms on one core)
+SPLIT_MIN_MACS = 1 << 24
+
+
+def split_threads(values, heavy=False) -> int:
+    """The threads a memory-bound kernel over ``values`` floats takes (above)."""
+    return threads() if values >= (SPLIT_MIN_VALUES_HEAVY if heavy else SPLIT_MIN_VALUES) else 1
+
+
+def conv_threads(macs, every_core=False) -> int:
+    """The threads a convolution kernel of ``macs`` multiply-adds takes: :func:`threads`, or
+    every core (``every_core``), from SPLIT_MIN_MACS."""
+    return (cores() if every_core else threads()) if macs >= SPLIT_MIN_MACS else 1
 
 
 @functools.cache
@@ -226,7 +250,8 @@ def _phase_buffer(xh, p):
     off = (np.arange(cg)[:, None, None] * plane + tap[None]).reshape(-1).astype(np.int64)
     # every core: it stands in for OpenBLAS's GEMM, which has them all (docs/performance.md)
     geometry = np.array([G, p.O // G, cg * p.kh * p.kw, p.OH, p.OW * N, wq * N, cg * plane,
-                         p.OH * p.OW * N, cores()], dtype=np.int64)
+                         p.OH * p.OW * N, conv_threads(p.O * cg * p.kh * p.kw * p.OH * p.OW * N, every_core=True)],
+                        dtype=np.int64)
     return flat, off, geometry
 
 
@@ -355,7 +380,8 @@ def elementwise(name, *arrays, out=None):
         out = np.empty_like(first)  # the same strides as a dense input
     if first.size == 0:
         return out
-    size = np.array([first.size, threads()], dtype=np.int64)  # named: held until C returns
+    split = split_threads(first.size, heavy=name in ("sigmoid", "tanh"))
+    size = np.array([first.size, split], dtype=np.int64)  # named: held until C returns
     getattr(library(), "dn_" + name)(*(a.ctypes.data for a in arrays), out.ctypes.data, size.ctypes.data)
     return out
 
@@ -371,7 +397,7 @@ def bn_forward(u, weight, bias, eps, y, mean=None, invstd=None):
     weight and bias may be None. One rounding an operation, as ops/norm.py's NumPy blocks."""
     C, L = u.shape
     stats = np.empty((3, C), dtype=np.float32)
-    geometry = np.array([C, L, threads(), mean is None, 0, 0], dtype=np.int64)
+    geometry = np.array([C, L, split_threads(C * L), mean is None, 0, 0], dtype=np.int64)
     eps = np.array([eps], dtype=np.float32)
     library().dn_bn_forward(u.ctypes.data, _ptr(weight), _ptr(bias), _ptr(mean), _ptr(invstd), y.ctypes.data,
                             stats.ctypes.data, eps.ctypes.data, geometry.ctypes.data)
@@ -384,7 +410,7 @@ def bn_backward(u, g, mean, invstd, weight, training, dx=None, sums=True):
     sum(g xhat)) when ``sums`` (else None): the bias and weight gradients."""
     C, L = u.shape
     out = np.empty((2, C), dtype=np.float32)
-    geometry = np.array([C, L, threads(), training, sums, dx is not None], dtype=np.int64)
+    geometry = np.array([C, L, split_threads(C * L), training, sums, dx is not None], dtype=np.int64)
     library().dn_bn_backward(u.ctypes.data, g.ctypes.data, mean.ctypes.data, invstd.ctypes.data, _ptr(weight),
                              _ptr(dx), out.ctypes.data, geometry.ctypes.data)
     return (out[0], out[1]) if sums else None
@@ -393,7 +419,8 @@ def bn_backward(u, g, mean, invstd, weight, training, dx=None, sums=True):
 def _pool_geometry(shape, kernel, stride, padding, dilation, out_hw):
     """The geometry array of a pooling of a (C, H, W, N) buffer (a convolution's, O = C)."""
     C, H, W, N = shape
-    return np.array([C, H, W, N, C, *kernel, *out_hw, *stride, *padding, *dilation, threads()], dtype=np.int64)
+    return np.array([C, H, W, N, C, *kernel, *out_hw, *stride, *padding, *dilation, split_threads(C * H * W * N)],
+                    dtype=np.int64)
 
 
 def _avg_geometry(win, shape):

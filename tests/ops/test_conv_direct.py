@@ -32,6 +32,7 @@ def _kernels_on_every_cpu(request, monkeypatch):
     16-float tiles (the copy this CPU's resolver picks) and, on CPUs with AVX2, the dn_avx2_*
     ones with 8-float tiles."""
     monkeypatch.setattr(_native, "fast_here", lambda: True)
+    monkeypatch.setattr(_native, "SPLIT_MIN_MACS", 0)  # small shapes split among threads too
     if request.param == "avx2":
         if not _avx2_here():
             pytest.skip("the AVX2 kernels need an x86 build and a CPU with AVX2 and FMA")

@@ -56,6 +56,7 @@ def _everywhere(request, monkeypatch):
     monkeypatch.setattr(C, "_IMPLICIT_AVX2_MIN_ROW", 0)
     monkeypatch.setattr(C, "_IMPLICIT_MIN_WINDOW", 0)
     monkeypatch.setattr(C, "_direct", lambda *a: False)
+    monkeypatch.setattr(_native, "SPLIT_MIN_MACS", 0)  # small shapes split among threads too
     monkeypatch.setattr(C, "_implicit_weight_grad", lambda p, xh: _native.gemm_conv_copy() != 0)
 
 
@@ -177,7 +178,7 @@ def test_threads_share_the_work_without_changing_a_bit(threads, monkeypatch):
     ours, _ = _functions(geometry)
     results = []
     for t in (1, threads):
-        monkeypatch.setattr(_native, "threads", lambda t=t: t)
+        monkeypatch.setattr(_native, "cores", lambda t=t: t)  # the implicit kernels take every core
         for a in (x, w, b):
             a.grad = None
         y = ours(x, w, b)
@@ -269,6 +270,17 @@ def test_single_tap_windows_stay_on_im2col(copy, monkeypatch):
     # the same layer with a 3x3 window takes both
     wide = C._Plan((8, 64, 56, 56), (32, 64, 3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1)
     assert C._implicit(wide) and _implicit_weight_grad(wide, np.zeros(1, np.float32))
+
+
+def test_small_convolutions_stay_on_one_thread(monkeypatch):
+    """Starting a thread costs about 0.1 ms: below SPLIT_MIN_MACS a call keeps to its own."""
+    monkeypatch.setattr(_native, "SPLIT_MIN_MACS", 1 << 24)
+    monkeypatch.setattr(_native, "cores", lambda: 4)
+    small = C._Plan((1, 128, 7, 7), (32, 128, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)  # 1.8M
+    large = C._Plan((8, 64, 56, 56), (64, 64, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)  # 925M
+    assert _native._phase_buffer(np.zeros((128, 7, 7, 1), np.float32), small)[2][-1] == 1
+    assert _native._phase_buffer(np.zeros((64, 56, 56, 8), np.float32), large)[2][-1] == 4
+    assert _native.conv_threads(1 << 24, every_core=True) == 4 and _native.conv_threads((1 << 24) - 1) == 1
 
 
 def test_threads_default_to_every_core(monkeypatch):
