@@ -44,9 +44,11 @@ INLINE f8 select8(m8 mask, f8 a, f8 b) /* mask ? a : b, lane by lane (mask lanes
 
 /* Bumped with every change of a signature or layout; divenet/_native.py ignores a library
  * built from other sources (an editable install not rebuilt after a change). */
-int dn_version(void) { return 12; }
+int dn_version(void) { return 13; }
 
 enum { C_, H_, W_, N_, O_, KH, KW, OH_, OW_, SH, SW, PH, PW, DH, DW, THREADS };
+/* the geometry of the kernels on the implicit GEMM's phase buffer (dn_gemm_conv and others) */
+enum { GG, GOG, GK, GOH, GL, GROW, GSTRIDE, GP, GTHREADS };
 
 /* A kernel's arguments, for the threads that share its work. */
 typedef struct {
@@ -577,6 +579,38 @@ HOT void dn_depthwise_forward(const float *x, const float *w, const float *bias,
     parallel(depthwise_forward_planes, &a, g[C_], g[THREADS]);
 }
 
+/* Depthwise forward vectorized along output rows instead of images, for batches under 8 (one
+ * image: the kernel above runs scalar). It reads the implicit GEMM's phase buffer (one channel
+ * a group): each tap's run over an output row (width x batch) is contiguous at off[k] from the
+ * row's start. A unit is one output row of one channel; its vectors may read past the row's
+ * end (the buffer has 32 floats of slack) into lanes that are not stored. */
+HOT static void depthwise_rows_units(const conv_args *a, i64 lo, i64 hi)
+{
+    const i64 *g = a->g; /* the implicit GEMM's geometry: {C, 1, K, OH, L, row, plane, P, threads} */
+    i64 K = g[GK], OH = g[GOH], L = g[GL];
+    for (i64 u = lo; u < hi; u++) {
+        i64 c = u / OH, oh = u % OH;
+        const float *x = a->a + c * g[GSTRIDE] + oh * g[GROW], *wc = a->b + c * K;
+        float *out = a->out + c * g[GP] + oh * L, b = a->c ? a->c[c] : 0;
+        for (i64 q = 0; q < L; q += 8) {
+            f8 acc = SPLAT(b);
+            for (i64 k = 0; k < K; k++) {
+                f8 v;
+                memcpy(&v, x + a->toff[k] + q, sizeof v);
+                acc += wc[k] * v;
+            }
+            memcpy(out + q, &acc, (size_t)(L - q < 8 ? L - q : 8) * sizeof(float));
+        }
+    }
+}
+
+/* out (C, OH, OW, N) from xq (the phase buffer), w (C, K), bias (C) or NULL, off (K) */
+void dn_depthwise_rows(const float *xq, const float *w, const float *bias, float *out, const i64 *off, const i64 *g)
+{
+    conv_args a = {xq, w, bias, out, g, off};
+    parallel(depthwise_rows_units, &a, g[GG] * g[GOH], g[GTHREADS]);
+}
+
 /* dx[c, h, w, n] = sum of w[c, i, j] dy[c, oh, ow, n] over the taps whose window reads (h, w) */
 HOT static void depthwise_input_grad_planes(const conv_args *a, i64 lo, i64 hi)
 {
@@ -912,8 +946,6 @@ AVX2 int dn_avx2_conv_weight_grad(const float *xp, const float *dy, float *dwt, 
 #define V4 __attribute__((target("arch=x86-64-v4")))
 #define GEMM_MR 12 /* output channels per weight block */
 
-/* geometry of dn_gemm_conv */
-enum { GG, GOG, GK, GOH, GL, GROW, GSTRIDE, GP, GTHREADS };
 
 /* A tile: `rows` output channels (weights of tap k at a[k * lda ...]) by `cols` columns. */
 #define GEMM_TILE(NAME, TARGET, VEC, WIDTH, LOAD, MR, NV)                                         \

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-_VERSION = 12  # dn_version() of the sources this file expects
+_VERSION = 13  # dn_version() of the sources this file expects
 _BLOCK = 8  # channels per register tile in the kernels (CB in _native.c)
 # the batch from which the batch-last pooling and depthwise kernels fill one 8-float vector of
 # images (below, their scalar tails ran slower than NumPy: mobilenet batch-1 inference 1.15x
@@ -61,7 +61,7 @@ def library():
                             ("max_pool_grad", 4)):
             getattr(lib, "dn_" + name).argtypes = [ptr] * nargs
         lib.dn_depthwise_weight_grad.restype = ctypes.c_int
-        for name, nargs in (("bn_forward", 9), ("bn_backward", 8)):
+        for name, nargs in (("bn_forward", 9), ("bn_backward", 8), ("depthwise_rows", 6)):
             getattr(lib, "dn_" + name).argtypes = [ptr] * nargs
         if hasattr(lib, "dn_avx2_gemm_conv"):
             lib.dn_gemm_conv.argtypes = lib.dn_avx2_gemm_conv.argtypes = [ptr] * 6
@@ -335,6 +335,18 @@ def depthwise_forward(xh, w, b, p):
     geometry = _geometry(p)
     library().dn_depthwise_forward(xh.ctypes.data, wc.ctypes.data, None if bias is None else bias.ctypes.data,
                                    out.ctypes.data, geometry.ctypes.data)
+    return out
+
+
+def depthwise_rows(xh, w, b, p):
+    """The same convolution as :func:`depthwise_forward`, vectorized along output rows (width x
+    batch) instead of images: for batches under MIN_BATCH."""
+    xq, off, geometry = _phase_buffer(xh, p)
+    wc = np.ascontiguousarray(w, dtype=np.float32)
+    bias = None if b is None else np.ascontiguousarray(b, dtype=np.float32)
+    out = np.empty((p.C, p.OH, p.OW, p.N), dtype=np.float32)
+    library().dn_depthwise_rows(xq.ctypes.data, wc.ctypes.data, _ptr(bias), out.ctypes.data, off.ctypes.data,
+                                geometry.ctypes.data)
     return out
 
 

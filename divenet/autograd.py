@@ -309,7 +309,9 @@ def run_apply(cls, inputs, kwargs):
     if device is not None:
         _check_raw_arrays(cls, device, arrays, kwargs)
     record = is_grad_enabled() and any(needs)
-    ctx = Context(tuple(needs))
+    # nothing will call backward unless recorded: forwards keep nothing for it (a convolution
+    # would keep its patch matrix under no_grad) and pick inference kernels
+    ctx = Context(tuple(needs) if record else (False,) * len(needs))
     out = cls.forward(ctx, *arrays, **kwargs)
     multi = isinstance(out, tuple)
     outs = out if multi else (out,)

@@ -313,10 +313,12 @@ def _forward(ctx, x, w, b, stride, padding, dilation, groups):
     ctx.plan = plan
     ctx.has_bias = b is not None
     ctx.pairs = _dense_pairs(plan, x)
-    ctx.kind = _choose(plan, ctx.pairs, xh, w, b)
+    need = ctx.needs_input_grad
+    ctx.kind = _choose(plan, ctx.pairs, xh, w, b, grads=any(need[:3]))
     if ctx.kind == "dense":
         return restore(_dense_forward(ctx, xh, w, b, plan, ctx.pairs), BATCH_LAST)
-    need = ctx.needs_input_grad
+    if ctx.kind == "depthwise_rows":  # inference: nothing kept
+        return restore(_native.depthwise_rows(xh, w, b, plan), BATCH_LAST)
     if ctx.kind in ("direct", "depthwise"):
         ctx.save_for_backward(xh if need[1] else None, w if need[0] else None)
         run = _native.conv_forward if ctx.kind == "direct" else _native.depthwise_forward
@@ -377,7 +379,7 @@ def _recompute(shape, xh):
     return shape[0] * shape[1] * xh.itemsize >= _RECOMPUTE_MIN_BYTES or getattr(_patches, "always", False)
 
 
-def _choose(p, pairs, xh, w, b):
+def _choose(p, pairs, xh, w, b, grads=True):
     """THE dispatch of a convolution among its implementations (forward and both gradients
     follow the same choice), with the measured reason for each branch:
 
@@ -395,6 +397,10 @@ def _choose(p, pairs, xh, w, b):
       per group ran them at 0.4-1.6 GFLOP/s (mobilenet 224x224 b8: 1.06 s of a 1.6 s step).
       From ``_native.MIN_BATCH`` images (one vector): below, the kernels' scalar tails made
       mobilenet's batch-1 inference 1.15x PyTorch's time, against 0.70x through im2col.
+    - ``"depthwise_rows"``: the same layers under MIN_BATCH images when no gradient is asked
+      for (inference), vectorized along output rows (``_native.depthwise_rows``): 0.34-0.50x
+      the time of im2col on mobilenet's stride-1 layers at b1, 0.70-0.75x at stride 2 (Zen
+      4). Training keeps im2col: the native gradients are vectorized over the images only.
     - ``"pointwise"``: 1x1, stride 1, no padding: the input is already the patch matrix.
     - ``"implicit"``: where ``_implicit`` says, per copy of the kernel (AVX-512: grouped, few
       outputs over many taps, or output rows of 112 columns and more; AVX2: grouped, or up to
@@ -409,8 +415,11 @@ def _choose(p, pairs, xh, w, b):
     if _direct(p, xh, w, b):
         return "direct"
     if (p.G > 1 and p.G == p.C == p.O and p.kh * p.kw <= _native.DEPTHWISE_MAX_TAPS
-            and p.N >= _native.MIN_BATCH and _native.usable(xh, w, *(() if b is None else (b,)))):
-        return "depthwise"
+            and _native.usable(xh, w, *(() if b is None else (b,)))):
+        if p.N >= _native.MIN_BATCH:
+            return "depthwise"
+        if not grads:
+            return "depthwise_rows"
     if p.pointwise:
         return "pointwise"
     if _implicit(p) and _native.usable(xh, w, *(() if b is None else (b,))):

@@ -284,7 +284,7 @@ DEPTHWISE = [
 def _kinds(monkeypatch):
     kinds = []
     real = C._choose
-    monkeypatch.setattr(C, "_choose", lambda *a: kinds.append(real(*a)) or kinds[-1])
+    monkeypatch.setattr(C, "_choose", lambda *a, **k: kinds.append(real(*a, **k)) or kinds[-1])
     return kinds
 
 
@@ -318,6 +318,29 @@ def test_depthwise_kernels_from_one_vector_of_images(n, kind, monkeypatch):
     check_against_torch(lambda *a: F.conv2d(*a, padding=1, groups=4), lambda *a: TF.conv2d(*a, padding=1, groups=4),
                         [x, rng.standard_normal((4, 1, 3, 3)).astype(np.float32)])
     assert kinds == [kind]
+
+
+@needs_native
+@pytest.mark.parametrize("n", [1, 2, 7])  # under MIN_BATCH
+@pytest.mark.parametrize("geometry", DEPTHWISE, ids=_ids(DEPTHWISE))
+@pytest.mark.parametrize("bias", [True, False])
+def test_depthwise_inference_of_small_batches_runs_along_rows(geometry, n, bias, monkeypatch):
+    """No gradient asked for: the row kernel (``_native.depthwise_rows``), equal to PyTorch;
+    with gradients, im2col."""
+    c, h, w, kh, kw, stride, padding, dilation = geometry
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((c, h, w, n)).astype(np.float32).transpose(3, 0, 1, 2)  # batch-last
+    inputs = [x, rng.standard_normal((c, 1, kh, kw)).astype(np.float32)]
+    if bias:
+        inputs.append(rng.standard_normal(c).astype(np.float32))
+    options = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    kinds = _kinds(monkeypatch)
+    check_against_torch(lambda *a: F.conv2d(*a, **options), lambda *a: TF.conv2d(*a, **options), inputs,
+                        grad_inputs=[])
+    with dn.no_grad():
+        F.conv2d(*map(dn.tensor, inputs), **options)
+    check_against_torch(lambda *a: F.conv2d(*a, **options), lambda *a: TF.conv2d(*a, **options), inputs)
+    assert kinds == ["depthwise_rows", "depthwise_rows", "im2col"]
 
 
 def test_depthwise_beyond_the_kernels_takes_im2col_and_matches_torch(monkeypatch):

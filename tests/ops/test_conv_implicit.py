@@ -63,7 +63,7 @@ def _everywhere(request, monkeypatch):
 def _kinds(monkeypatch):
     seen = []
     real = C._choose
-    monkeypatch.setattr(C, "_choose", lambda *a: seen.append(real(*a)) or seen[-1])
+    monkeypatch.setattr(C, "_choose", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
     return seen
 
 
