@@ -127,13 +127,20 @@ class set_grad_enabled:
 
 class Context:
     """What forward hands to backward. ``needs_input_grad[i]`` tells backward whether it has
-    to compute the gradient of positional input ``i`` at all."""
+    to compute the gradient of positional input ``i`` at all (as PyTorch's, also under no_grad);
+    ``recording``: whether backward can run at all (a node is recorded). Without one, forwards
+    keep nothing for backward and may take inference kernels (``grads_wanted``)."""
 
-    __slots__ = ("needs_input_grad", "saved", "__dict__")
+    __slots__ = ("needs_input_grad", "saved", "recording", "__dict__")
 
-    def __init__(self, needs_input_grad):
+    def __init__(self, needs_input_grad, recording=True):
         self.needs_input_grad = needs_input_grad
+        self.recording = recording
         self.saved = ()
+
+    def grads_wanted(self):
+        """needs_input_grad where a backward can follow, else all False."""
+        return self.needs_input_grad if self.recording else (False,) * len(self.needs_input_grad)
 
     def save_for_backward(self, *arrays):
         self.saved = arrays
@@ -309,9 +316,7 @@ def run_apply(cls, inputs, kwargs):
     if device is not None:
         _check_raw_arrays(cls, device, arrays, kwargs)
     record = is_grad_enabled() and any(needs)
-    # nothing will call backward unless recorded: forwards keep nothing for it (a convolution
-    # would keep its patch matrix under no_grad) and pick inference kernels
-    ctx = Context(tuple(needs) if record else (False,) * len(needs))
+    ctx = Context(tuple(needs), record)
     out = cls.forward(ctx, *arrays, **kwargs)
     multi = isinstance(out, tuple)
     outs = out if multi else (out,)

@@ -186,6 +186,34 @@ def test_needs_input_grad_and_custom_function(device):
     assert_raises_naming(RuntimeError, z.sum().backward, "Bad", "(1,)", "(2,)")
 
 
+def test_needs_input_grad_under_no_grad_is_pytorchs_and_nothing_is_recorded(device):
+    """PyTorch's ctx.needs_input_grad follows requires_grad also under no_grad; ``recording``
+    and ``grads_wanted()`` tell divenet's forwards that no backward can follow."""
+    import torch
+
+    seen = {}
+
+    def forward(ctx, a, b):
+        seen.setdefault("needs", []).append(ctx.needs_input_grad)
+        seen.setdefault("wanted", []).append(getattr(ctx, "grads_wanted", lambda: None)())
+        return a * b
+
+    Ours = type("Ours", (Function,), {"forward": staticmethod(forward), "backward": staticmethod(lambda ctx, g: (g, g))})
+    Theirs = type("Theirs", (torch.autograd.Function,),
+                  {"forward": staticmethod(forward), "backward": staticmethod(lambda ctx, g: (g, g))})
+    a, b = dn.tensor([2.0], device=device, requires_grad=True), dn.tensor([3.0], device=device)
+    ta, tb = torch.tensor([2.0], requires_grad=True), torch.tensor([3.0])
+    Ours.apply(a, b)
+    Theirs.apply(ta, tb)
+    with dn.no_grad():
+        Ours.apply(a, b)
+    with torch.no_grad():
+        Theirs.apply(ta, tb)
+    ours_needs, theirs_needs = seen["needs"][0::2], seen["needs"][1::2]
+    assert ours_needs == [tuple(n) for n in theirs_needs] == [(True, False), (True, False)]
+    assert seen["wanted"][0::2] == [(True, False), (False, False)]
+
+
 def test_no_graph_recorded_under_no_grad(device):
     x = dn.tensor([1.0, 2.0], device=device, requires_grad=True)
     with dn.no_grad():

@@ -165,7 +165,7 @@ def _dense_forward(ctx, xh, w, b, p, pairs):
     out = (d @ x2).reshape(p.O, p.OH, p.OW, p.N)
     if b is not None:
         out += b.reshape(p.O, 1, 1, 1)
-    need = ctx.needs_input_grad
+    need = ctx.grads_wanted()
     # under rebuilt_patches the dense weight (up to 64 MiB) is rebuilt from w in backward
     ctx.rebuild_dense = need[0] and getattr(_patches, "always", False)
     ctx.save_for_backward(x2 if need[1] else None, (w if ctx.rebuild_dense else d) if need[0] else None)
@@ -313,7 +313,7 @@ def _forward(ctx, x, w, b, stride, padding, dilation, groups):
     ctx.plan = plan
     ctx.has_bias = b is not None
     ctx.pairs = _dense_pairs(plan, x)
-    need = ctx.needs_input_grad
+    need = ctx.grads_wanted()  # under no_grad: nothing kept for a backward that cannot come
     ctx.kind = _choose(plan, ctx.pairs, xh, w, b, grads=any(need[:3]))
     if ctx.kind == "dense":
         return restore(_dense_forward(ctx, xh, w, b, plan, ctx.pairs), BATCH_LAST)

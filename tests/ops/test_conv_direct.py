@@ -337,8 +337,8 @@ def test_depthwise_inference_of_small_batches_runs_along_rows(geometry, n, bias,
     kinds = _kinds(monkeypatch)
     check_against_torch(lambda *a: F.conv2d(*a, **options), lambda *a: TF.conv2d(*a, **options), inputs,
                         grad_inputs=[])
-    with dn.no_grad():
-        F.conv2d(*map(dn.tensor, inputs), **options)
+    with dn.no_grad():  # parameters that require gradients, but no graph
+        F.conv2d(*(dn.tensor(a, requires_grad=True) for a in inputs), **options)
     check_against_torch(lambda *a: F.conv2d(*a, **options), lambda *a: TF.conv2d(*a, **options), inputs)
     assert kinds == ["depthwise_rows", "depthwise_rows", "im2col"]
 
