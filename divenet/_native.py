@@ -134,21 +134,21 @@ def threads() -> int:
     return max(1, n - (_cpu.blas_threads() or n) + 1)
 
 
-# Starting and joining a thread costs about 0.1 ms a call (Zen 4, KVM), so kernels of a few
-# operations a value split among threads only from this many values: ReLU and batch norm on 2
-# threads lost up to 2M values (ReLU 2M: 0.31 against 0.26 ms) and won at 8M (1.7 against 2.0
-# ms, batch norm 2.4 against 3.5); sigmoid and tanh (about 1 ns a value) from 256K.
-SPLIT_MIN_VALUES = 1 << 22
-SPLIT_MIN_VALUES_HEAVY = 1 << 18
+# Starting and joining a thread costs about 0.1 ms a call (Zen 4, KVM), so a kernel splits its
+# work among threads only from SPLIT_MIN_VALUES floats (elementwise, batch norm, pooling) or
+# SPLIT_MIN_MACS multiply-adds (convolutions). Whole models, alternating medians (Zen 4, ms),
+# these limits against splitting every call: resnet18 b1 inference 35.5 / 41.7, densenet121
+# b1 75.6 / 97.5, mobilenet b1 19.5 / 24.7; training at 224 b8 the same (resnet18 642 / 641,
+# mobilenet 311 / 313). Limits of 4M values and 16M multiply-adds lost 4-11% at b8 (mobilenet
+# training 346 ms): maps read from memory gain from a second core sooner than a hot-cache
+# loop suggests (there, 2 threads lost up to 2M values).
+SPLIT_MIN_VALUES = 1 << 18
+SPLIT_MIN_MACS = 1 << 22
 
 
-# ... and a convolution from this many multiply-adds (about 0.2 ms on one core)
-SPLIT_MIN_MACS = 1 << 24
-
-
-def split_threads(values, heavy=False) -> int:
-    """The threads a memory-bound kernel over ``values`` floats takes (above)."""
-    return threads() if values >= (SPLIT_MIN_VALUES_HEAVY if heavy else SPLIT_MIN_VALUES) else 1
+def split_threads(values) -> int:
+    """The threads a kernel over ``values`` floats takes (above)."""
+    return threads() if values >= SPLIT_MIN_VALUES else 1
 
 
 def conv_threads(macs, every_core=False) -> int:
@@ -392,7 +392,7 @@ def elementwise(name, *arrays, out=None):
         out = np.empty_like(first)  # the same strides as a dense input
     if first.size == 0:
         return out
-    split = split_threads(first.size, heavy=name in ("sigmoid", "tanh"))
+    split = split_threads(first.size)
     size = np.array([first.size, split], dtype=np.int64)  # named: held until C returns
     getattr(library(), "dn_" + name)(*(a.ctypes.data for a in arrays), out.ctypes.data, size.ctypes.data)
     return out

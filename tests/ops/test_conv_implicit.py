@@ -274,13 +274,13 @@ def test_single_tap_windows_stay_on_im2col(copy, monkeypatch):
 
 def test_small_convolutions_stay_on_one_thread(monkeypatch):
     """Starting a thread costs about 0.1 ms: below SPLIT_MIN_MACS a call keeps to its own."""
-    monkeypatch.setattr(_native, "SPLIT_MIN_MACS", 1 << 24)
+    monkeypatch.setattr(_native, "SPLIT_MIN_MACS", 1 << 22)
     monkeypatch.setattr(_native, "cores", lambda: 4)
     small = C._Plan((1, 128, 7, 7), (32, 128, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)  # 1.8M
     large = C._Plan((8, 64, 56, 56), (64, 64, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)  # 925M
     assert _native._phase_buffer(np.zeros((128, 7, 7, 1), np.float32), small)[2][-1] == 1
     assert _native._phase_buffer(np.zeros((64, 56, 56, 8), np.float32), large)[2][-1] == 4
-    assert _native.conv_threads(1 << 24, every_core=True) == 4 and _native.conv_threads((1 << 24) - 1) == 1
+    assert _native.conv_threads(1 << 22, every_core=True) == 4 and _native.conv_threads((1 << 22) - 1) == 1
 
 
 def test_threads_default_to_every_core(monkeypatch):

@@ -137,7 +137,6 @@ def test_relu_is_numpys_maximum_bit_for_bit(n):
 def test_threads_split_the_runs_without_changing_a_bit(name, monkeypatch):
     arrays = [_wide(32768 * 5 + 11, seed=s) for s in range(1 if name in ("relu", "sigmoid", "tanh") else 2)]
     monkeypatch.setattr(_native, "SPLIT_MIN_VALUES", 0)  # split this small array all the same
-    monkeypatch.setattr(_native, "SPLIT_MIN_VALUES_HEAVY", 0)
     results = []
     for t in (1, 2, 5):
         monkeypatch.setattr(_native, "threads", lambda t=t: t)
@@ -150,5 +149,5 @@ def test_only_large_arrays_are_split_among_threads(monkeypatch):
     monkeypatch.setattr(_native, "threads", lambda: 2)
     assert _native.split_threads(_native.SPLIT_MIN_VALUES) == 2
     assert _native.split_threads(_native.SPLIT_MIN_VALUES - 1) == 1
-    assert _native.split_threads(_native.SPLIT_MIN_VALUES_HEAVY, heavy=True) == 2
-    assert _native.split_threads(_native.SPLIT_MIN_VALUES_HEAVY - 1, heavy=True) == 1
+    assert _native.conv_threads(_native.SPLIT_MIN_MACS) == 2
+    assert _native.conv_threads(_native.SPLIT_MIN_MACS - 1) == 1
