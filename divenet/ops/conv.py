@@ -113,13 +113,21 @@ def window_taps(hspans, wspans, sh, sw):
 
 
 _DENSE_MAX_BYTES = 1 << 26  # the dense small-map weight stays below 64 MiB
+# The dense weight is rebuilt every call, so it pays only over enough images: Zen 4, forward +
+# backward, dense / the other kernels: b64 0.53-0.87x and b256 0.31-0.54x (256 and 512
+# channels at 2x2 and 1x1, the 2x2 -> 1x1 stride-2 layer), but b8 1.83x (512 at 1x1) and b32
+# 2.58x (512 at 2x2). A map of as many pixels as taps (3x3 under a 3x3 kernel) costs the dense
+# product as many multiply-adds as im2col's plus the build: 1.01x at b256, 4.0x at b32
+# (GoogLeNet's last stage at 96x96).
+_DENSE_MIN_BATCH = 64
 
 
 def _dense_pairs(p, x):
     """The (4, pairs) index array (output pixel, input pixel, tap row, tap column) of every
     kernel tap that reads real input, on x's device, when the dense small-map product is
-    cheaper than im2col (fewer input pixels than taps, one group); else None."""
-    if p.G != 1 or p.pointwise or p.H * p.W > p.kh * p.kw:
+    cheaper than im2col (fewer input pixels than taps, one group, a batch of _DENSE_MIN_BATCH
+    images or more); else None."""
+    if p.G != 1 or p.pointwise or p.H * p.W >= p.kh * p.kw or p.N < _DENSE_MIN_BATCH:
         return None
     if p.C * p.H * p.W * p.O * p.OH * p.OW * x.itemsize > _DENSE_MAX_BYTES:
         return None

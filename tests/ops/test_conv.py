@@ -340,7 +340,20 @@ def test_weight_gradient_in_chunks_matches_torch():
                         [x, w, b])
 
 
-SMALL_MAPS = [c for c in CASES_2D if c[2] * c[3] <= c[5] * c[6] and c[10] == 1]
+SMALL_MAPS = [c for c in CASES_2D if c[2] * c[3] < c[5] * c[6] and c[10] == 1]
+
+
+@pytest.fixture(autouse=True)
+def _dense_from_one_image(monkeypatch):
+    """The dense small-map product takes the small batches of these tests too."""
+    monkeypatch.setattr(C, "_DENSE_MIN_BATCH", 1)
+
+
+@pytest.mark.parametrize("n, side, dense", [(64, 2, True), (63, 2, False), (64, 1, True), (256, 3, False)])
+def test_the_dense_product_needs_a_large_batch_and_fewer_pixels_than_taps(n, side, dense, monkeypatch):
+    monkeypatch.setattr(C, "_DENSE_MIN_BATCH", 64)
+    p = C._Plan((n, 8, side, side), (8, 8, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    assert (C._dense_pairs(p, np.zeros(1, np.float32)) is not None) == dense
 
 
 @pytest.mark.parametrize("case", SMALL_MAPS, ids=_ids(SMALL_MAPS))
