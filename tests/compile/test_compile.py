@@ -655,7 +655,12 @@ def _pointwise():
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
 
 
-def test_fuse_bn_relu_lowers_peak_numpy_memory():
+def test_fuse_bn_relu_lowers_peak_numpy_memory(monkeypatch):
+    from divenet.ops import conv
+
+    # resnet18-d2l's 2x2 stage through the dense small-map product (64 images and up in the
+    # dispatch): its dense weights are what the rebuild_patches pass saves most on below
+    monkeypatch.setattr(conv, "_DENSE_MIN_BATCH", 1)
     x, y = _x(8, side=16), dn.tensor(np.arange(8) % 3)
     eager = _peak(_pointwise(), x, y)
     unfused = _peak(dn.compile(_pointwise(), passes=UNFUSED), x, y)
@@ -765,16 +770,23 @@ def test_recompute_rebuilds_fused_outputs_inside_a_rerun_segment():
         np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)
 
 
-def test_dense_small_map_convolutions_rebuild_their_dense_weight():
+def test_dense_small_map_convolutions_rebuild_their_dense_weight(monkeypatch):
     """resnet18-d2l at 48x48: its last stage runs on 2x2 maps through the dense small-map
     product, whose dense weight (16.8 MB a layer at batch 16) the compiled graph no longer keeps
-    for backward: 0.85x eager's peak before, under 0.5x now; gradients bit for bit."""
+    for backward (the rebuild_patches pass): 0.66x the peak of the graph without that pass;
+    gradients bit for bit. (The dispatch takes the dense product from 64 images: lowered here
+    to this batch of 16. Its 3x3 stage took it too until the ninth session, when the test
+    measured 0.85x -> under 0.5x eager's peak; eager no longer keeps those weights at all.)"""
+    from divenet.ops import conv
+
+    monkeypatch.setattr(conv, "_DENSE_MIN_BATCH", 1)
     model, x, y = _d2l(48, 16)
-    eager = _peak(model, x, y)
+    _peak(model, x, y)  # the same steps as the compiled model's below
     loss, grads = _step(model, x, y)
+    kept = _peak(dn.compile(_d2l(48, 16)[0], passes=tuple(p for p in PASSES if p != "rebuild_patches")), x, y)
     c = dn.compile(_d2l(48, 16)[0])
     compiled = _peak(c, x, y)
-    assert compiled < 0.5 * eager, (compiled, eager)
+    assert compiled < 0.7 * kept, (compiled, kept)
     assert "dense" in [n.kind for n in c.graphs[0].nodes]
     got_loss, got = _step(c, x, y)
     np.testing.assert_array_equal(got_loss, loss)
