@@ -281,6 +281,17 @@ DEPTHWISE = [
 ]
 
 
+def _depthwise_case(geometry, n, bias):
+    """(inputs, conv2d options) of a DEPTHWISE geometry with n images, batch-last."""
+    c, h, w, kh, kw, stride, padding, dilation = geometry
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((c, h, w, n)).astype(np.float32).transpose(3, 0, 1, 2)  # batch-last
+    inputs = [x, rng.standard_normal((c, 1, kh, kw)).astype(np.float32)]
+    if bias:
+        inputs.append(rng.standard_normal(c).astype(np.float32))
+    return inputs, dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+
+
 def _kinds(monkeypatch):
     kinds = []
     real = C._choose
@@ -293,13 +304,7 @@ def _kinds(monkeypatch):
 @pytest.mark.parametrize("geometry", DEPTHWISE, ids=_ids(DEPTHWISE))
 @pytest.mark.parametrize("bias", [True, False])
 def test_depthwise_matches_torch(geometry, n, bias, monkeypatch):
-    c, h, w, kh, kw, stride, padding, dilation = geometry
-    rng = np.random.default_rng(n)
-    x = rng.standard_normal((c, h, w, n)).astype(np.float32).transpose(3, 0, 1, 2)  # batch-last
-    inputs = [x, rng.standard_normal((c, 1, kh, kw)).astype(np.float32)]
-    if bias:
-        inputs.append(rng.standard_normal(c).astype(np.float32))
-    options = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    inputs, options = _depthwise_case(geometry, n, bias)
     monkeypatch.setattr(_native, "MIN_BATCH", 1)  # the kernels' tails too, below one vector
     kinds = _kinds(monkeypatch)
     # against PyTorch in float64, as the dense kernels: long weight-gradient sums that cancel
@@ -327,13 +332,7 @@ def test_depthwise_kernels_from_one_vector_of_images(n, kind, monkeypatch):
 def test_depthwise_inference_of_small_batches_runs_along_rows(geometry, n, bias, monkeypatch):
     """No gradient asked for: the row kernel (``_native.depthwise_rows``), equal to PyTorch;
     with gradients, im2col."""
-    c, h, w, kh, kw, stride, padding, dilation = geometry
-    rng = np.random.default_rng(n)
-    x = rng.standard_normal((c, h, w, n)).astype(np.float32).transpose(3, 0, 1, 2)  # batch-last
-    inputs = [x, rng.standard_normal((c, 1, kh, kw)).astype(np.float32)]
-    if bias:
-        inputs.append(rng.standard_normal(c).astype(np.float32))
-    options = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    inputs, options = _depthwise_case(geometry, n, bias)
     kinds = _kinds(monkeypatch)
     check_against_torch(lambda *a: F.conv2d(*a, **options), lambda *a: TF.conv2d(*a, **options), inputs,
                         grad_inputs=[])
