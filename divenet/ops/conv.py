@@ -23,7 +23,8 @@ Small maps. When a map has fewer pixels than the kernel has taps (ResNet's late 
 28x28: 2x2 and 1x1 maps under 3x3 kernels), most patch entries are zero padding. There the
 convolution runs as one dense product ``D (O*OH*OW, C*H*W) @ x (C*H*W, N)``, where ``D``
 holds each kernel tap at the (output pixel, input pixel) pairs it connects: 1/9 of the work on
-a 1x1 map, 4/9 on a 2x2 map, and no patch matrix.
+a 1x1 map, 4/9 on a 2x2 map, and no patch matrix; from ``_DENSE_MIN_BATCH`` images, since D
+is rebuilt every call.
 
 Direct kernels. Where the optional native kernels are built (divenet/_native.py) and a
 float32 CPU convolution is small (C*kh*kw and O within ``_DIRECT_MAX_TAPS`` and
@@ -414,9 +415,12 @@ def _choose(p, pairs, xh, w, b, grads=True):
       outputs over many taps, or output rows of 112 columns and more; AVX2: grouped, or up to
       64 outputs on rows of 56 columns and more): the GEMM of im2col computed from the input itself (``_native.gemm_conv``);
       stride-1 input gradients the same way, as the correlation of the output gradient with the
-      flipped weights (no col2im); the weight gradient through the patch matrix, built in
-      backward.
-    - ``"im2col"``: everything else, one GEMM (per group) over the patch matrix.
+      flipped weights (no col2im); the weight gradient where ``_implicit_weight_grad`` says
+      from the input as well (``_native.gemm_conv_weight_grad``), else through the patch
+      matrix, built in backward.
+    - ``"im2col"``: everything else, one GEMM (per group) over the patch matrix; its weight
+      gradient also by the implicit kernel where ``_implicit_weight_grad`` says (the forward
+      then keeps the input, not the patch matrix).
     """
     if pairs is not None:
         return "dense"
