@@ -332,7 +332,9 @@ def _forward(ctx, x, w, b, stride, padding, dilation, groups):
         ctx.save_for_backward(xh if need[1] else None, w if need[0] else None)
         run = _native.conv_forward if ctx.kind == "direct" else _native.depthwise_forward
         return restore(run(xh, w, b, plan), BATCH_LAST)
-    if ctx.kind == "implicit":  # no patch matrix: backward builds it for the weight gradient
+    # decided once, here: the weight gradient from the input itself (backward reads the flag)
+    ctx.implicit_weight_grad = bool(need[1]) and ctx.kind in ("implicit", "im2col") and _implicit_weight_grad(plan, xh)
+    if ctx.kind == "implicit":  # no patch matrix: backward reads the input, or rebuilds it
         ctx.recompute = need[1]
         ctx.save_for_backward(xh if need[1] else None, w if need[0] else None)
         return restore(_native.gemm_conv(xh, w, b, plan), BATCH_LAST)
@@ -342,7 +344,7 @@ def _forward(ctx, x, w, b, stride, padding, dilation, groups):
     shape = (C * plan.kh * plan.kw, P)
     # the patch matrix is saved for the weight gradient, or the input is, for the implicit
     # weight gradient or to rebuild the patch matrix in backward (``_recompute``)
-    ctx.recompute = need[1] and ctx.kind == "im2col" and (_implicit_weight_grad(plan, xh) or _recompute(shape, xh))
+    ctx.recompute = need[1] and ctx.kind == "im2col" and (ctx.implicit_weight_grad or _recompute(shape, xh))
     if ctx.kind == "pointwise":
         cols = xh.reshape(shape)
     else:
@@ -600,14 +602,18 @@ def _backward(ctx, g):
     need = ctx.needs_input_grad
     xp = array_module(g)
     g2 = permuted(g, BATCH_LAST).reshape(O, P)  # a view when g is laid out batch-last
+    flipped = _flipped(p) if need[0] and ctx.kind == "implicit" else None
     # ``cols`` is the input where the forward kept no patch matrix
-    implicit_weight_grad = need[1] and ctx.recompute and _implicit_weight_grad(p, cols) and _native.usable(g)
+    implicit_weight_grad = need[1] and ctx.implicit_weight_grad and _native.usable(g2)
+    # the native kernels' (O, OH, OW, N) gradient, made contiguous once for both (a sum's
+    # gradient arrives as a broadcast view)
+    gh = xp.ascontiguousarray(g2).reshape(O, OH, OW, N) if implicit_weight_grad or flipped is not None else None
     if ctx.recompute and G > 1 and not implicit_weight_grad:  # rebuild the patch matrix
         cols = im2col(cols, p, workspace("cols", (C * kh * kw, P), cols)).reshape(C * kh * kw, P)
     gx = gw = gb = None
     if need[1]:
         if implicit_weight_grad:
-            gw = _native.gemm_conv_weight_grad(cols, stored(g, BATCH_LAST), p)
+            gw = _native.gemm_conv_weight_grad(cols, gh, p)
         elif ctx.recompute and G == 1:
             gw = _weight_grad_rebuilt(cols, g2, p)
         elif G == 1:
@@ -618,8 +624,7 @@ def _backward(ctx, g):
         gw = gw.reshape(O, C // G, kh, kw)  # a view where it is already that
     if ctx.has_bias and need[2]:
         gb = array_module(g2).einsum("op->o", g2)  # 4x faster than sum(axis=1) on LeNet's conv1
-    if need[0] and ctx.kind == "implicit" and (flipped := _flipped(p)) is not None:
-        gh = stored(g, BATCH_LAST)
+    if flipped is not None:
         gx = restore(_native.gemm_conv(gh, _flipped_weight(w, p), None, flipped), BATCH_LAST)
     elif need[0]:
         # the patch gradient is a temporary unless it is the input gradient itself (pointwise)

@@ -160,7 +160,8 @@ def _native_here(u, *operands):
 
 def _native_forward(u, weight, bias, training, eps, y, mean, var, invstd):
     """BatchNorm's forward over u (C, L) by the native kernel, into y and, in training, mean,
-    var and invstd: the NumPy blocks' formulas (below), each channel read from memory once."""
+    var and invstd: the NumPy blocks' formulas (``_blocked_forward``), each channel read from
+    memory once."""
     if training:
         mean[...], var[...], invstd[...] = _native.bn_forward(u, weight, bias, u.dtype.type(eps), y)
     else:
