@@ -16,8 +16,14 @@ Rewriting passes (run in this order):
   ``BatchNormReLU`` node (ops/fused.py) that keeps batch norm's input but not ReLU's output;
   readers that saved that output (a convolution's input) drop it after their forward and the
   executor has the fused node rebuild it, bitwise, just before their backward.
+* ``share_concat``: chains of channel concatenations that each extend the last (a DenseNet
+  block) write into one buffer (``ConcatGrow``, ops/shape.py) instead of one per layer.
 
 Memory passes (they fill ``graph.plan``):
+
+* ``recompute_cheap`` (on by default, when no ``recompute``/``memory_budget`` is asked for):
+  the ``recompute`` machinery below, re-running only segments that together cost under 5% of
+  the forward's work and lower the estimated peak (a one-channel stem on a large map).
 
 * ``recompute`` (``recompute="sqrt"`` or a number of segments, and/or ``memory_budget=``
   bytes): cuts the nodes into segments of about equal context bytes (as the replay keeps them),
@@ -45,8 +51,8 @@ from ..autograd import Context
 from ..backend import array_module
 from .ir import Node, Plan
 
-DEFAULT_PASSES = ("dce", "fold_constants", "fold_batchnorm", "fuse_bn_relu", "inplace", "release",
-                  "rebuild_patches")
+DEFAULT_PASSES = ("dce", "fold_constants", "fold_batchnorm", "fuse_bn_relu", "share_concat", "recompute_cheap",
+                  "inplace", "release", "rebuild_patches")
 
 
 def records(graph):
@@ -195,6 +201,48 @@ def fuse_bn_relu(graph, options=None):
     return len(fused)
 
 
+def share_concat(graph, options=None):
+    """Chains of channel concatenations where each extends the last, whose result no other
+    concatenation and no in-place op reads (a DenseNet block: layer l's input is layer l-1's
+    input and its new features), become ``ConcatGrow`` links (ops/shape.py) writing into one
+    buffer, as memory-efficient DenseNets share one (Pleiss et al. 2017): a batch norm that
+    saved each link's result kept a block's concatenations alive at once, quadratic in its
+    layers. Links are marked as views of their first input, so ``inplace`` leaves them alone."""
+    from ..ops.shape import Concat, ConcatGrow
+
+    readers = graph.readers()
+
+    def link(node):
+        v = graph.values[node.outputs[0]]
+        return node.cls is Concat and not node.inplace and node.impl is None and node.kwargs.get("axis") == 1 \
+            and v.shape is not None and len(v.shape) == 4
+
+    after = {}  # a link's index -> the next link, which extends its result
+    for node in graph.nodes:
+        if not link(node) or node.inputs[0] is None or node.inputs.count(node.inputs[0]) != 1:
+            continue
+        v = graph.values[node.inputs[0]]
+        if v.kind != "op" or not link(graph.nodes[v.producer]):
+            continue
+        others = [graph.nodes[r] for r in readers[v.id] if r != node.index]
+        if not any(r.cls is Concat or r.inplace for r in others):
+            after[v.producer] = node.index
+    starts = set(after) - set(after.values())
+    count = 0
+    for k in sorted(starts):
+        chain = [k]
+        while chain[-1] in after:
+            chain.append(after[chain[-1]])
+        total = graph.values[graph.nodes[chain[-1]].outputs[0]].shape[1]
+        for i in chain:
+            node = graph.nodes[i]
+            node.cls = ConcatGrow
+            node.kwargs = dict(node.kwargs, total=total, first=i == k)
+            node.views = tuple(sorted(set(node.views) | {(0, 0)}))
+        count += len(chain)
+    return count
+
+
 def fold_recipe(recipe, arrays):
     """The folded convolution weight and bias from (w, b, gamma, beta), mean, var, eps."""
     (w, b, gamma, beta), mean, var, eps = arrays, recipe[1].array, recipe[2].array, recipe[3]
@@ -232,8 +280,9 @@ def recompute(graph, options):
     plan = graph.plan
     how = options.get("recompute")
     budget = options.get("memory_budget")
+    cheap = options.get("cheap") and not how and budget is None
     n = len(graph.nodes)
-    if (not how and budget is None) or not records(graph) or n < 2:
+    if (not how and budget is None and not cheap) or not records(graph) or n < 2:
         return 0
     k = max(1, min(n, int(how) if how not in (None, "sqrt") else math.ceil(math.sqrt(n))))
     cost = plan.context_bytes = [_replay_saved(graph, node, options.get("patches_rebuilt")) for node in graph.nodes]
@@ -256,7 +305,12 @@ def recompute(graph, options):
         return _peak(graph, plan.segments, seg_of, chosen, cost, crossing)
 
     chosen = candidates
-    if budget is not None:
+    if cheap:
+        chosen = _cheap_segments(graph, plan.segments, candidates, peak)
+        if not chosen:
+            plan.segments = plan.context_bytes = None
+            return 0
+    elif budget is not None:
         chosen = []
         for j in candidates:
             if peak(chosen) <= budget:
@@ -279,6 +333,48 @@ def recompute(graph, options):
         plan.stored.add(vid)
         plan.release_after_segment.setdefault(min(segs), []).append(vid)
     return len(plan.segments)
+
+
+# recompute_cheap: a segment is re-run by default when that costs under this share of the
+# forward's work (D2L ResNet-18's one-channel stem at 96x96: 4% of the forward, 36 MB of batch
+# norm input not kept; LeNet's first segment would be half its forward: never chosen)
+CHEAP_SHARE = 0.05
+# the work of one output element of an op without products (batch norm, ReLU, pooling), in
+# multiply-accumulates: about 8 bytes moved per element at 10 GB/s against 75 GMAC/s
+ELEMENT_MACS = 32
+
+
+def _work(graph, node):
+    """Estimated work of running ``node``'s forward, in multiply-accumulates."""
+    from ..profiler import op_macs
+
+    shapes = [None if v is None else graph.values[v].shape for v in node.inputs]
+    outs = [graph.values[o].shape for o in node.outputs]
+    return op_macs(node.cls.__name__, shapes, outs) or ELEMENT_MACS * sum(math.prod(s) for s in outs)
+
+
+def _cheap_segments(graph, segments, candidates, peak):
+    """The candidate segments re-run by ``recompute_cheap``: most bytes saved per unit of work
+    first, while the total stays under CHEAP_SHARE of the forward's work and each one lowers
+    the estimated peak further."""
+    work = [_work(graph, node) for node in graph.nodes]
+    budget = CHEAP_SHARE * sum(work)
+    top = peak([])
+    cost, saved = {}, {}
+    for j in candidates:
+        a, b = segments[j]
+        kept = _kept(graph, segments, [j])
+        cost[j] = sum(work[i] for i in range(a, b) if i not in kept and not pinned(graph.nodes[i])) or 1
+        saved[j] = top - peak([j])
+    chosen = []
+    for j in sorted((j for j in candidates if saved[j] > 0), key=lambda j: -saved[j] / cost[j]):
+        if cost[j] > budget:
+            continue
+        lower = peak(chosen + [j])
+        if lower < top:
+            chosen.append(j)
+            top, budget = lower, budget - cost[j]
+    return sorted(chosen)
 
 
 def _replay_saved(graph, node, patches_rebuilt):
@@ -524,9 +620,9 @@ def rebuild_patches(graph, options=None):
 
 
 REWRITES = {"dce": dce, "fold_constants": fold_constants, "fold_batchnorm": fold_batchnorm,
-            "fuse_bn_relu": fuse_bn_relu}
+            "fuse_bn_relu": fuse_bn_relu, "share_concat": share_concat}
 MEMORY = {"inplace": inplace, "release": release, "rebuild_patches": rebuild_patches}
-ALL = tuple(REWRITES) + tuple(MEMORY)
+ALL = tuple(REWRITES) + ("recompute_cheap",) + tuple(MEMORY)
 
 
 def run(graph, passes, options):
@@ -539,8 +635,12 @@ def run(graph, passes, options):
         dce(graph, options)
     graph.plan = Plan(len(graph.nodes))
     graph.plan.release = False
-    if recompute(graph, dict(options, patches_rebuilt="rebuild_patches" in passes)):
+    asked = options.get("recompute") or options.get("memory_budget") is not None
+    if recompute(graph, dict(options, patches_rebuilt="rebuild_patches" in passes,
+                             cheap="recompute_cheap" in passes)) and asked:
         graph.passes.append("recompute")
+    elif "recompute_cheap" in passes and not asked:
+        graph.passes.append("recompute_cheap")  # it ran; plan.recomputed says what it chose
     for name, fn in MEMORY.items():
         if name in passes:
             fn(graph, options)

@@ -1,6 +1,8 @@
 """Shape ops: reshape, permute, indexing, concatenation, splitting, padding, broadcasting."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd import Function
 from ..backend import array_module
 
@@ -139,6 +141,48 @@ class Concat(Function):
             grads.append(g[tuple(index)] if needed else None)
             start += size
         return tuple(grads)
+
+
+def _batch_last(arrays):
+    """Whether these are 4-D NumPy arrays laid out (C, H, W, N) in memory (convolution outputs)."""
+    return all(isinstance(a, np.ndarray) and a.ndim == 4 and a.transpose(1, 2, 3, 0).flags.c_contiguous
+               for a in arrays)
+
+
+class ConcatGrow(Concat):
+    """A channel Concat(prev, *new) of graph mode's ``share_concat`` pass, for chains where each
+    concatenation extends the last (a DenseNet block). In the (C, H, W, N) layout the leading
+    channels of a buffer are a contiguous array, so all the chain's results can be leading
+    parts of one buffer of the chain's ``total`` channels: a link whose ``prev`` is such a part
+    writes only ``new``, behind it; the ``first`` link makes the buffer. The values and the
+    memory layout are Concat's; the memory is one buffer, not one per link (quadratic), and
+    ``prev`` is not copied again. Any other input is concatenated as Concat does."""
+
+    @staticmethod
+    def forward(ctx, *arrays, axis=1, total, first):
+        if axis != 1 or not _batch_last(arrays):
+            return Concat.forward(ctx, *arrays, axis=axis)
+        ctx.axis = axis
+        ctx.sizes = [a.shape[1] for a in arrays]
+        parts = [a.transpose(1, 2, 3, 0) for a in arrays]
+        prev = parts[0]
+        buf = prev.base
+        dtype = np.result_type(*arrays)
+        fresh = first or buf is None or buf.shape != (total,) + prev.shape[1:] or buf.dtype != dtype \
+            or not buf.flags.c_contiguous or _address(buf) != _address(prev) \
+            or any(np.may_share_memory(p, buf) for p in parts[1:])
+        start = prev.shape[0]
+        if fresh:
+            buf = np.empty((total,) + prev.shape[1:], dtype=dtype)
+            buf[:start] = prev
+        for p in parts[1:]:
+            buf[start:start + p.shape[0]] = p
+            start += p.shape[0]
+        return buf[:start].transpose(3, 0, 1, 2)
+
+
+def _address(a):
+    return a.__array_interface__["data"][0]
 
 
 class Stack(Function):

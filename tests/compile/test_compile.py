@@ -714,7 +714,9 @@ def test_recompute_peak_is_below_compiled_and_bitwise_eager(monkeypatch):
     model, x, y = _d2l(96, 8)
     eager = _peak(model, x, y)
     loss, grads = _step(model, x, y)
-    compiled = _peak(dn.compile(_d2l(96, 8)[0]), x, y)
+    # the plain compiled graph: without recompute_cheap, which re-runs the stem by default
+    plain = [p for p in PASSES if p != "recompute_cheap"]
+    compiled = _peak(dn.compile(_d2l(96, 8)[0], passes=plain), x, y)
     c = dn.compile(_d2l(96, 8)[0], recompute="sqrt")
     recomputed = _peak(c, x, y)
     assert recomputed < 0.9 * compiled, (recomputed, compiled)
@@ -792,3 +794,86 @@ def test_dense_small_map_convolutions_rebuild_their_dense_weight(monkeypatch):
     np.testing.assert_array_equal(got_loss, loss)
     for u, v in zip(grads, got):
         np.testing.assert_array_equal(u, v)
+
+
+# ---- share_concat and recompute_cheap ---------------------------------------------------------
+class _Dense(nn.Module):
+    """A DenseNet block: each layer's input is the concatenation of the block input and every
+    earlier layer's new features. ``fork`` also concatenates layer 1's input a second time
+    (a reader the buffer could not be shared with); ``bump`` adds 1 in place to it."""
+
+    def __init__(self, layers=4, growth=4, fork=False, bump=False):
+        super().__init__()
+        dn.manual_seed(0)
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.norms = nn.ModuleList([nn.BatchNorm2d(8 + i * growth) for i in range(layers)])
+        self.convs = nn.ModuleList([nn.Conv2d(8 + i * growth, growth, 3, padding=1) for i in range(layers)])
+        self.fork, self.bump = fork, bump
+        self.head = nn.Linear(8 + layers * growth + (8 + growth if fork else 0), 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        extra = None
+        for i, (norm, conv) in enumerate(zip(self.norms, self.convs)):
+            if i == 1 and self.bump:
+                x += 1
+            if i == 1 and self.fork:
+                extra = dn.cat([x, x[:, :0]], dim=1)
+            x = dn.cat([x, conv(F.relu(norm(x)))], dim=1)
+        if extra is not None:
+            x = dn.cat([x, extra], dim=1)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("case", ["chain", "fork", "bump"])
+def test_share_concat_grows_a_dense_block_in_one_buffer_bitwise(case, device):
+    kwargs = {"fork": case == "fork", "bump": case == "bump"}
+    x = _x(4, side=12, device=device)
+    y = dn.tensor(np.arange(4) % 3, device=device)
+    eager, c = _Dense(**kwargs).to(device), dn.compile(_Dense(**kwargs).to(device))
+    _same_training(eager, c, x, y, steps=3)
+    kinds = [(n.op, n.kwargs.get("first")) for n in c.graphs[0].nodes if n.op.startswith("Concat")]
+    if case == "chain":
+        assert kinds == [("ConcatGrow", True)] + [("ConcatGrow", False)] * 3
+    elif case == "fork":  # layer 1's input has two concatenating readers: the chain starts after it
+        # (the last concatenation extends the chain, copying the fork's result in)
+        assert kinds == [("Concat", None)] * 2 + [("ConcatGrow", True)] + [("ConcatGrow", False)] * 3
+    else:  # the first concatenation's result is changed in place: it starts no chain
+        assert kinds[0] == ("Concat", None) and kinds[1] == ("ConcatGrow", True)
+
+
+def test_share_concat_keeps_one_buffer_per_block():
+    """The batch norms save every layer's input; sharing keeps them as parts of one buffer."""
+    x, y = _x(16, side=24), dn.tensor(np.arange(16) % 3)
+    unshared = [p for p in PASSES if p != "share_concat"]
+    big = dict(layers=8, growth=16)
+    shared_peak = _peak(dn.compile(_Dense(**big)), x, y)
+    unshared_peak = _peak(dn.compile(_Dense(**big), passes=unshared), x, y)
+    assert shared_peak < 0.75 * unshared_peak, (shared_peak, unshared_peak)
+
+
+def _stem_net():
+    """D2L ResNet's shape in small: a one-channel 7x7 stem on a large map, then wide layers at
+    a quarter of its side. The stem's batch norm input is a large part of what training keeps,
+    and re-running the stem costs 3% of the forward."""
+    dn.manual_seed(0)
+    layers = [nn.Conv2d(1, 16, 7, stride=2, padding=3), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+              nn.Conv2d(16, 128, 3, stride=2, padding=1), nn.BatchNorm2d(128), nn.ReLU()]
+    for _ in range(4):
+        layers += [nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(128 * 8 * 8, 3))
+
+
+def test_recompute_cheap_reruns_only_a_cheap_stem_and_stays_bitwise():
+    x, y = _x(32, side=64), dn.tensor(np.arange(32) % 3)
+    without = [p for p in PASSES if p != "recompute_cheap"]
+    c = dn.compile(_stem_net())
+    _same_training(_stem_net(), c, x, y)
+    plan = c.graphs[0].plan
+    assert "recompute_cheap" in c.graphs[0].passes
+    assert plan.recomputed == (0,) and plan.segments[0][1] <= 4  # the stem, up to its max pool
+    # (0.80x with the native kernels, 0.86x on the NumPy path)
+    assert _peak(dn.compile(_stem_net()), x, y) < 0.9 * _peak(dn.compile(_stem_net(), passes=without), x, y)
+    # LeNet's first segment is half its forward's work: nothing is cheap enough to re-run
+    lenet = trace_graph(dn.models.get_model("lenet"), _x(8, side=28))
+    assert "recompute_cheap" in lenet.passes and lenet.plan.recomputed == () and not lenet.plan.segments

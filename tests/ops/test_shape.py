@@ -140,6 +140,62 @@ def test_channel_cat_of_batch_last_views_keeps_the_layout(device, mixed):
     assert y.transpose(1, 2, 3, 0).flags.c_contiguous != mixed
 
 
+def _chwn(n, c, seed):
+    """An (n, c, 4, 5) array laid out (C, H, W, N), as convolution outputs are."""
+    return np.ascontiguousarray(_rand((n, c, 4, 5), seed).transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+
+
+def test_concat_grow_chain_writes_one_buffer_with_concats_values_and_layout():
+    """graph mode's share_concat links (a DenseNet block): each result is the leading channels
+    of one buffer, equal to np.concatenate bit for bit and laid out as Concat lays it out."""
+    from divenet.autograd import Context
+    from divenet.ops.shape import Concat, ConcatGrow
+
+    x0, news = _chwn(3, 4, 0), [_chwn(3, 2, i + 1) for i in range(3)]
+    prev, results = x0, []
+    for i, new in enumerate(news):
+        out = ConcatGrow.forward(Context((True, True)), prev, new, axis=1, total=10, first=i == 0)
+        want = Concat.forward(Context((True, True)), prev, new, axis=1)
+        np.testing.assert_array_equal(out, want)
+        assert out.strides == want.strides and out.shape == want.shape
+        results.append(out)
+        prev = out
+    buf = results[0].base
+    assert buf.shape == (10, 4, 5, 3) and all(r.base is buf for r in results)
+    assert np.shares_memory(results[0], results[2])  # one buffer, not one per link
+    np.testing.assert_array_equal(results[0], np.concatenate([x0, news[0]], axis=1))  # not overwritten
+    ctx = Context((True, True))
+    ConcatGrow.forward(ctx, x0, news[0], axis=1, total=10, first=True)
+    g = _rand((3, 6, 4, 5), 9)
+    ga, gb = ConcatGrow.backward(ctx, g)
+    np.testing.assert_array_equal(ga, g[:, :4]), np.testing.assert_array_equal(gb, g[:, 4:])
+
+
+@pytest.mark.parametrize("case", ["not-a-prefix", "new-inside-buffer", "nchw", "axis-0"])
+def test_concat_grow_falls_back_to_a_fresh_concat(case):
+    """A link whose first input is not the leading part of a buffer of the chain's size, whose
+    other input lies in that buffer, or whose inputs are not batch-last gives Concat's result
+    in new memory, never writing into an array another value holds."""
+    from divenet.autograd import Context
+    from divenet.ops.shape import Concat, ConcatGrow
+
+    first = ConcatGrow.forward(Context((True, True)), _chwn(3, 4, 0), _chwn(3, 2, 1), axis=1, total=10, first=True)
+    before = first.base.copy()
+    prev, new, axis = first, _chwn(3, 2, 2), 1
+    if case == "not-a-prefix":
+        prev = first.base[1:7].transpose(3, 0, 1, 2)
+    elif case == "new-inside-buffer":
+        new = first[:, :2]
+    elif case == "nchw":
+        prev, new = np.ascontiguousarray(first), np.ascontiguousarray(new)
+    else:
+        prev, new, axis = first, first, 0
+    out = ConcatGrow.forward(Context((True, True)), prev, new, axis=axis, total=10, first=False)
+    np.testing.assert_array_equal(out, Concat.forward(Context((True, True)), prev, new, axis=axis))
+    assert not np.shares_memory(out, first)
+    np.testing.assert_array_equal(first.base[:6], before[:6])  # what the first link made is untouched
+
+
 def test_cat_with_constant_input(device):
     a, b = _rand((2, 3), 1), _rand((1, 3), 2)
     check_against_torch(lambda x, y: dn.cat([x, y]), lambda x, y: torch.cat([x, y]), [a, b], grad_inputs=[1],
