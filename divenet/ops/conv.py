@@ -459,6 +459,18 @@ def _choose(p, pairs, xh, w, b, grads=True):
 _IMPLICIT_MAX_OUT = 32
 _IMPLICIT_MIN_TAPS = 256
 _IMPLICIT_MIN_ROW = 112
+# Rows of 56 columns (batch 1 at 56x56, batch 2 at 28x28) at stride 1 win too up to 128
+# outputs (tenth session, Zen 4, alternating medians of 11, inference / training): 64 -> 64 at
+# 56x56 b1 0.64-0.75 / 0.72-0.73, 32 -> 64 0.84 / 0.77, 128 -> 128 0.77 / 0.86, 128 -> 128 at
+# 28x28 b2 0.79-0.92 / 0.83; not wider (256 channels 0.92-0.96 / 0.92-1.07, 512 at 7x7 b8
+# 1.11 / 1.25), not at stride 2 (64 -> 128 at 56x56 b2 0.94 / 1.08), not on rows of 28 (128
+# channels at 28x28 b1 0.88-0.94 / 1.02); only on maps of 1024 output columns and more, as
+# measured (every win above had 1568 or more), so that b8's 7x7 and b32's 3x3 maps (GoogLeNet's
+# 5x5 layers) stay where they were. It changes only ResNet's b1 layers in the zoo: resnet18's
+# four 64-channel 3x3 layers (b1 inference 0.91-0.98x), resnet50's three (0.95-0.96x).
+_IMPLICIT_MIN_ROW_NARROW = 56
+_IMPLICIT_NARROW_MAX_OUT = 128
+_IMPLICIT_NARROW_MIN_COLUMNS = 1024
 # The AVX2 copy (6 x 16 tiles) against im2col + OpenBLAS on AMD EPYC Zen 1 (2 cores, AVX2, 8 MB
 # L3), forward + backward (forward alone in brackets), alternating medians of 3-5
 # (docs/performance.md, eighth session): grouped 0.50-0.69x (0.36-0.61); up to 64 outputs on
@@ -482,8 +494,11 @@ def _implicit(p):
         return False
     if copy == 3:
         return p.G > 1 or (og <= _IMPLICIT_AVX2_MAX_OUT and p.OW * p.N >= _IMPLICIT_AVX2_MIN_ROW)
+    row = p.OW * p.N
+    narrow = (og <= _IMPLICIT_NARROW_MAX_OUT and p.sh == p.sw == 1 and row >= _IMPLICIT_MIN_ROW_NARROW
+              and p.OH * row >= _IMPLICIT_NARROW_MIN_COLUMNS)
     return (p.G > 1 or (og <= _IMPLICIT_MAX_OUT and taps >= _IMPLICIT_MIN_TAPS)
-            or (p.OW * p.N >= _IMPLICIT_MIN_ROW and _cpu.blas_sleeps_soon()))
+            or ((row >= _IMPLICIT_MIN_ROW or narrow) and _cpu.blas_sleeps_soon()))
 
 
 # Where the one-thread direct kernels beat im2col + a two-thread GEMM, forward + backward

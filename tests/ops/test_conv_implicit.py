@@ -206,7 +206,8 @@ def test_padding_beyond_the_kernel_keeps_col2im_for_the_input_gradient(monkeypat
     (64, 8, 4, 14, 8, False, False),     # 2 outputs a group: most of a 4-channel tile empty
     (64, 64, 1, 14, 8, True, True),      # rows of 112 columns, OpenBLAS's workers asleep
     (64, 64, 1, 14, 8, False, False),    # the same, the workers spinning on the other core
-    (64, 64, 1, 13, 8, True, False),     # rows of 104 columns
+    (64, 64, 1, 13, 8, True, True),      # rows of 104 columns: up to 128 outputs from 56 (below)
+    (256, 256, 1, 13, 8, True, False),   # ... 256 outputs need 112
     (512, 512, 1, 7, 8, True, False),    # rows of 56
 ])
 def test_the_dispatch_takes_it_only_where_it_won(c, o, groups, side, n, sleeps, taken, monkeypatch):
@@ -216,8 +217,34 @@ def test_the_dispatch_takes_it_only_where_it_won(c, o, groups, side, n, sleeps, 
     monkeypatch.setattr(C, "_IMPLICIT_MAX_OUT", 32)
     monkeypatch.setattr(C, "_IMPLICIT_MIN_TAPS", 256)
     monkeypatch.setattr(C, "_IMPLICIT_MIN_ROW", 112)
+    monkeypatch.setattr(C, "_IMPLICIT_MIN_ROW_NARROW", 56)
     monkeypatch.setattr(_cpu, "blas_sleeps_soon", lambda: sleeps)
     p = C._Plan((n, c, side, side), (o, c // groups, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), groups)
+    assert C._implicit(p) == taken
+
+
+@pytest.mark.parametrize("c, o, side, n, stride, sleeps, taken", [
+    (64, 64, 56, 1, 1, True, True),       # rows of 56 columns at stride 1: ResNet's layer1 at b1
+    (128, 128, 28, 2, 1, True, True),     # ... layer2 at b2
+    (128, 129, 56, 1, 1, True, False),    # more than 128 outputs
+    (128, 128, 28, 1, 1, True, False),    # rows of 28
+    (64, 128, 112, 1, 2, True, False),    # stride 2 (rows of 56 outputs)
+    (64, 64, 56, 1, 1, False, False),     # OpenBLAS's workers spinning on the other core
+    (64, 64, 7, 8, 1, True, False),       # rows of 56 but 392 columns (GoogLeNet's 7x7 maps at b8)
+])
+def test_the_dispatch_takes_rows_of_56_at_stride_1_up_to_128_outputs(c, o, side, n, stride, sleeps, taken,
+                                                                     monkeypatch):
+    from divenet import _cpu
+
+    monkeypatch.setattr(_native, "gemm_conv_copy", lambda: 4)
+    monkeypatch.setattr(C, "_IMPLICIT_MAX_OUT", 32)
+    monkeypatch.setattr(C, "_IMPLICIT_MIN_TAPS", 256)
+    monkeypatch.setattr(C, "_IMPLICIT_MIN_ROW", 112)
+    monkeypatch.setattr(C, "_IMPLICIT_MIN_ROW_NARROW", 56)
+    monkeypatch.setattr(C, "_IMPLICIT_NARROW_MAX_OUT", 128)
+    monkeypatch.setattr(C, "_IMPLICIT_NARROW_MIN_COLUMNS", 1024)
+    monkeypatch.setattr(_cpu, "blas_sleeps_soon", lambda: sleeps)
+    p = C._Plan((n, c, side, side), (o, c, 3, 3), (stride, stride), ((1, 1), (1, 1)), (1, 1), 1)
     assert C._implicit(p) == taken
 
 
