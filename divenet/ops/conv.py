@@ -471,6 +471,13 @@ _IMPLICIT_MIN_ROW = 112
 _IMPLICIT_MIN_ROW_NARROW = 56
 _IMPLICIT_NARROW_MAX_OUT = 128
 _IMPLICIT_NARROW_MIN_COLUMNS = 1024
+# ... and wide layers on very long rows go back to im2col: D2L's ResNet-18 at 28x28 b256 (D2L's
+# batch), whose stages 3 and 4 (256 outputs at 7x7, 512 at 4x4: rows of 1792 and 1024 columns)
+# ran their forwards 1.3-2.1x slower through the kernel in the network, trained 0.82x the time
+# with them on im2col (6481 against 7883 ms, tenth session, Zen 4; 6384-7002 against
+# 7486-7954 ms with no layer on the kernel). At b64 (rows of 448 and 256) they stay on it.
+_IMPLICIT_WIDE_MAX_ROW = 1024
+_IMPLICIT_WIDE_OUT = 256
 # The AVX2 copy (6 x 16 tiles) against im2col + OpenBLAS on AMD EPYC Zen 1 (2 cores, AVX2, 8 MB
 # L3), forward + backward (forward alone in brackets), alternating medians of 3-5
 # (docs/performance.md, eighth session): grouped 0.50-0.69x (0.36-0.61); up to 64 outputs on
@@ -497,8 +504,9 @@ def _implicit(p):
     row = p.OW * p.N
     narrow = (og <= _IMPLICIT_NARROW_MAX_OUT and p.sh == p.sw == 1 and row >= _IMPLICIT_MIN_ROW_NARROW
               and p.OH * row >= _IMPLICIT_NARROW_MIN_COLUMNS)
+    long_and_wide = og >= _IMPLICIT_WIDE_OUT and row >= _IMPLICIT_WIDE_MAX_ROW
     return (p.G > 1 or (og <= _IMPLICIT_MAX_OUT and taps >= _IMPLICIT_MIN_TAPS)
-            or ((row >= _IMPLICIT_MIN_ROW or narrow) and _cpu.blas_sleeps_soon()))
+            or ((row >= _IMPLICIT_MIN_ROW and not long_and_wide or narrow) and _cpu.blas_sleeps_soon()))
 
 
 # Where the one-thread direct kernels beat im2col + a two-thread GEMM, forward + backward

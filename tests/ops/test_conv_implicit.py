@@ -209,6 +209,9 @@ def test_padding_beyond_the_kernel_keeps_col2im_for_the_input_gradient(monkeypat
     (64, 64, 1, 13, 8, True, True),      # rows of 104 columns: up to 128 outputs from 56 (below)
     (256, 256, 1, 13, 8, True, False),   # ... 256 outputs need 112
     (512, 512, 1, 7, 8, True, False),    # rows of 56
+    (256, 256, 1, 7, 64, True, True),    # rows of 448
+    (256, 256, 1, 7, 256, True, False),  # rows of 1792, 256 outputs: im2col (D2L's b256)
+    (128, 255, 1, 7, 256, True, True),   # ... 255 outputs
 ])
 def test_the_dispatch_takes_it_only_where_it_won(c, o, groups, side, n, sleeps, taken, monkeypatch):
     from divenet import _cpu
