@@ -80,17 +80,22 @@ def copy_weights(ours, theirs, torch):
 
 
 class ZooTable(Table):
-    """Rows as Table's; inference rows add ONNX Runtime's time and divenet's ratio to it."""
+    """Rows as Table's; inference rows add ONNX Runtime's time and divenet's ratio to it, and
+    divenet's compiled eval graph (``dn.compile``: batch norm folded into the convolutions,
+    ReLU in place, as ONNX Runtime optimizes its graph) with its ratios to both."""
 
     def header(self):
         print(f"\n{self.title}  (threads={threads()}; ratios = divenet / other, lower is better)")
-        print(f"  {'case':<44} {'divenet':>9} {'pytorch':>9} {'onnxrt':>9} {'':<4} {'/torch':>7} {'/ort':>7}")
+        print(f"  {'case':<44} {'divenet':>9} {'pytorch':>9} {'onnxrt':>9} {'':<4} {'/torch':>7} {'/ort':>7}"
+              f" {'compiled':>9} {'/torch':>7} {'/ort':>7}")
 
     def show(self, row):
         ort = f"{row['onnxruntime']:.1f}" if "onnxruntime" in row else ""
         vs_ort = f"{row['ratio_onnxruntime']:.2f}x" if "onnxruntime" in row else ""
+        compiled = (f" {row['compiled']:>9.1f} {row['ratio_compiled']:>6.2f}x {row['ratio_compiled_onnxruntime']:>6.2f}x"
+                    if "compiled" in row else "")
         print(f"  {row['case']:<44} {row['divenet']:>9.1f} {row['pytorch']:>9.1f} {ort:>9} "
-              f"{row['unit']:<4} {row['ratio']:>6.2f}x {vs_ort:>7}", flush=True)
+              f"{row['unit']:<4} {row['ratio']:>6.2f}x {vs_ort:>7}{compiled}", flush=True)
 
 
 # ---- timed cases ---------------------------------------------------------------------------------
@@ -111,13 +116,18 @@ def ort_session(theirs, torch, sample):
     return ort.InferenceSession(f.getvalue(), so, providers=["CPUExecutionProvider"])
 
 
-def _infer_fns(ours, theirs, torch, session, x, steps):
+def _infer_fns(ours, compiled, theirs, torch, session, x, steps):
     dx, tx = dn.tensor(x), torch.from_numpy(x)
 
     def run_ours():
         with dn.no_grad():
             for _ in range(steps):
                 ours(dx)
+
+    def run_compiled():
+        with dn.no_grad():
+            for _ in range(steps):
+                compiled(dx)
 
     def run_theirs():
         with torch.no_grad():
@@ -128,7 +138,7 @@ def _infer_fns(ours, theirs, torch, session, x, steps):
         for _ in range(steps):
             session.run(None, {"x": x})
 
-    return run_ours, run_theirs, run_ort
+    return run_ours, run_theirs, run_ort, run_compiled
 
 
 def model_cases(table, name, sizes, rounds, steps, torch, rng):
@@ -145,12 +155,16 @@ def model_cases(table, name, sizes, rounds, steps, torch, rng):
     ours.eval()
     theirs.eval()
     session = ort_session(theirs, torch, np.zeros((1, c, infer[0][0], infer[0][0]), np.float32))
+    compiled = dn.compile(ours, cache_size=len(infer))
     for side, batch in infer:
         x = rng.random((batch, c, side, side), dtype=np.float32)
-        a, b, o = time_rounds(_infer_fns(ours, theirs, torch, session, x, steps), rounds)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dn.compile.RecompileWarning)  # one graph per batch size
+            a, b, o, g = time_rounds(_infer_fns(ours, compiled, theirs, torch, session, x, steps), rounds)
         table.add(f"{name} inference {c}x{side}x{side} b{batch}", a / steps, b / steps, model=name,
                   mode="infer", input=[c, side, side], batch=batch, steps=steps,
-                  onnxruntime=o / steps * 1e3, ratio_onnxruntime=a / o)
+                  onnxruntime=o / steps * 1e3, ratio_onnxruntime=a / o,
+                  compiled=g / steps * 1e3, ratio_compiled=g / b, ratio_compiled_onnxruntime=g / o)
 
 
 # ---- peak memory ---------------------------------------------------------------------------------

@@ -122,8 +122,11 @@ def test_zoo_part_end_to_end(tmp_path, monkeypatch, capsys):
         if r["mode"] == "infer":
             assert r["onnxruntime"] > 0
             assert math.isclose(r["ratio_onnxruntime"], r["divenet"] / r["onnxruntime"])
+            assert r["compiled"] > 0  # divenet's compiled eval graph beside its eager run
+            assert math.isclose(r["ratio_compiled"], r["compiled"] / r["pytorch"])
+            assert math.isclose(r["ratio_compiled_onnxruntime"], r["compiled"] / r["onnxruntime"])
         else:
-            assert "onnxruntime" not in r
+            assert "onnxruntime" not in r and "compiled" not in r
     assert rows["resnet18 inference 3x32x32 b2"]["unit"] == "ms"
     assert rows["resnet18 peak RSS, 3 train steps 3x32x32 b2"]["unit"] == "MiB"
 
