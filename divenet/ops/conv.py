@@ -524,12 +524,21 @@ _DIRECT_MAX_OUT = 32  # output channels
 # multiply-adds, where the GEMM's register tile reuses its loads.
 _DIRECT_AVX2_MAX_OUT = 16
 _DIRECT_AVX2_MIN_WINDOW = 25  # kh * kw
+# Both copies vectorize over the images, 16 (AVX-512) or 8 (AVX2) to a register, and run the
+# rest one image at a time: where that tail is more than an eighth of the batch, im2col or the
+# implicit GEMM wins (tenth session, Zen 4, forward + backward, direct / the other path):
+# AVX-512 at 8 images 1.5-4.8x (MobileNet's 3 -> 32 stem at 224x224 b8: 93 against 27 ms;
+# LeNet's 1 -> 6 and 6 -> 16), at 24 images 1.64x, at 16 images 0.56-0.81x; AVX2 at 4 images
+# 2.6x, at 8, 16 and 24 0.70-1.02x.
+_DIRECT_TAIL_SHARE = 8  # at most 1 / 8 of the batch in the one-image tail
 
 
 def _direct(p, xh, w, b):
     """Whether the native direct kernels take this convolution (see the module docstring and
     the limits above, which depend on the copy of the kernels this CPU runs)."""
     if _native.isa() == 3 and (p.O > _DIRECT_AVX2_MAX_OUT or p.kh * p.kw < _DIRECT_AVX2_MIN_WINDOW):
+        return False
+    if p.N % (8 if _native.isa() == 3 else 16) * _DIRECT_TAIL_SHARE > p.N:  # (all tail below one vector)
         return False
     return (p.G == 1 and not p.pointwise and p.C * p.kh * p.kw <= _DIRECT_MAX_TAPS
             and p.O <= _DIRECT_MAX_OUT and _native.usable(xh, w, *(() if b is None else (b,))))

@@ -455,6 +455,7 @@ def test_patch_matrix_rebuilt_a_channel_slice_at_a_time_matches_torch(case, monk
     smallest workspace), on every geometry."""
     monkeypatch.setattr(C, "_RECOMPUTE_MIN_BYTES", 0)
     monkeypatch.setattr(C, "_PATCH_SLICE_BYTES", 1)
+    monkeypatch.setattr(C, "_implicit_weight_grad", lambda p, xh: False)  # the path that rebuilds it
     calls = []
     real = C.im2col
     monkeypatch.setattr(C, "im2col", lambda xh, plan, into=None: calls.append(plan.C) or real(xh, plan, into))
