@@ -280,7 +280,7 @@ def recompute(graph, options):
     plan = graph.plan
     how = options.get("recompute")
     budget = options.get("memory_budget")
-    cheap = options.get("cheap") and not how and budget is None
+    cheap = options.get("cheap")  # recompute_cheap's policy: only when nothing else is asked
     n = len(graph.nodes)
     if (not how and budget is None and not cheap) or not records(graph) or n < 2:
         return 0
@@ -635,11 +635,11 @@ def run(graph, passes, options):
         dce(graph, options)
     graph.plan = Plan(len(graph.nodes))
     graph.plan.release = False
-    asked = options.get("recompute") or options.get("memory_budget") is not None
-    if recompute(graph, dict(options, patches_rebuilt="rebuild_patches" in passes,
-                             cheap="recompute_cheap" in passes)) and asked:
+    asked = bool(options.get("recompute")) or options.get("memory_budget") is not None
+    cheap = "recompute_cheap" in passes and not asked
+    if recompute(graph, dict(options, patches_rebuilt="rebuild_patches" in passes, cheap=cheap)) and asked:
         graph.passes.append("recompute")
-    elif "recompute_cheap" in passes and not asked:
+    elif cheap:
         graph.passes.append("recompute_cheap")  # it ran; plan.recomputed says what it chose
     for name, fn in MEMORY.items():
         if name in passes:

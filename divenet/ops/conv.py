@@ -506,7 +506,7 @@ def _implicit(p):
               and p.OH * row >= _IMPLICIT_NARROW_MIN_COLUMNS)
     long_and_wide = og >= _IMPLICIT_WIDE_OUT and row >= _IMPLICIT_WIDE_MAX_ROW
     return (p.G > 1 or (og <= _IMPLICIT_MAX_OUT and taps >= _IMPLICIT_MIN_TAPS)
-            or ((row >= _IMPLICIT_MIN_ROW and not long_and_wide or narrow) and _cpu.blas_sleeps_soon()))
+            or (((row >= _IMPLICIT_MIN_ROW and not long_and_wide) or narrow) and _cpu.blas_sleeps_soon()))
 
 
 # Where the one-thread direct kernels beat im2col + a two-thread GEMM, forward + backward
@@ -536,9 +536,10 @@ _DIRECT_TAIL_SHARE = 8  # at most 1 / 8 of the batch in the one-image tail
 def _direct(p, xh, w, b):
     """Whether the native direct kernels take this convolution (see the module docstring and
     the limits above, which depend on the copy of the kernels this CPU runs)."""
-    if _native.isa() == 3 and (p.O > _DIRECT_AVX2_MAX_OUT or p.kh * p.kw < _DIRECT_AVX2_MIN_WINDOW):
+    avx2 = _native.isa() == 3
+    if avx2 and (p.O > _DIRECT_AVX2_MAX_OUT or p.kh * p.kw < _DIRECT_AVX2_MIN_WINDOW):
         return False
-    if p.N % (8 if _native.isa() == 3 else 16) * _DIRECT_TAIL_SHARE > p.N:  # (all tail below one vector)
+    if p.N % (8 if avx2 else 16) * _DIRECT_TAIL_SHARE > p.N:  # (all tail below one vector)
         return False
     return (p.G == 1 and not p.pointwise and p.C * p.kh * p.kw <= _DIRECT_MAX_TAPS
             and p.O <= _DIRECT_MAX_OUT and _native.usable(xh, w, *(() if b is None else (b,))))

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import array_module
+from .layout import BATCH_LAST, permuted, restore
 
 
 class Reshape(Function):
@@ -125,10 +126,11 @@ class Concat(Function):
         ctx.axis = axis
         ctx.sizes = [a.shape[axis] for a in arrays]
         xp = array_module(arrays[0])
-        if axis == 1 and all(a.ndim == 4 and a.transpose(1, 2, 3, 0).flags.c_contiguous for a in arrays):
+        parts = _batch_last_parts(arrays) if axis == 1 else None
+        if parts is not None:
             # channel concatenation of convolution outputs (GoogLeNet, DenseNet): keep their
             # (C, H, W, N) layout, so that the next convolution reads the result in place
-            return xp.concatenate([a.transpose(1, 2, 3, 0) for a in arrays]).transpose(3, 0, 1, 2)
+            return restore(xp.concatenate(parts), BATCH_LAST)
         return xp.concatenate(arrays, axis=axis)
 
     @staticmethod
@@ -143,10 +145,10 @@ class Concat(Function):
         return tuple(grads)
 
 
-def _batch_last(arrays):
-    """Whether these are 4-D NumPy arrays laid out (C, H, W, N) in memory (convolution outputs)."""
-    return all(isinstance(a, np.ndarray) and a.ndim == 4 and a.transpose(1, 2, 3, 0).flags.c_contiguous
-               for a in arrays)
+def _batch_last_parts(arrays):
+    """The (C, H, W, N) buffers of 4-D arrays stored batch-last (convolution outputs), or None."""
+    parts = [permuted(a, BATCH_LAST) for a in arrays if a.ndim == 4]
+    return parts if len(parts) == len(arrays) and all(t.flags.c_contiguous for t in parts) else None
 
 
 class ConcatGrow(Concat):
@@ -160,11 +162,12 @@ class ConcatGrow(Concat):
 
     @staticmethod
     def forward(ctx, *arrays, axis=1, total, first):
-        if axis != 1 or not _batch_last(arrays):
+        numpy = all(isinstance(a, np.ndarray) for a in arrays)
+        parts = _batch_last_parts(arrays) if axis == 1 and numpy else None
+        if parts is None:
             return Concat.forward(ctx, *arrays, axis=axis)
         ctx.axis = axis
         ctx.sizes = [a.shape[1] for a in arrays]
-        parts = [a.transpose(1, 2, 3, 0) for a in arrays]
         prev = parts[0]
         buf = prev.base
         dtype = np.result_type(*arrays)
@@ -178,7 +181,7 @@ class ConcatGrow(Concat):
         for p in parts[1:]:
             buf[start:start + p.shape[0]] = p
             start += p.shape[0]
-        return buf[:start].transpose(3, 0, 1, 2)
+        return restore(buf[:start], BATCH_LAST)
 
 
 def _address(a):
