@@ -44,7 +44,7 @@ INLINE f8 select8(m8 mask, f8 a, f8 b) /* mask ? a : b, lane by lane (mask lanes
 
 /* Bumped with every change of a signature or layout; divenet/_native.py ignores a library
  * built from other sources (an editable install not rebuilt after a change). */
-int dn_version(void) { return 13; }
+int dn_version(void) { return 14; }
 
 enum { C_, H_, W_, N_, O_, KH, KW, OH_, OW_, SH, SW, PH, PW, DH, DW, THREADS };
 /* the geometry of the kernels on the implicit GEMM's phase buffer (dn_gemm_conv and others) */
@@ -1508,3 +1508,119 @@ void dn_bn_backward(const float *u, const float *gy, const float *mean, const fl
     parallel(bn_backward_channels, &a, g[BN_C], g[BN_THREADS]);
 }
 #pragma GCC pop_options
+
+/* ---- Winograd F(2x2, 3x3): 3x3 stride-1 convolutions ------------------------------------
+ * y = A^T [ (G w G^T) . (B^T d B) ] A per 4x4 input tile d and 2x2 output tile (Lavin and Gray
+ * 2016): the 16 products of a tile position xi are one GEMM over channels, M[xi] (O, T) =
+ * U[xi] (O, C) @ V[xi] (C, T), which the caller runs (OpenBLAS); these are its two transforms,
+ * over a chunk of tile rows [t0, t1). A column of V or M is (tile row - t0, tile column, image):
+ * the batch innermost, so the loops over images vectorize. Only additions and subtractions:
+ * each transform is exact up to one rounding per operation. */
+enum { WG_C, WG_H, WG_W, WG_N, WG_PH, WG_PW, WG_TW, WG_T0, WG_T1, WG_OH, WG_OW, WG_THREADS };
+
+#define LOADF(dst, p) ((dst) = *(p))
+#define STOREF(p, src) (*(p) = (src))
+#ifndef LOAD8
+#define LOAD8(dst, p) memcpy(&(dst), (p), sizeof(f8))
+#define STORE8(p, src) memcpy((p), &(src), sizeof(f8))
+#endif
+/* B^T d B of one tile for images n.. (a vector of them, or one): d the 16 rows of the window,
+ * the 16 results at col + xi * stride */
+#define winograd_in_tile(T_, d, col, stride, n, LD, ST)                                           \
+    do {                                                                                          \
+        T_ x_[16], t_[16], r_;                                                                    \
+        for (int k = 0; k < 16; k++) LD(x_[k], (d)[k] + (n));                                     \
+        for (int j = 0; j < 4; j++) { /* B^T d: rows */                                         \
+            t_[j] = x_[j] - x_[8 + j];                                                            \
+            t_[4 + j] = x_[4 + j] + x_[8 + j];                                                    \
+            t_[8 + j] = x_[8 + j] - x_[4 + j];                                                    \
+            t_[12 + j] = x_[4 + j] - x_[12 + j];                                                  \
+        }                                                                                         \
+        for (int i = 0; i < 4; i++) { /* (B^T d) B: columns */                                  \
+            r_ = t_[i * 4] - t_[i * 4 + 2];         ST((col) + (i * 4 + 0) * (stride) + (n), r_); \
+            r_ = t_[i * 4 + 1] + t_[i * 4 + 2];     ST((col) + (i * 4 + 1) * (stride) + (n), r_); \
+            r_ = t_[i * 4 + 2] - t_[i * 4 + 1];     ST((col) + (i * 4 + 2) * (stride) + (n), r_); \
+            r_ = t_[i * 4 + 1] - t_[i * 4 + 3];     ST((col) + (i * 4 + 3) * (stride) + (n), r_); \
+        }                                                                                         \
+    } while (0)
+/* A^T m A + bias of one tile for images n..: m at col + xi * stride, the 2 x 2 outputs at out
+ * (rows OW * N apart), those past the map's last row or column (down, right false) not written */
+#define winograd_out_tile(T_, col, stride, out, n, bias, LD, ST)                                  \
+    do {                                                                                          \
+        T_ m_[16], s_[8], r_;                                                                     \
+        for (int k = 0; k < 16; k++) LD(m_[k], (col) + k * (stride) + (n));                       \
+        for (int j = 0; j < 4; j++) { /* A^T m: rows */                                         \
+            s_[j] = (m_[j] + m_[4 + j]) + m_[8 + j];                                              \
+            s_[4 + j] = (m_[4 + j] - m_[8 + j]) - m_[12 + j];                                     \
+        }                                                                                         \
+        r_ = ((s_[0] + s_[1]) + s_[2]) + (bias);                  ST((out) + (n), r_);            \
+        if (right) { r_ = ((s_[1] - s_[2]) - s_[3]) + (bias);     ST((out) + N + (n), r_); }      \
+        if (down) { r_ = ((s_[4] + s_[5]) + s_[6]) + (bias);      ST((out) + OW * N + (n), r_); } \
+        if (down && right) { r_ = ((s_[5] - s_[6]) - s_[7]) + (bias); ST((out) + (OW + 1) * N + (n), r_); } \
+    } while (0)
+
+/* V (16, C, (t1 - t0) * TW * N) from x (C, H, W, N): per channel (a unit of work) and tile, its
+ * 4 x 4 window (rows 2 th - ph .., columns 2 tw - pw ..; outside the input: zeros) as B^T d B. */
+HOT static void winograd_input_channels(const conv_args *a, i64 lo, i64 hi)
+{
+    const i64 *g = a->g;
+    i64 C = g[WG_C], H = g[WG_H], W = g[WG_W], N = g[WG_N], TW = g[WG_TW], t0 = g[WG_T0];
+    i64 T = (g[WG_T1] - t0) * TW * N;
+    const float *zeros = a->c;
+    for (i64 c = lo; c < hi; c++) {
+        const float *x = a->a + c * H * W * N;
+        float *v = a->out + c * T;
+        for (i64 th = t0; th < g[WG_T1]; th++)
+            for (i64 tw = 0; tw < TW; tw++) {
+                const float *d[16];
+                for (int i = 0; i < 4; i++)
+                    for (int j = 0; j < 4; j++) {
+                        i64 r = 2 * th - g[WG_PH] + i, s = 2 * tw - g[WG_PW] + j;
+                        d[i * 4 + j] = r >= 0 && r < H && s >= 0 && s < W ? x + (r * W + s) * N : zeros;
+                    }
+                float *col = v + ((th - t0) * TW + tw) * N;
+                i64 n = 0;
+                for (; n + 8 <= N; n += 8) winograd_in_tile(f8, d, col, C * T, n, LOAD8, STORE8);
+                for (; n < N; n++) winograd_in_tile(float, d, col, C * T, n, LOADF, STOREF);
+            }
+    }
+}
+
+/* x (C, H, W, N), zeros (N floats of 0), v (16, C, chunk columns), geometry above */
+void dn_winograd_input(const float *x, const float *zeros, float *v, const i64 *g)
+{
+    conv_args a = {x, NULL, zeros, v, g};
+    parallel(winograd_input_channels, &a, g[WG_C], g[WG_THREADS]);
+}
+
+/* y (O, OH, OW, N) rows 2 t0 .. from M (16, O, chunk columns): per output channel (a unit) and
+ * tile, A^T m A plus the bias (on odd maps, without the last tiles' outputs past the map). */
+HOT static void winograd_output_channels(const conv_args *a, i64 lo, i64 hi)
+{
+    const i64 *g = a->g;
+    i64 O = g[WG_C], N = g[WG_N], TW = g[WG_TW], t0 = g[WG_T0], OH = g[WG_OH], OW = g[WG_OW];
+    i64 T = (g[WG_T1] - t0) * TW * N;
+    for (i64 o = lo; o < hi; o++) {
+        const float *m = a->a + o * T;
+        float *y = a->out + o * OH * OW * N, bias = a->b ? a->b[o] : 0.0f;
+        for (i64 th = t0; th < g[WG_T1]; th++)
+            for (i64 tw = 0; tw < TW; tw++) {
+                const float *col = m + ((th - t0) * TW + tw) * N;
+                float *out = y + (2 * th * OW + 2 * tw) * N;
+                int down = 2 * th + 1 < OH, right = 2 * tw + 1 < OW; /* the map's odd last row, column */
+                i64 n = 0;
+                for (; n + 8 <= N; n += 8) {
+                    f8 bv = SPLAT(bias);
+                    winograd_out_tile(f8, col, O * T, out, n, bv, LOAD8, STORE8);
+                }
+                for (; n < N; n++) winograd_out_tile(float, col, O * T, out, n, bias, LOADF, STOREF);
+            }
+    }
+}
+
+/* m (16, O, chunk columns), bias (O) or NULL, y (O, OH, OW, N), geometry above with C = O */
+void dn_winograd_output(const float *m, const float *bias, float *y, const i64 *g)
+{
+    conv_args a = {m, bias, NULL, y, g};
+    parallel(winograd_output_channels, &a, g[WG_C], g[WG_THREADS]);
+}

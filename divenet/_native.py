@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-_VERSION = 13  # dn_version() of the sources this file expects
+_VERSION = 14  # dn_version() of the sources this file expects
 _BLOCK = 8  # channels per register tile in the kernels (CB in _native.c)
 # the batch from which the batch-last pooling and depthwise kernels fill one 8-float vector of
 # images (below, their scalar tails ran slower than NumPy: mobilenet batch-1 inference 1.15x
@@ -61,7 +61,8 @@ def library():
                             ("max_pool_grad", 4)):
             getattr(lib, "dn_" + name).argtypes = [ptr] * nargs
         lib.dn_depthwise_weight_grad.restype = ctypes.c_int
-        for name, nargs in (("bn_forward", 9), ("bn_backward", 8), ("depthwise_rows", 6)):
+        for name, nargs in (("bn_forward", 9), ("bn_backward", 8), ("depthwise_rows", 6), ("winograd_input", 4),
+                            ("winograd_output", 4)):
             getattr(lib, "dn_" + name).argtypes = [ptr] * nargs
         if hasattr(lib, "dn_avx2_gemm_conv"):
             lib.dn_gemm_conv.argtypes = lib.dn_avx2_gemm_conv.argtypes = [ptr] * 6
@@ -294,6 +295,30 @@ def gemm_conv_weight_grad(xh, gh, p):
     kernel = lib.dn_gemm_conv_weight_grad if gemm_conv_copy() == 4 else lib.dn_avx2_gemm_conv_weight_grad
     kernel(xq.ctypes.data, gh.ctypes.data, dw.ctypes.data, off.ctypes.data, geometry.ctypes.data)
     return dw
+
+
+# ---- Winograd F(2x2, 3x3) transforms (divenet/ops/conv.py runs the GEMM between them) -------
+def _winograd_geometry(c, shape, pads, tiles_w, rows, out_hw):
+    C, H, W, N = shape
+    return np.array([c, H, W, N, pads[0], pads[1], tiles_w, rows[0], rows[1], out_hw[0], out_hw[1],
+                     split_threads(16 * c * (rows[1] - rows[0]) * tiles_w * N)], dtype=np.int64)
+
+
+def winograd_input(xh, v, pads, tiles_w, rows):
+    """V (16, C, tiles) of tile rows [rows[0], rows[1]) into ``v`` (contiguous, that size) from
+    xh (C, H, W, N) contiguous, padded by ``pads`` (top, left) and zeros beyond."""
+    zeros = np.zeros(xh.shape[3], dtype=np.float32)
+    geometry = _winograd_geometry(xh.shape[0], xh.shape, pads, tiles_w, rows, (0, 0))
+    library().dn_winograd_input(xh.ctypes.data, zeros.ctypes.data, v.ctypes.data, geometry.ctypes.data)
+
+
+def winograd_output(m, b, y, tiles_w, rows):
+    """The output rows of tile rows [rows[0], rows[1]) into y (O, OH, OW, N) contiguous from M
+    (16, O, tiles) contiguous, plus b (O,) or None."""
+    O, OH, OW, N = y.shape
+    geometry = _winograd_geometry(O, (O, 0, 0, N), (0, 0), tiles_w, rows, (OH, OW))
+    b = None if b is None else np.ascontiguousarray(b)
+    library().dn_winograd_output(m.ctypes.data, _ptr(b), y.ctypes.data, geometry.ctypes.data)
 
 
 def max_pool(xh, kernel, stride, padding, dilation, out_hw, need_idx):
