@@ -23,6 +23,7 @@ CASES = [
     (16, 129, 128, 6, 7, 0, True),           # no padding, odd channel count
     (8, 128, 128, 6, 6, 2, True),            # padding beyond 'same'
     (24, 128, 136, 11, 4, ((0, 1), (2, 0)), True),  # asymmetric padding, three vectors of images
+    (8, 96, 96, 8, 8, 1, True),              # the fewest channels it takes
 ]
 
 
@@ -149,6 +150,7 @@ REFUSED = [
     (8, 128, 128, 14, 1, 1, 2),    # groups
     (8, 64, 128, 14, 1, 1, 1),     # too few input channels to pay
     (8, 128, 64, 14, 1, 1, 1),     # too few outputs
+    (8, 95, 96, 14, 1, 1, 1),      # one channel short
     (32, 128, 128, 3, 1, 1, 1),    # a 3x3 map: 2x2 tiles waste 7 of 16 outputs
     (4, 128, 128, 14, 1, 1, 1),    # half a vector of images
     (12, 128, 128, 14, 1, 1, 1),   # a vector and a half
