@@ -1,7 +1,8 @@
 """The convolution dispatch's evidence: each layer's forward (and forward + backward) through the
 kernel ``ops/conv.py`` takes for it, through im2col + GEMM, and in PyTorch, in one process,
-alternating rounds, medians. The rows are the shapes ``conv._implicit``'s limits were set from
-(ResNet, VGG, DenseNet, ResNeXt layers at batch 1, 8 and 32).
+alternating rounds, medians. The rows are the shapes ``conv._implicit``'s and
+``conv._winograd_takes``'s limits were set from (ResNet, VGG, DenseNet, ResNeXt layers at batch
+1, 8 and 32).
 
     python -m benchmarks.conv_kernels [--rounds N]
 
@@ -26,6 +27,8 @@ LAYERS = [
     ("256->256 k3 14x14 b8", (8, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1),
     ("512->512 k3 7x7 b8", (8, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1),
     ("512->512 k3 7x7 b32", (32, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1),
+    ("256->256 k3 56x56 b8 (VGG)", (8, 256, 56, 56), (256, 256, 3, 3), 1, 1, 1),
+    ("128->128 k3 14x14 b64", (64, 128, 14, 14), (128, 128, 3, 3), 1, 1, 1),
     ("stem 3->64 k7 s2 224x224 b8", (8, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1),
     ("64->128 k3 s2 56x56 b8", (8, 64, 56, 56), (128, 64, 3, 3), 2, 1, 1),
     ("DenseNet 128->32 k3 28x28 b8", (8, 128, 28, 28), (32, 128, 3, 3), 1, 1, 1),
@@ -61,12 +64,12 @@ def run(rounds=5):
                 y.backward(dn.ones_like(y))
 
             def im2col(ours=ours):
-                real = C._implicit
-                C._implicit = lambda plan: False
+                real = C._implicit, C._winograd_takes
+                C._implicit = C._winograd_takes = lambda plan: False
                 try:
                     ours()
                 finally:
-                    C._implicit = real
+                    C._implicit, C._winograd_takes = real
 
             def theirs(x=x, w=w, s=s, p=p, g=g):
                 xt = torch.tensor(x, requires_grad=backward)

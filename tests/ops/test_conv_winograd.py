@@ -19,11 +19,11 @@ pytestmark = pytest.mark.skipif(not _native.usable(np.zeros(1, np.float32)),
 # (N, C, O, H, W, padding, bias)
 CASES = [
     (8, 128, 128, 14, 14, 1, True),          # 'same', even map
-    (8, 128, 130, 7, 9, 1, False),           # odd map: the last tiles' outputs cut
-    (16, 129, 128, 6, 7, 0, True),           # no padding, odd channel count
-    (8, 128, 128, 6, 6, 2, True),            # padding beyond 'same'
-    (24, 128, 136, 11, 4, ((0, 1), (2, 0)), True),  # asymmetric padding, three vectors of images
-    (8, 96, 96, 8, 8, 1, True),              # the fewest channels it takes
+    (8, 128, 130, 13, 15, 1, False),         # odd map: the last tiles' outputs cut
+    (16, 129, 128, 10, 11, 0, True),         # no padding, odd channel count
+    (8, 128, 128, 12, 12, 2, True),          # padding beyond 'same'
+    (24, 128, 136, 11, 6, ((0, 1), (2, 0)), True),  # asymmetric padding, three vectors of images
+    (8, 96, 96, 12, 12, 1, True),            # the fewest channels it takes
 ]
 
 
@@ -66,14 +66,14 @@ def test_winograd_matches_torch(case, monkeypatch):
 
 @pytest.mark.parametrize("need", [(0,), (1,), (1, 2), (0, 2)])
 def test_winograd_computes_only_the_gradients_asked_for(need):
-    x, wt, b = _inputs(8, 128, 128, 8, 8)
+    x, wt, b = _inputs(8, 128, 128, 12, 12)
     check_against_torch(lambda *a: F.conv2d(*a, padding=1), lambda *a: TF.conv2d(*a, padding=1), [x, wt, b],
                         grad_inputs=list(need), torch_in_float64=True)
 
 
 def test_winograd_under_no_grad_and_in_eval_mode(monkeypatch):
     kinds = _kinds(monkeypatch)
-    x, wt, b = _inputs(8, 128, 128, 9, 9)
+    x, wt, b = _inputs(8, 128, 128, 12, 12)
     with dn.no_grad():
         y = F.conv2d(dn.tensor(x), dn.tensor(wt), dn.tensor(b), padding=1).numpy()
     want = TF.conv2d(*(__import__("torch").tensor(a.astype(np.float64)) for a in (x, wt, b)), padding=1)
@@ -107,7 +107,7 @@ def test_chunks_of_tile_rows_give_the_whole_map(monkeypatch):
 @pytest.mark.parametrize("threads", [2, 3, 16])
 def test_threads_share_the_transforms_without_changing_a_bit(threads, monkeypatch):
     """Each channel's transforms run whole in one thread, whichever takes it."""
-    x, wt, b = _inputs(8, 128, 128, 10, 10, seed=3)
+    x, wt, b = _inputs(8, 128, 128, 12, 12, seed=3)
     monkeypatch.setattr(_native, "SPLIT_MIN_VALUES", 0)
     results = []
     for t in (1, threads):
@@ -133,7 +133,7 @@ def test_the_flipped_weight_transform_is_that_of_the_flipped_weights():
 
 def test_the_input_gradient_is_the_adjoint_of_the_forward():
     """<conv(x), g> = <x, conv^T(g)>, both through Winograd, in float64 sums of float32 results."""
-    x, wt, _ = _inputs(8, 128, 128, 9, 7, seed=5)
+    x, wt, _ = _inputs(8, 128, 128, 13, 11, seed=5)
     xs, ws = dn.tensor(x, requires_grad=True), dn.tensor(wt)
     y = F.conv2d(xs, ws, padding=1)
     g = np.random.default_rng(6).standard_normal(y.shape).astype(np.float32)
@@ -183,7 +183,7 @@ def test_without_the_fast_native_kernels_the_numpy_path_runs(monkeypatch):
     """A CPU the kernels are not fast on (or no build): im2col, with the same results."""
     monkeypatch.setattr(_native, "fast_here", lambda: False)
     kinds = _kinds(monkeypatch)
-    x, wt, b = _inputs(8, 128, 128, 8, 8)
+    x, wt, b = _inputs(8, 128, 128, 12, 12)
     check_against_torch(lambda *a: F.conv2d(*a, padding=1), lambda *a: TF.conv2d(*a, padding=1), [x, wt, b],
                         torch_in_float64=True)
     assert kinds == ["im2col"]
