@@ -124,6 +124,31 @@ def test_implicit_gemm_kernel_from_many_threads():
                 np.testing.assert_array_equal(g, e)
 
 
+@pytest.mark.skipif(not _native.usable(np.zeros(1, np.float32)), reason="the Winograd transforms need the native build")
+def test_winograd_convolution_from_many_threads():
+    """Winograd F(2x2, 3x3) (native transforms and per-thread workspaces around OpenBLAS) from
+    20 threads at once: every result bitwise the single-threaded one."""
+    rng = np.random.default_rng(2)
+    x = dn.tensor(rng.standard_normal((8, 96, 12, 12), dtype=np.float32))
+    w = dn.tensor(rng.standard_normal((112, 96, 3, 3), dtype=np.float32) / 30)
+    b = dn.tensor(rng.standard_normal(112, dtype=np.float32))
+    kinds = []
+    real = conv_ops._choose
+    conv_ops._choose = lambda *a, **k: kinds.append(real(*a, **k)) or kinds[-1]
+    try:
+        want = _forward(lambda t: dn.functional.conv2d(t, w, b, padding=1), x)
+    finally:
+        conv_ops._choose = real
+    assert kinds == ["winograd"]
+
+    def run(_):
+        return [_forward(lambda t: dn.functional.conv2d(t, w, b, padding=1), x) for _ in range(CALLS)]
+
+    for per_thread in _run_threads(run):
+        for got in per_thread:
+            np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("make", [
     lambda: nn.Linear(None, 10),
     lambda: nn.Sequential(nn.Conv2d(None, 4, 3), nn.BatchNorm2d(None), nn.Flatten(), nn.LazyLinear(10))
