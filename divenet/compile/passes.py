@@ -11,7 +11,8 @@ Rewriting passes (run in this order):
   norm after a convolution that only it reads becomes part of the convolution: the weights
   ``w * gamma / sqrt(var + eps)`` and bias are *derived* values, recomputed by the executor
   whenever a source array or its version counter changes (an optimizer step, ``no_grad``
-  in-place edits, ``load_state_dict``), never stale.
+  in-place edits, ``load_state_dict``), never stale. A refold makes new read-only arrays, so a
+  Winograd convolution keeps their transform (ops/conv.py ``_winograd_weight_of``).
 * ``fuse_bn_relu``: BatchNorm -> ReLU and BatchNorm -> Add -> ReLU become one
   ``BatchNormReLU`` node (ops/fused.py) that keeps batch norm's input but not ReLU's output;
   readers that saved that output (a convolution's input) drop it after their forward and the
@@ -256,6 +257,8 @@ def fold_recipe(recipe, arrays):
         shift = shift + beta
     wf = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
     bf = shift if b is None else b * scale + shift
+    if xp is np:  # refolded into a new array, never written: the convolution may keep its transform
+        wf.flags.writeable = False
     return wf, bf
 
 

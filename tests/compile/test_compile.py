@@ -877,3 +877,42 @@ def test_recompute_cheap_reruns_only_a_cheap_stem_and_stays_bitwise():
     # LeNet's first segment is half its forward's work: nothing is cheap enough to re-run
     lenet = trace_graph(dn.models.get_model("lenet"), _x(8, side=28))
     assert "recompute_cheap" in lenet.passes and lenet.plan.recomputed == () and not lenet.plan.segments
+
+
+def test_compiled_inference_keeps_winograd_transforms_of_folded_weights_and_never_goes_stale():
+    """An eval graph's folded weights are read-only arrays, so a Winograd convolution keeps their
+    transform between calls; an optimizer step refolds them into new arrays, and the output
+    follows eager's."""
+    from divenet.ops import conv as conv_ops
+
+    def net():
+        dn.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(96, 96, 3, padding=1), nn.BatchNorm2d(96), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(96 * 8 * 8, 3))
+    eager, model = net(), net()
+    c = dn.compile(model)
+    eager.eval(), c.eval()
+    x = dn.tensor(np.random.default_rng(1).standard_normal((8, 96, 8, 8)).astype(np.float32))
+    kinds, transforms = [], []
+    real, transform = conv_ops._choose, conv_ops._winograd_weight
+    conv_ops._choose = lambda *a, **k: kinds.append(real(*a, **k)) or kinds[-1]
+    conv_ops._winograd_weight = lambda *a, **k: transforms.append(1) or transform(*a, **k)
+    try:
+        with dn.no_grad():
+            c(x)  # the trace (unfolded, as eager)
+            transforms.clear()
+            first, again = c(x).numpy(), c(x).numpy()
+            assert len(transforms) == 1  # the folded weight's, kept for the second call
+            np.testing.assert_allclose(first, eager(x).numpy(), rtol=1e-4, atol=1e-5)
+    finally:
+        conv_ops._choose, conv_ops._winograd_weight = real, transform
+    assert "winograd" in kinds and np.array_equal(first, again)
+    for m in (eager, model):
+        m.train()
+        F.cross_entropy(m(x), dn.tensor(np.arange(8) % 3)).backward()
+        SGD(m.parameters(), lr=0.5).step()
+        m.eval()
+    with dn.no_grad():
+        after = c(x).numpy()
+        np.testing.assert_allclose(after, eager(x).numpy(), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(after, first)

@@ -187,3 +187,48 @@ def test_without_the_fast_native_kernels_the_numpy_path_runs(monkeypatch):
     check_against_torch(lambda *a: F.conv2d(*a, padding=1), lambda *a: TF.conv2d(*a, padding=1), [x, wt, b],
                         torch_in_float64=True)
     assert kinds == ["im2col"]
+
+
+def _transform_calls(monkeypatch):
+    calls = []
+    real = C._winograd_weight
+    monkeypatch.setattr(C, "_winograd_weight", lambda w, flipped=False: calls.append(flipped) or real(w, flipped))
+    return calls
+
+
+def test_a_read_only_weight_is_transformed_once_while_it_lives(monkeypatch):
+    """A read-only weight that owns its memory (graph mode's folded weights) keeps its transform;
+    the entry goes with the array."""
+    calls = _transform_calls(monkeypatch)
+    _, wt, _ = _inputs(1, 96, 96, 3, 3)
+    frozen = wt.copy()
+    frozen.flags.writeable = False
+    first, again = C._winograd_weight_of(frozen), C._winograd_weight_of(frozen)
+    assert calls == [False] and again is first
+    np.testing.assert_array_equal(first, C._winograd_weight(wt))
+    key = id(frozen)
+    assert key in C._frozen_transforms
+    del frozen
+    import gc
+    gc.collect()
+    assert key not in C._frozen_transforms
+
+
+def test_a_weight_that_can_change_is_transformed_every_call(monkeypatch):
+    """A parameter (writeable: an optimizer updates it in place) and a read-only view of one
+    (its base can change) get a fresh transform each call, and see the change."""
+    calls = _transform_calls(monkeypatch)
+    x, wt, b = _inputs(8, 96, 96, 12, 12)
+    view = wt[:]
+    view.flags.writeable = False
+    w = dn.tensor(wt)
+    with dn.no_grad():
+        F.conv2d(dn.tensor(x), w, padding=1)
+        w.mul_(2.0)
+        doubled = F.conv2d(dn.tensor(x), w, padding=1).numpy()
+        F.conv2d(dn.tensor(x), dn.tensor(view), padding=1)
+        F.conv2d(dn.tensor(x), dn.tensor(view), padding=1)
+    assert calls == [False] * 4
+    import torch
+    want = TF.conv2d(torch.tensor(x.astype(np.float64)), torch.tensor(2.0 * wt.astype(np.float64)), padding=1)
+    np.testing.assert_allclose(doubled, want.numpy().astype(np.float32), rtol=1e-4, atol=1e-5)
