@@ -11,6 +11,7 @@ import pytest
 import divenet as dn
 import divenet.functional as F
 import divenet.nn as nn
+from divenet import _native
 from divenet.compile import PASSES, RecompileWarning, TraceError, trace_graph
 from divenet.optim import SGD
 
@@ -879,6 +880,7 @@ def test_recompute_cheap_reruns_only_a_cheap_stem_and_stays_bitwise():
     assert "recompute_cheap" in lenet.passes and lenet.plan.recomputed == () and not lenet.plan.segments
 
 
+@pytest.mark.skipif(not _native.usable(np.zeros(1, np.float32)), reason="Winograd needs the native build")
 def test_compiled_inference_keeps_winograd_transforms_of_folded_weights_and_never_goes_stale():
     """An eval graph's folded weights are read-only arrays, so a Winograd convolution keeps their
     transform between calls; an optimizer step refolds them into new arrays, and the output
