@@ -429,9 +429,9 @@ def _choose(p, pairs, xh, w, b, grads=True):
       input gradient; the weight gradient as the implicit GEMM's. Zen 4, alternating medians
       of 9, new / old, training (inference): 128 to 512 channels at 224 b8 0.73-0.97x
       (0.60-0.91), at 96 b32 0.81-0.89 (0.87-1.09), at 28 b64 and b256 0.67-1.04 (0.59-1.01);
-      64 channels lost inference 1.40-1.66x (the GEMMs over 64 channels run at 100 GFLOP/s
-      and the transforms cost as much as they save), a 3x3 map 1.16-1.37x (2x2 tiles waste 7
-      of 16 outputs).
+      64 channels tied (0.89-1.07: the GEMMs over 64 channels run at 100 GFLOP/s and the
+      transforms cost as much as they save), a 3x3 map lost 1.16-1.37x (2x2 tiles waste 7 of
+      16 outputs).
     - ``"implicit"``: where ``_implicit`` says, per copy of the kernel (AVX-512: grouped, few
       outputs over many taps, or output rows of 112 columns and more; AVX2: grouped, or up to
       64 outputs on rows of 56 columns and more): the GEMM of im2col computed from the input itself (``_native.gemm_conv``);
@@ -447,17 +447,17 @@ def _choose(p, pairs, xh, w, b, grads=True):
         return "dense"
     if _direct(p, xh, w, b):
         return "direct"
-    if (p.G > 1 and p.G == p.C == p.O and p.kh * p.kw <= _native.DEPTHWISE_MAX_TAPS
-            and _native.usable(xh, w, *(() if b is None else (b,)))):
+    native = _native.usable(xh, w, *(() if b is None else (b,)))  # the kernels below need them
+    if p.G > 1 and p.G == p.C == p.O and p.kh * p.kw <= _native.DEPTHWISE_MAX_TAPS and native:
         if p.N >= _native.MIN_BATCH:
             return "depthwise"
         if not grads:
             return "depthwise_rows"
     if p.pointwise:
         return "pointwise"
-    if _winograd_takes(p) and _native.usable(xh, w, *(() if b is None else (b,))):
+    if native and _winograd_takes(p):
         return "winograd"
-    if _implicit(p) and _native.usable(xh, w, *(() if b is None else (b,))):
+    if native and _implicit(p):
         return "implicit"
     return "im2col"
 
